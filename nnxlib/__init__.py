@@ -1,0 +1,62 @@
+"""nnxlib: stateful graph-object modules for JAX, API-compatible with ``flax.nnx``.
+
+``import nnxlib as nnx`` and write modules as plain Python objects; split them into a
+static ``GraphDef`` and a ``State`` of arrays to run under JAX transforms, or use the
+``nnx.jit``/``nnx.grad``/… transforms that do that for you at raw-JAX speed.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import nnxlib as nnx
+    >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    >>> graphdef, state = nnx.split(model)
+    >>> nnx.merge(graphdef, state)(jnp.ones((1, 2))).shape
+    (1, 3)
+"""
+
+from nnxlib import display as _display_module
+from nnxlib import filters, graph
+from nnxlib._tracking import TraceContextError
+from nnxlib.containers import Dict, List, Sequential
+from nnxlib.filters import (
+    All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag,
+)
+from nnxlib.graph import (
+    GraphDef, call, clone, find_duplicates, graphdef, iter_graph, merge, pop,
+    recursive_map, split, state, update,
+)
+from nnxlib.module import Module, Object, iter_children, iter_modules
+from nnxlib.rngs import (
+    RngCount, RngKey, RngStream, Rngs, fork_rngs, reseed, split_rngs,
+)
+from nnxlib.state import (
+    FlatState, State, filter_state, from_flat_state, map_state, merge_state,
+    replace_by_pure_dict, split_state, to_flat_state, to_pure_dict,
+)
+from nnxlib.variables import (
+    BatchStat, Cache, Intermediate, Param, Perturbation, Variable, VariableMetadata,
+    register_variable_name, variable_name_from_type, variable_type_from_name,
+    with_metadata, with_partitioning,
+)
+
+
+class _Display:
+    """``nnx.display(x)`` shows values; ``nnx.display.render_to_html`` is also here."""
+
+    def __call__(self, *values):
+        _display_module.display(*values)
+
+    def __getattr__(self, name):
+        return getattr(_display_module, name)
+
+
+display = _Display()
+
+from nnxlib import nn  # noqa: E402
+from nnxlib.nn import *  # noqa: E402,F401,F403
+from nnxlib.nn import initializers  # noqa: E402,F401
+
+try:  # layers, training and transforms arrive in later layers of the build
+    from nnxlib.transforms import *  # noqa: F401,F403
+    from nnxlib.training import *  # noqa: F401,F403
+except ImportError:  # pragma: no cover
+    pass

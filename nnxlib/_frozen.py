@@ -1,0 +1,70 @@
+"""Turning arbitrary Python values into hashable, value-comparable keys.
+
+Graph definitions and variable metadata end up in cache keys and in JAX pytree aux data,
+both of which must be hashable and compare by value. Most static values already are; the
+few that are not (lists, dicts, sets, arbitrary objects without ``__hash__``) are
+converted here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["freeze", "Unhashable"]
+
+
+class Unhashable:
+    """Wraps a value that cannot be hashed: hashes by type, compares with ``==``.
+
+    Example:
+        >>> Unhashable([1, 2]) == Unhashable([1, 2])
+        True
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __hash__(self) -> int:
+        return hash(type(self.value))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Unhashable):
+            return False
+        if self.value is other.value:
+            return True
+        try:
+            return bool(self.value == other.value)
+        except Exception:  # e.g. arrays whose == is elementwise
+            return False
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+def freeze(value: Any) -> Any:
+    """Return ``value`` if it is hashable, else a hashable stand-in that compares by value.
+
+    Lists become tuples, dicts become sorted item tuples, anything else unhashable is
+    wrapped in :class:`Unhashable`.
+
+    Example:
+        >>> freeze([1, {"a": 2}])
+        (1, (('a', 2),))
+        >>> freeze("name")
+        'name'
+    """
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted(((k, freeze(v)) for k, v in value.items()), key=_item_key))
+    try:
+        hash(value)
+    except TypeError:
+        return Unhashable(value)
+    return value
+
+
+def _item_key(item: tuple) -> str:
+    return repr(item[0])

@@ -1,0 +1,280 @@
+"""Filters: small declarative predicates that select state by path and value.
+
+A filter is anything :func:`to_predicate` understands:
+
+* a type: ``nnx.Param`` selects values that are instances of it;
+* a string: a collection name (``'params'``, ``'batch_stats'``) or a variable ``tag``;
+* ``...`` or ``True`` selects everything, ``None`` or ``False`` nothing;
+* one of the filter objects below (``PathContains``, ``WithTag``, ``OfType``, ``Any``,
+  ``All``, ``Not``, ``Everything``, ``Nothing``);
+* a list or tuple of filters (means ``Any`` of them);
+* any callable ``predicate(path, value) -> bool``.
+
+Filter objects are frozen and compare by value, so they can key caches.
+
+Example:
+    >>> import nnxlib as nnx
+    >>> is_param = nnx.filters.to_predicate(nnx.Param)
+    >>> is_param(("linear", "kernel"), nnx.Param(1.0)), is_param((), nnx.BatchStat(1.0))
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+from typing import Any as TAny
+from typing import Callable
+
+from nnxlib.variables import Variable, variable_name_from_type
+
+__all__ = [
+    "Filter",
+    "to_predicate",
+    "PathContains",
+    "WithTag",
+    "OfType",
+    "Any",
+    "All",
+    "Not",
+    "Everything",
+    "Nothing",
+]
+
+Filter = TAny  # type, str, Ellipsis, bool, None, callable, or a filter object below
+Predicate = Callable[[tuple, TAny], bool]
+
+
+def to_predicate(filter: Filter) -> Predicate:
+    """Turn any filter into a predicate ``(path, value) -> bool``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> pred = nnx.filters.to_predicate("batch_stats")
+        >>> pred(("bn", "mean"), nnx.BatchStat(0.0))
+        True
+    """
+    if isinstance(filter, _FilterBase):
+        return filter
+    if filter is Ellipsis or filter is True:
+        return Everything()
+    if filter is None or filter is False:
+        return Nothing()
+    if isinstance(filter, type):
+        return OfType(filter)
+    if isinstance(filter, str):
+        return _CollectionOrTag(filter)
+    if isinstance(filter, (list, tuple)):
+        return Any(*filter)
+    if callable(filter):
+        return filter
+    raise TypeError(
+        f"Invalid filter {filter!r} of type {type(filter).__name__}. Expected a type, a "
+        "collection name or tag string, ..., True/False, a filter object or a callable "
+        "(path, value) -> bool."
+    )
+
+
+class _FilterBase:
+    """Common base so ``to_predicate`` can pass filter objects through unchanged."""
+
+    def __call__(self, path: tuple, value: TAny) -> bool:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _collection_of(value: TAny) -> str | None:
+    if isinstance(value, Variable):
+        try:
+            return variable_name_from_type(type(value))
+        except ValueError:
+            return None
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _CollectionOrTag(_FilterBase):
+    """Selects variables whose collection name or ``tag`` metadata equals ``name``."""
+
+    name: str
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        if _collection_of(value) == self.name:
+            return True
+        return isinstance(value, Variable) and value._metadata.get("tag") == self.name
+
+    def __repr__(self) -> str:
+        return repr(self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class OfType(_FilterBase):
+    """Selects values that are instances of ``type`` (for variables: of that kind).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.OfType(nnx.Param)((), nnx.Param(0.0))
+        True
+    """
+
+    type: type
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return isinstance(value, self.type)
+
+    def __repr__(self) -> str:
+        return f"OfType({self.type.__name__})"
+
+
+@dataclasses.dataclass(frozen=True)
+class PathContains(_FilterBase):
+    """Selects values whose path contains the key ``key``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.PathContains("bias")(("linear", "bias"), nnx.Param(0.0))
+        True
+    """
+
+    key: TAny
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return self.key in path
+
+
+@dataclasses.dataclass(frozen=True)
+class WithTag(_FilterBase):
+    """Selects variables whose ``tag`` metadata equals ``tag`` (e.g. RNG streams).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.WithTag("dropout")((), nnx.Variable(0, tag="dropout"))
+        True
+    """
+
+    tag: str
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return isinstance(value, Variable) and value._metadata.get("tag") == self.tag
+
+
+class Any(_FilterBase):
+    """Selects values matched by at least one of the given filters.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.Any(nnx.Param, nnx.BatchStat)((), nnx.BatchStat(0.0))
+        True
+    """
+
+    def __init__(self, *filters: Filter):
+        self.filters = tuple(filters)
+        self.predicates = tuple(to_predicate(f) for f in filters)
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return builtins.any(p(path, value) for p in self.predicates)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Any) and self.predicates == other.predicates
+
+    def __hash__(self) -> int:
+        return hash(("Any", self.predicates))
+
+    def __repr__(self) -> str:
+        return f"Any({', '.join(map(repr, self.predicates))})"
+
+
+class All(_FilterBase):
+    """Selects values matched by every one of the given filters.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> f = nnx.All(nnx.Param, nnx.PathContains("bias"))
+        >>> f(("bias",), nnx.Param(0.0)), f(("kernel",), nnx.Param(0.0))
+        (True, False)
+    """
+
+    def __init__(self, *filters: Filter):
+        self.filters = tuple(filters)
+        self.predicates = tuple(to_predicate(f) for f in filters)
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return builtins.all(p(path, value) for p in self.predicates)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, All) and self.predicates == other.predicates
+
+    def __hash__(self) -> int:
+        return hash(("All", self.predicates))
+
+    def __repr__(self) -> str:
+        return f"All({', '.join(map(repr, self.predicates))})"
+
+
+class Not(_FilterBase):
+    """Selects values the given filter does not match.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.Not(nnx.Param)((), nnx.BatchStat(0.0))
+        True
+    """
+
+    def __init__(self, filter: Filter):
+        self.filter = filter
+        self.predicate = to_predicate(filter)
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return not self.predicate(path, value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Not) and self.predicate == other.predicate
+
+    def __hash__(self) -> int:
+        return hash(("Not", self.predicate))
+
+    def __repr__(self) -> str:
+        return f"Not({self.predicate!r})"
+
+
+class Everything(_FilterBase):
+    """Selects everything (the same as ``...`` or ``True``).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.Everything()(("any", "path"), 1)
+        True
+    """
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Everything)
+
+    def __hash__(self) -> int:
+        return hash("Everything")
+
+    def __repr__(self) -> str:
+        return "Everything()"
+
+
+class Nothing(_FilterBase):
+    """Selects nothing (the same as ``None`` or ``False``).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.Nothing()(("any", "path"), 1)
+        False
+    """
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Nothing)
+
+    def __hash__(self) -> int:
+        return hash("Nothing")
+
+    def __repr__(self) -> str:
+        return "Nothing()"

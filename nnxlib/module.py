@@ -1,0 +1,374 @@
+"""``Object`` and ``Module``: plain Python objects that form a graph of state.
+
+A module is written like a PyTorch module: ``__init__`` creates parameters and
+submodules as attributes, ``__call__`` computes. The attribute rules:
+
+* ``Variable`` values (``Param``, ``BatchStat``, …) are state;
+* submodules, ``List``/``Dict`` containers and tuples are graph nodes, walked by
+  ``split``; plain ``list``/``dict`` values are converted to ``List``/``Dict`` on
+  assignment so that in-place changes to them are tracked;
+* arrays (``jax.Array``, ``np.ndarray``) are state too, without a variable box;
+* anything else is static and becomes part of the ``GraphDef``.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import nnxlib as nnx
+    >>> class MLP(nnx.Module):
+    ...     def __init__(self, sizes, rngs):
+    ...         self.layers = [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:])]
+    ...     def __call__(self, x):
+    ...         for layer in self.layers:
+    ...             x = jnp.tanh(layer(x))
+    ...         return x
+    >>> model = MLP([2, 8, 1], nnx.Rngs(0))
+    >>> model(jnp.ones((3, 2))).shape
+    (3, 1)
+    >>> sorted(nnx.state(model)["layers"][0])
+    ['bias', 'kernel']
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import jax
+
+from nnxlib import _tracking
+from nnxlib import graph as graphlib
+from nnxlib.filters import to_predicate
+from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
+from nnxlib.state import key_order
+from nnxlib.variables import Perturbation, Variable
+
+__all__ = ["Object", "Module", "iter_modules", "iter_children", "first_from"]
+
+_INTERNAL = ("_nnx_stamp", "_nnx_trace", "_nnx_plan")
+
+
+class Object:
+    """Base class of every mutable graph node with attributes (modules, ``Rngs``).
+
+    Tracks structural changes (for split caching) and guards against mutation from a
+    foreign trace. Subclasses need not call ``super().__init__()``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> class Counter(nnx.Object):
+        ...     def __init__(self):
+        ...         self.count = nnx.Variable(0)
+        >>> sorted(nnx.state(Counter()))
+        ['count']
+    """
+
+    __slots__ = ("__dict__", "__weakref__", "_nnx_stamp", "_nnx_trace", "_nnx_plan")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Object":
+        obj = object.__new__(cls)
+        _init_internal(obj)
+        return obj
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _INTERNAL:
+            object.__setattr__(self, name, value)
+            return
+        if self._nnx_trace != _tracking.current_trace():
+            _tracking.check_trace(self, f"set attribute {name!r}")
+        value = _track_containers(value)
+        _check_attribute_value(self, name, value)
+        d = self.__dict__
+        old = d.get(name, _MISSING)
+        d[name] = value
+        if not (is_array(value) and is_array(old)):
+            object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+
+    def __delattr__(self, name: str) -> None:
+        if name not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+        if self._nnx_trace != _tracking.current_trace():
+            _tracking.check_trace(self, f"delete attribute {name!r}")
+        del self.__dict__[name]
+        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+
+    def __getstate__(self) -> dict:
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict) -> None:
+        _init_internal(self)
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return _object_repr(self, set(), 0)
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        from nnxlib.display import render_object
+
+        return render_object(self, path, subtree_renderer)
+
+
+_MISSING = object()
+
+
+def _init_internal(obj: Any) -> None:
+    object.__setattr__(obj, "_nnx_stamp", _tracking.bump())
+    object.__setattr__(obj, "_nnx_trace", _tracking.current_trace())
+    object.__setattr__(obj, "_nnx_plan", None)
+
+
+def _track_containers(value: Any) -> Any:
+    """Plain lists and dicts become ``List``/``Dict`` so their mutations are seen."""
+    if type(value) is list or type(value) is dict:
+        from nnxlib.containers import Dict, List
+
+        return List(value) if type(value) is list else Dict(value)
+    return value
+
+
+def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
+    """Reject values that would hide state from the graph walker."""
+    if isinstance(value, (set, frozenset)):
+        hidden = [v for v in value if _is_state_like(v)]
+    elif (graphlib.node_impl(type(value)) is None and not isinstance(value, Variable)
+          and not is_array(value)):
+        leaves = jax.tree_util.tree_leaves(value, is_leaf=graphlib.is_node_or_variable)
+        single_leaf = len(leaves) == 1 and leaves[0] is value
+        hidden = [] if single_leaf else [v for v in leaves if _is_state_like(v)]
+    else:
+        return
+    if hidden:
+        raise ValueError(
+            f"Cannot assign {type(owner).__name__}.{name}: the {type(value).__name__} "
+            f"value contains {type(hidden[0]).__name__} objects, which nnxlib cannot "
+            "track inside this container type (they would be treated as a static "
+            "constant). Hint: hold them in a list, dict, tuple, nnx.List or nnx.Dict, "
+            "or as separate attributes."
+        )
+
+
+def _is_state_like(x: Any) -> bool:
+    return graphlib.is_node_or_variable(x) or is_array(x)
+
+
+def _object_children(obj: Object) -> list:
+    return sorted(obj.__dict__.items(), key=lambda kv: key_order(kv[0]))
+
+
+def _object_create_empty(cls: type) -> Object:
+    obj = object.__new__(cls)
+    _init_internal(obj)
+    return obj
+
+
+def _object_fill(obj: Object, pairs: list) -> None:
+    d = obj.__dict__
+    d.clear()
+    d.update(pairs)
+
+
+def _object_set_raw(obj: Object, key: str, value: Any) -> None:
+    obj.__dict__[key] = value
+
+
+register_graph_node_type(Object, NodeImpl(
+    children=_object_children, pytree=False, create_empty=_object_create_empty,
+    fill=_object_fill, set_raw=_object_set_raw))
+
+
+def _object_repr(obj: Any, seen: set, depth: int) -> str:
+    if id(obj) in seen:
+        return f"{type(obj).__name__}(...)  # shared, shown above"
+    seen.add(id(obj))
+    pad = "  " * (depth + 1)
+    lines = []
+    for key, value in _object_children(obj):
+        if isinstance(value, Object):
+            text = _object_repr(value, seen, depth + 1)
+        else:
+            text = repr(value).replace("\n", "\n" + pad)
+        lines.append(f"{pad}{key}={text},")
+    if not lines:
+        return f"{type(obj).__name__}()"
+    return f"{type(obj).__name__}(\n" + "\n".join(lines) + "\n" + "  " * depth + ")"
+
+
+class Module(Object):
+    """Base class for layers and models.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> class Scale(nnx.Module):
+        ...     def __init__(self):
+        ...         self.s = nnx.Param(jnp.array(2.0))
+        ...     def __call__(self, x):
+        ...         return x * self.s
+        >>> float(Scale()(3.0))
+        6.0
+    """
+
+    def sow(self, variable_type: type[Variable] | str, name: str, value: Any,
+            reduce_fn: Callable[[Any, Any], Any] = lambda xs, x: (*xs, x),
+            init_fn: Callable[[], Any] = tuple) -> None:
+        """Record ``value`` in a variable attribute ``name`` (a tuple by default).
+
+        Each call appends to the tuple (or folds with ``reduce_fn`` from
+        ``init_fn()``). Take the recorded values out with ``nnx.pop``.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> m = nnx.Module()
+            >>> m.sow(nnx.Intermediate, "h", 1)
+            >>> m.sow(nnx.Intermediate, "h", 2)
+            >>> m.h.value
+            (1, 2)
+        """
+        if isinstance(variable_type, str):
+            from nnxlib.variables import variable_type_from_name
+
+            variable_type = variable_type_from_name(variable_type, allow_register=True)
+        current = self.__dict__.get(name, _MISSING)
+        if current is _MISSING:
+            setattr(self, name, variable_type(reduce_fn(init_fn(), value)))
+        elif isinstance(current, variable_type):
+            current.value = reduce_fn(current.value, value)
+        else:
+            raise ValueError(
+                f"sow: attribute {type(self).__name__}.{name} holds a "
+                f"{type(current).__name__}, expected a {variable_type.__name__}. Hint: "
+                "sow under another name or pop the old value first."
+            )
+
+    def perturb(self, name: str, value: Any,
+                variable_type: type[Variable] = Perturbation) -> Any:
+        """Add a zero-valued perturbation variable to ``value`` and return the sum.
+
+        The gradient with respect to the perturbation is the gradient with respect to
+        this intermediate value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> m = nnx.Module()
+            >>> float(m.perturb("h", jnp.array(3.0))), float(m.h[...])
+            (3.0, 0.0)
+        """
+        if name not in self.__dict__:
+            import jax.numpy as jnp
+
+            setattr(self, name, variable_type(jnp.zeros_like(value)))
+        return value + getattr(self, name)[...]
+
+    def iter_modules(self) -> Iterator[tuple[tuple, "Module"]]:
+        """Yield ``(path, module)`` for this module and every submodule, once each.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> seq = nnx.Sequential(nnx.Linear(1, 1, rngs=nnx.Rngs(0)))
+            >>> [path for path, _ in seq.iter_modules()]
+            [('layers', 0), ()]
+        """
+        return iter_modules(self)
+
+    def iter_children(self) -> Iterator[tuple[Any, "Module"]]:
+        """Yield ``(name, submodule)`` for direct child modules.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> seq = nnx.Sequential(nnx.Linear(1, 1, rngs=nnx.Rngs(0)))
+            >>> [name for name, _ in seq.iter_children()]
+            []
+        """
+        return ((k, v) for k, v in graphlib.iter_children(self) if isinstance(v, Module))
+
+    def set_attributes(self, *filters: Any, raise_if_not_found: bool = True,
+                       **attributes: Any) -> None:
+        """Set ``attributes`` on every submodule (matching ``filters``) that has them.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> model = nnx.Sequential(nnx.Dropout(0.5), nnx.Dropout(0.1))
+            >>> model.set_attributes(deterministic=True)
+            >>> [layer.deterministic for layer in model.layers]
+            [True, True]
+        """
+        predicates = [to_predicate(f) for f in filters]
+        remaining = set(attributes)
+        for path, module in iter_modules(self):
+            if predicates and not any(p(path, module) for p in predicates):
+                continue
+            for name, value in attributes.items():
+                if hasattr(module, name) and not isinstance(getattr(module, name), Object):
+                    setattr(module, name, value)
+                    remaining.discard(name)
+        if remaining and raise_if_not_found:
+            raise ValueError(
+                f"set_attributes: no submodule of {type(self).__name__} has attribute(s) "
+                f"{sorted(remaining)}. Hint: pass raise_if_not_found=False to ignore."
+            )
+
+    def train(self, **attributes: Any) -> None:
+        """Switch to training mode (``deterministic=False``, ``use_running_average=False``).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> bn = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+            >>> bn.eval(); bn.use_running_average
+            True
+            >>> bn.train(); bn.use_running_average
+            False
+        """
+        self.set_attributes(deterministic=False, use_running_average=False,
+                            **attributes, raise_if_not_found=False)
+
+    def eval(self, **attributes: Any) -> None:
+        """Switch to evaluation mode (``deterministic=True``, ``use_running_average=True``).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> drop = nnx.Dropout(0.5)
+            >>> drop.eval(); drop.deterministic
+            True
+        """
+        self.set_attributes(deterministic=True, use_running_average=True,
+                            **attributes, raise_if_not_found=False)
+
+
+def iter_modules(module: Any) -> Iterator[tuple[tuple, Module]]:
+    """Yield ``(path, module)`` for every module in the graph, children first.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> model = nnx.Sequential(nnx.Linear(1, 2, rngs=nnx.Rngs(0)))
+        >>> [type(m).__name__ for _, m in nnx.iter_modules(model)]
+        ['Linear', 'Sequential']
+    """
+    for path, value in graphlib.iter_graph(module):
+        if isinstance(value, Module):
+            yield path, value
+
+
+def iter_children(node: Any) -> Iterator[tuple[Any, Any]]:
+    """Yield ``(key, child)`` for the direct graph-node children of ``node``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> class Pair(nnx.Module):
+        ...     def __init__(self):
+        ...         self.a = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+        >>> [k for k, _ in nnx.iter_children(Pair())]
+        ['a']
+    """
+    return graphlib.iter_children(node)
+
+
+def first_from(*values: Any, error_msg: str) -> Any:
+    """Return the first argument that is not None, else raise ``ValueError(error_msg)``.
+
+    Example:
+        >>> first_from(None, 3, 4, error_msg="none given")
+        3
+    """
+    for value in values:
+        if value is not None:
+            return value
+    raise ValueError(error_msg)
+

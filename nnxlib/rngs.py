@@ -1,0 +1,308 @@
+"""Random number streams as state: ``Rngs`` and ``RngStream``.
+
+Each named stream holds a base key and a counter, both variables. Calling a stream
+returns ``fold_in(key, count)`` and increments the counter, so keys never repeat and
+the stream's position is part of the model state: it survives split/merge and every
+transform, and ``Rngs(0)`` yields the same keys whether used eagerly or under ``jit``.
+
+Example:
+    >>> import nnxlib as nnx
+    >>> rngs = nnx.Rngs(0, dropout=1)
+    >>> k1, k2 = rngs.params(), rngs.params()   # 'params' falls back to 'default'
+    >>> bool((k1 == k2))
+    False
+    >>> int(rngs.default.count[...]), int(rngs.dropout.count[...])
+    (2, 0)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+
+from nnxlib import graph as graphlib
+from nnxlib.filters import to_predicate
+from nnxlib.module import Object
+from nnxlib.variables import Variable
+
+__all__ = ["RngKey", "RngCount", "RngStream", "Rngs", "split_rngs", "fork_rngs", "reseed"]
+
+
+class RngKey(Variable):
+    """The base key of an :class:`RngStream` (metadata ``tag`` is the stream name).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> isinstance(nnx.Rngs(0).default.key, nnx.RngKey)
+        True
+    """
+
+
+class RngCount(Variable):
+    """The number of keys drawn from an :class:`RngStream`.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> int(nnx.Rngs(0).default.count[...])
+        0
+    """
+
+
+def _as_key(seed: Any) -> jax.Array:
+    if isinstance(seed, int):
+        return jax.random.key(seed)
+    seed = jnp.asarray(seed)
+    if jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        return seed
+    if seed.dtype == jnp.uint32 and seed.shape[-1:] == (2,):
+        return jax.random.wrap_key_data(seed)
+    if jnp.issubdtype(seed.dtype, jnp.integer) and seed.ndim == 0:
+        return jax.random.key(seed)
+    raise TypeError(
+        f"Cannot make an RNG key from {type(seed).__name__} with dtype {seed.dtype} and "
+        f"shape {seed.shape}. Expected an int seed or a key from jax.random.key."
+    )
+
+
+class RngStream(Object):
+    """One named stream: ``stream()`` returns a fresh key each call.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> stream = nnx.RngStream(0, tag="noise")
+        >>> stream().shape, int(stream.count[...])
+        ((), 1)
+    """
+
+    def __init__(self, key: Any, *, tag: str):
+        self.key = RngKey(_as_key(key), tag=tag)
+        self.count = RngCount(jnp.zeros(jnp.shape(self.key[...]), jnp.uint32), tag=tag)
+        self.tag = tag
+
+    def __call__(self) -> jax.Array:
+        key = jax.random.fold_in(self.key[...], self.count[...])
+        self.count[...] = self.count[...] + 1
+        return key
+
+    def fork(self, *, split: int | tuple[int, ...] | None = None) -> "RngStream":
+        """A new stream seeded from this one (``split`` gives a batch of keys).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.RngStream(0, tag="a").fork(split=4).key.shape
+            (4,)
+        """
+        key = self()
+        if split is not None:
+            key = jax.random.split(key, split)
+        return RngStream(key, tag=self.tag)
+
+
+class Rngs(Object):
+    """A set of named :class:`RngStream` s; unknown names fall back to ``default``.
+
+    ``Rngs(0)`` makes a ``default`` stream; keyword arguments add named streams.
+    Streams are read as attributes (``rngs.dropout()``), items (``rngs['dropout']()``)
+    or, for the default stream, by calling ``rngs()``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> rngs = nnx.Rngs(params=0, dropout=1)
+        >>> sorted(name for name, _ in rngs.items())
+        ['dropout', 'params']
+        >>> rngs.dropout().dtype
+        key<fry>
+    """
+
+    def __init__(self, default: Any = None, /, **rngs: Any):
+        if default is not None:
+            rngs = {"default": default, **rngs}
+        for name, value in rngs.items():
+            stream = value if isinstance(value, RngStream) else RngStream(value, tag=name)
+            setattr(self, name, stream)
+
+    def _stream(self, name: str) -> RngStream:
+        streams = self.__dict__
+        stream = streams.get(name)
+        if isinstance(stream, RngStream):
+            return stream
+        default = streams.get("default")
+        if isinstance(default, RngStream):
+            return default
+        raise AttributeError(
+            f"No RNG stream named {name!r} and no 'default' stream to fall back to; "
+            f"streams are {sorted(n for n, s in streams.items() if isinstance(s, RngStream))}"
+            f". Hint: create it with nnx.Rngs(..., {name}=seed) or give a default seed: "
+            "nnx.Rngs(0)."
+        )
+
+    def __getattr__(self, name: str) -> RngStream:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._stream(name)
+
+    def __getitem__(self, name: str) -> RngStream:
+        return self._stream(name)
+
+    def __call__(self) -> jax.Array:
+        return self._stream("default")()
+
+    def __contains__(self, name: str) -> bool:
+        return isinstance(self.__dict__.get(name), RngStream)
+
+    def __len__(self) -> int:
+        return sum(isinstance(s, RngStream) for s in self.__dict__.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n, s in self.__dict__.items() if isinstance(s, RngStream))
+
+    def items(self) -> Iterator[tuple[str, RngStream]]:
+        """Yield ``(name, stream)`` pairs.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> [name for name, _ in nnx.Rngs(0).items()]
+            ['default']
+        """
+        return ((n, s) for n, s in self.__dict__.items() if isinstance(s, RngStream))
+
+    def fork(self, *, split: Any = None) -> "Rngs":
+        """A new ``Rngs`` seeded from this one; ``split`` may be an int, a shape, or a
+        dict mapping stream filters to split sizes.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.Rngs(0).fork(split=3).default.key.shape
+            (3,)
+        """
+        forked = {}
+        for name, stream in self.items():
+            size = _split_size_for(name, stream, split)
+            forked[name] = stream.fork(split=size)
+        return Rngs(**forked)
+
+
+def _split_size_for(name: str, stream: RngStream, split: Any) -> Any:
+    if not isinstance(split, dict):
+        return split
+    for f, size in split.items():
+        if to_predicate(f)((name,), stream.key):
+            return size
+    return None
+
+
+def _streams(node: Any, only: Any) -> list[RngStream]:
+    predicate = to_predicate(only)
+    return [s for path, s in graphlib.iter_graph(node)
+            if isinstance(s, RngStream) and predicate(path, s.key)]
+
+
+class split_rngs(contextlib.ContextDecorator):
+    """Split the keys of RNG streams into ``splits`` keys, restoring them afterwards.
+
+    Use it around ``vmap``/``scan`` so each batch member or step gets its own key. As a
+    decorator it splits the streams found in the decorated function's arguments.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> rngs = nnx.Rngs(0)
+        >>> with nnx.split_rngs(rngs, splits=5):
+        ...     rngs.default.key.shape
+        (5,)
+        >>> rngs.default.key.shape
+        ()
+    """
+
+    def __init__(self, node: Any = None, *, splits: int | tuple[int, ...], only: Any = ...,
+                 squeeze: bool = False):
+        self.node = node
+        self.splits = splits
+        self.only = only
+        self.squeeze = squeeze
+        self._backups: list = []
+
+    def __enter__(self) -> Any:
+        self._backups.append(_split(self.node, self.splits, self.only, self.squeeze))
+        return self.node
+
+    def __exit__(self, *exc: Any) -> None:
+        _restore(self._backups.pop())
+
+    def __call__(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nodes = [x for x in jax.tree_util.tree_leaves((args, kwargs),
+                                                          is_leaf=graphlib.is_graph_node)
+                     if graphlib.is_graph_node(x)]
+            backups = [_split(n, self.splits, self.only, self.squeeze) for n in nodes]
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                for backup in reversed(backups):
+                    _restore(backup)
+
+        return wrapper
+
+
+def _split(node: Any, splits: Any, only: Any, squeeze: bool) -> list:
+    backup = []
+    for stream in _streams(node, only):
+        old_key = stream.key[...]
+        key = stream()
+        new_key = key if squeeze else jax.random.split(key, splits)
+        backup.append((stream, old_key, stream.count[...]))
+        stream.key[...] = new_key
+        stream.count[...] = jnp.zeros(jnp.shape(new_key), jnp.uint32)
+    return backup
+
+
+def _restore(backup: list) -> None:
+    for stream, key, count in backup:
+        stream.key[...] = key
+        stream.count[...] = count
+
+
+def fork_rngs(node: Any, *, split: Any = None) -> list:
+    """Advance every stream in ``node`` once and reseed it from the drawn key.
+
+    Returns the backups that ``restore_rngs`` accepts.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> rngs = nnx.Rngs(0)
+        >>> old = rngs.default.key[...]
+        >>> _ = nnx.fork_rngs(rngs)
+        >>> bool(rngs.default.key[...] == old)
+        False
+    """
+    backups = []
+    for stream in _streams(node, ...):
+        backups.append((stream, stream.key[...], stream.count[...]))
+        key = stream()
+        if split is not None:
+            key = jax.random.split(key, split)
+        stream.key[...] = key
+        stream.count[...] = jnp.zeros(jnp.shape(key), jnp.uint32)
+    return backups
+
+
+def reseed(node: Any, /, **seeds: Any) -> None:
+    """Reset the named streams in ``node`` to new seeds (counts back to zero).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> rngs = nnx.Rngs(0)
+        >>> first = rngs()
+        >>> nnx.reseed(rngs, default=0)
+        >>> bool((rngs() == first))
+        True
+    """
+    for stream in _streams(node, ...):
+        if stream.tag in seeds:
+            key = _as_key(seeds[stream.tag])
+            stream.key[...] = key
+            stream.count[...] = jnp.zeros(jnp.shape(key), jnp.uint32)

@@ -1,0 +1,501 @@
+"""State: the values of a module graph as a nested mapping, and a JAX pytree.
+
+``split`` returns a :class:`State` whose keys follow attribute paths
+(``state['blocks'][0]['linear']['kernel']``) and whose leaves are the graph's
+``Variable`` objects (or raw arrays held directly by module attributes). A ``State`` is
+a pytree whose leaves are those values, so ``jax.tree.map`` and every JAX transform work
+on it directly.
+
+Internally a ``State`` made by ``split`` stays *flat* (a sorted tuple of paths plus a
+list of leaves) until someone indexes into it: building the nested dicts costs time that
+the hot path (split, pass to a transform, merge) never needs.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import nnxlib as nnx
+    >>> state = nnx.State({"linear": {"kernel": nnx.Param(jnp.ones((2, 2)))}})
+    >>> state["linear"]["kernel"].shape
+    (2, 2)
+    >>> [path for path, _ in nnx.to_flat_state(state)]
+    [('linear', 'kernel')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any, Callable
+
+import jax
+
+from nnxlib import filters as filterlib
+from nnxlib.variables import Variable
+
+__all__ = [
+    "State",
+    "FlatState",
+    "key_order",
+    "to_flat_state",
+    "from_flat_state",
+    "filter_state",
+    "split_state",
+    "merge_state",
+    "map_state",
+    "to_pure_dict",
+    "replace_by_pure_dict",
+]
+
+Path = tuple
+
+
+def key_order(key: Any) -> tuple:
+    """Sort key that orders ints before strings before anything else.
+
+    Attribute names, list indices and dict keys can mix; this keeps path order stable.
+
+    Example:
+        >>> sorted(["b", 1, "a", 0], key=key_order)
+        [0, 1, 'a', 'b']
+    """
+    if isinstance(key, int):
+        return (0, key, "")
+    if isinstance(key, str):
+        return (1, 0, key)
+    return (2, 0, repr(key))
+
+
+class FlatState:
+    """A sorted sequence of ``(path, leaf)`` pairs: the flat view of a :class:`State`.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> flat = nnx.to_flat_state(nnx.State({"a": {"b": 1, "c": 2}}))
+        >>> flat.paths, flat.leaves
+        ((('a', 'b'), ('a', 'c')), [1, 2])
+    """
+
+    __slots__ = ("paths", "leaves")
+
+    def __init__(self, pairs: Any = (), *, _paths: tuple | None = None,
+                 _leaves: list | None = None):
+        if _paths is not None:
+            self.paths, self.leaves = _paths, _leaves
+            return
+        items = sorted(
+            ((tuple(p), v) for p, v in pairs), key=lambda kv: tuple(map(key_order, kv[0]))
+        )
+        self.paths = tuple(p for p, _ in items)
+        self.leaves = [v for _, v in items]
+
+    def __iter__(self) -> Iterator[tuple[Path, Any]]:
+        return iter(zip(self.paths, self.leaves))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Path, Any]:
+        return self.paths[index], self.leaves[index]
+
+    def to_nested_state(self) -> "State":
+        """Return the nested :class:`State` with the same paths and leaves."""
+        return State._from_flat(self.paths, list(self.leaves))
+
+    def __repr__(self) -> str:
+        body = "".join(f"\n  ({p!r}, {_leaf_repr(v)})," for p, v in self)
+        return f"FlatState([{body}\n])"
+
+
+class State(MutableMapping):
+    """A nested mapping from attribute paths to leaves (variables or arrays).
+
+    Build one from a nested dict, or get one from ``nnx.state`` / ``nnx.split``. String
+    keys can also be read as attributes.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> s = nnx.State({"layer": {"w": nnx.Param(1.0), "mean": nnx.BatchStat(0.0)}})
+        >>> params, rest = s.split(nnx.Param, ...)
+        >>> list(params.layer), list(rest.layer)
+        (['w'], ['mean'])
+    """
+
+    __slots__ = ("_dict", "_paths", "_leaves")
+
+    def __init__(self, mapping: Mapping | Iterator | None = None, /):
+        object.__setattr__(self, "_paths", None)
+        object.__setattr__(self, "_leaves", None)
+        object.__setattr__(self, "_dict", _to_nested_dict(mapping or {}))
+
+    @classmethod
+    def _from_flat(cls, paths: tuple, leaves: list) -> "State":
+        """Wrap sorted ``paths`` and matching ``leaves`` without building dicts."""
+        state = object.__new__(cls)
+        object.__setattr__(state, "_dict", None)
+        object.__setattr__(state, "_paths", paths)
+        object.__setattr__(state, "_leaves", leaves)
+        return state
+
+    @classmethod
+    def _view(cls, nested: dict) -> "State":
+        state = object.__new__(cls)
+        object.__setattr__(state, "_paths", None)
+        object.__setattr__(state, "_leaves", None)
+        object.__setattr__(state, "_dict", nested)
+        return state
+
+    # ---------------------------------------------------------------- flat access
+    def _flat(self) -> tuple[tuple, list]:
+        if self._paths is not None:
+            return self._paths, self._leaves
+        paths: list = []
+        leaves: list = []
+        _walk_nested(self._dict, (), paths, leaves)
+        return tuple(paths), leaves
+
+    def _nested(self) -> dict:
+        if self._dict is None:
+            root: dict = {}
+            for path, leaf in zip(self._paths, self._leaves):
+                node = root
+                for key in path[:-1]:
+                    node = node.setdefault(key, {})
+                node[path[-1]] = leaf
+            object.__setattr__(self, "_dict", root)
+            object.__setattr__(self, "_paths", None)
+            object.__setattr__(self, "_leaves", None)
+        return self._dict
+
+    def flat_state(self) -> FlatState:
+        """Return the :class:`FlatState` view (sorted ``(path, leaf)`` pairs).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> list(nnx.State({"b": 2, "a": 1}).flat_state())
+            [(('a',), 1), (('b',), 2)]
+        """
+        paths, leaves = self._flat()
+        return FlatState(_paths=paths, _leaves=list(leaves))
+
+    # ------------------------------------------------------------- mapping protocol
+    def __getitem__(self, key: Any) -> Any:
+        value = self._nested()[key]
+        return State._view(value) if isinstance(value, dict) else value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._nested()[key] = _to_nested_dict(value) if isinstance(value, Mapping) else value
+
+    def __delitem__(self, key: Any) -> None:
+        del self._nested()[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._nested())
+
+    def __len__(self) -> int:
+        return len(self._nested())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._nested()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(
+                f"State has no key {name!r}; keys are {sorted(map(str, self))}."
+            ) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"State({_nested_repr(self._nested(), 0)})"
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        from nnxlib.display import render_state
+
+        return render_state(self, path, subtree_renderer)
+
+    # ------------------------------------------------------------------ operations
+    def filter(self, first: Any, /, *filters: Any) -> Any:
+        """Keep the leaves matching a filter; with several filters return one State each.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> s = nnx.State({"w": nnx.Param(1.0), "m": nnx.BatchStat(0.0)})
+            >>> list(s.filter(nnx.Param))
+            ['w']
+        """
+        return filter_state(self, first, *filters)
+
+    def split(self, first: Any, /, *filters: Any) -> Any:
+        """Partition the leaves by filters (each leaf goes to the first that matches).
+
+        Every leaf must match some filter; end with ``...`` to catch the rest.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> s = nnx.State({"w": nnx.Param(1.0), "m": nnx.BatchStat(0.0)})
+            >>> params, rest = s.split(nnx.Param, ...)
+            >>> list(params), list(rest)
+            (['w'], ['m'])
+        """
+        return split_state(self, first, *filters)
+
+    @staticmethod
+    def merge(state: Mapping, /, *states: Mapping) -> "State":
+        """Combine states into one (later states win on equal paths).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> merged = nnx.State.merge(nnx.State({"a": 1}), nnx.State({"b": 2}))
+            >>> sorted(merged)
+            ['a', 'b']
+        """
+        return merge_state(state, *states)
+
+    def to_pure_dict(self) -> dict:
+        """Nested plain dict with each variable replaced by its value.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.State({"w": nnx.Param(1.0)}).to_pure_dict()
+            {'w': 1.0}
+        """
+        return to_pure_dict(self)
+
+    def replace_by_pure_dict(self, pure_dict: Mapping, replace_fn: Callable | None = None
+                             ) -> None:
+        """Replace leaf values from a pure dict (as made by :meth:`to_pure_dict`).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> s = nnx.State({"w": nnx.Param(1.0)})
+            >>> s.replace_by_pure_dict({"w": 5.0})
+            >>> s["w"].value
+            5.0
+        """
+        replace_by_pure_dict(self, pure_dict, replace_fn)
+
+
+def _to_nested_dict(mapping: Any) -> dict:
+    if isinstance(mapping, State):
+        return {k: _to_nested_dict(v) if isinstance(v, (dict, State)) else v
+                for k, v in mapping._nested().items()}
+    if isinstance(mapping, Mapping):
+        return {k: _to_nested_dict(v) if isinstance(v, Mapping) else v
+                for k, v in mapping.items()}
+    return _to_nested_dict(dict(mapping))
+
+
+def _walk_nested(node: dict, prefix: tuple, paths: list, leaves: list) -> None:
+    for key in sorted(node, key=key_order):
+        value = node[key]
+        if isinstance(value, dict):
+            _walk_nested(value, prefix + (key,), paths, leaves)
+        else:
+            paths.append(prefix + (key,))
+            leaves.append(value)
+
+
+def _leaf_repr(value: Any) -> str:
+    return repr(value).replace("\n", "\n  ")
+
+
+def _nested_repr(node: dict, depth: int) -> str:
+    if not node:
+        return "{}"
+    pad = "  " * (depth + 1)
+    lines = []
+    for key in sorted(node, key=key_order):
+        value = node[key]
+        text = (_nested_repr(value, depth + 1) if isinstance(value, dict)
+                else repr(value).replace("\n", "\n" + pad))
+        lines.append(f"{pad}{key!r}: {text}")
+    return "{\n" + ",\n".join(lines) + "\n" + "  " * depth + "}"
+
+
+def _flatten_state(state: State) -> tuple[list, tuple]:
+    paths, leaves = state._flat()
+    return leaves, paths
+
+
+def _unflatten_state(paths: tuple, leaves: Any) -> State:
+    return State._from_flat(paths, list(leaves))
+
+
+jax.tree_util.register_pytree_node(State, _flatten_state, _unflatten_state)
+
+
+# ---------------------------------------------------------------------- functions
+def to_flat_state(state: Mapping) -> FlatState:
+    """Return the sorted ``(path, leaf)`` view of a state.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.to_flat_state(nnx.State({"a": {"b": 1}})).paths
+        (('a', 'b'),)
+    """
+    return _as_state(state).flat_state()
+
+
+def from_flat_state(flat: Any) -> State:
+    """Build a nested :class:`State` from ``(path, leaf)`` pairs or a :class:`FlatState`.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.from_flat_state([(("a", "b"), 1)])["a"]["b"]
+        1
+    """
+    if not isinstance(flat, FlatState):
+        flat = FlatState(flat)
+    return State._from_flat(flat.paths, list(flat.leaves))
+
+
+def _as_state(state: Mapping) -> State:
+    return state if isinstance(state, State) else State(state)
+
+
+def filter_state(state: Mapping, first: Any, /, *filters: Any) -> Any:
+    """Keep leaves matching ``first`` (or one State per filter when given several).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> s = nnx.State({"w": nnx.Param(1.0), "m": nnx.BatchStat(0.0)})
+        >>> list(nnx.filter_state(s, "batch_stats"))
+        ['m']
+    """
+    paths, leaves = _as_state(state)._flat()
+    results = []
+    for f in (first, *filters):
+        predicate = filterlib.to_predicate(f)
+        keep = [i for i, (p, v) in enumerate(zip(paths, leaves)) if predicate(p, v)]
+        results.append(State._from_flat(tuple(paths[i] for i in keep),
+                                        [leaves[i] for i in keep]))
+    return results[0] if not filters else tuple(results)
+
+
+def split_state(state: Mapping, first: Any, /, *filters: Any) -> Any:
+    """Partition a state by filters; every leaf must match one (end with ``...``).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> s = nnx.State({"w": nnx.Param(1.0), "m": nnx.BatchStat(0.0)})
+        >>> params, stats = nnx.split_state(s, nnx.Param, nnx.BatchStat)
+        >>> list(params), list(stats)
+        (['w'], ['m'])
+    """
+    all_filters = (first, *filters)
+    paths, leaves = _as_state(state)._flat()
+    groups = partition_indices(paths, leaves, all_filters)
+    results = tuple(
+        State._from_flat(tuple(paths[i] for i in idx), [leaves[i] for i in idx])
+        for idx in groups
+    )
+    return results[0] if not filters else results
+
+
+def partition_indices(paths: tuple, leaves: list, filters: tuple) -> list[list[int]]:
+    """Leaf indices per filter, first match wins; raise if a leaf matches none."""
+    predicates = [filterlib.to_predicate(f) for f in filters]
+    groups: list[list[int]] = [[] for _ in filters]
+    for i, (path, leaf) in enumerate(zip(paths, leaves)):
+        for group, predicate in zip(groups, predicates):
+            if predicate(path, leaf):
+                group.append(i)
+                break
+        else:
+            raise ValueError(
+                f"The leaf at path {'/'.join(map(str, path))!r} "
+                f"({type(leaf).__name__}) matches none of the filters {filters!r}. "
+                "Hint: add `...` as the last filter to collect the remaining state."
+            )
+    return groups
+
+
+def merge_state(state: Mapping, /, *states: Mapping) -> State:
+    """Combine several states into one; later states win on equal paths.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> sorted(nnx.merge_state(nnx.State({"a": 1}), nnx.State({"b": 2})))
+        ['a', 'b']
+    """
+    if not states:
+        paths, leaves = _as_state(state)._flat()
+        return State._from_flat(paths, list(leaves))
+    combined: dict = {}
+    for s in (state, *states):
+        paths, leaves = _as_state(s)._flat()
+        combined.update(zip(paths, leaves))
+    return from_flat_state(combined.items())
+
+
+def map_state(f: Callable[[tuple, Any], Any], state: Mapping) -> State:
+    """Apply ``f(path, leaf)`` to every leaf and return a new state.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.map_state(lambda path, x: x * 10, nnx.State({"a": 1}))["a"]
+        10
+    """
+    paths, leaves = _as_state(state)._flat()
+    return State._from_flat(paths, [f(p, v) for p, v in zip(paths, leaves)])
+
+
+def to_pure_dict(state: Mapping) -> dict:
+    """Nested plain dict of values: variables are replaced by their values.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.to_pure_dict(nnx.State({"a": {"w": nnx.Param(2.0)}}))
+        {'a': {'w': 2.0}}
+    """
+
+    def convert(node: dict) -> dict:
+        return {k: convert(v) if isinstance(v, dict) else
+                (v._raw_value if isinstance(v, Variable) else v) for k, v in node.items()}
+
+    return convert(_as_state(state)._nested())
+
+
+def replace_by_pure_dict(state: State, pure_dict: Mapping,
+                         replace_fn: Callable | None = None) -> None:
+    """Replace the leaves of ``state`` in place from a pure dict of values.
+
+    Variables are replaced by copies holding the new value (the originals, which may
+    belong to a live model, are not mutated); call ``nnx.update(model, state)`` to write
+    the values into a model. Keys may be strings where the state has ints (as after a
+    round trip through a checkpoint format that stringifies keys).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> s = nnx.State({"w": nnx.Param(1.0)})
+        >>> nnx.replace_by_pure_dict(s, {"w": 3.0})
+        >>> s["w"].value
+        3.0
+    """
+    if replace_fn is None:
+        def replace_fn(old: Any, new: Any) -> Any:
+            return old.replace(new) if isinstance(old, Variable) else new
+    current = dict(zip(*state._flat()))
+    by_string = {tuple(map(str, p)): p for p in current}
+    updated = dict(current)
+    for path, value in State(pure_dict).flat_state():
+        target = path if path in current else by_string.get(tuple(map(str, path)))
+        if target is None:
+            raise ValueError(
+                f"replace_by_pure_dict: path {'/'.join(map(str, path))!r} is not in the "
+                f"state; known paths include {sorted(map(str, current))[:5]}. Hint: build "
+                "the pure dict with state.to_pure_dict() to get matching keys."
+            )
+        updated[target] = replace_fn(current[target], value)
+    new = from_flat_state(updated.items())
+    object.__setattr__(state, "_dict", new._nested())
+    object.__setattr__(state, "_paths", None)
+    object.__setattr__(state, "_leaves", None)

@@ -1,0 +1,645 @@
+"""Variables: mutable boxes that hold one array each, plus free-form metadata.
+
+A :class:`Variable` is how a module marks a value as *state*. Its kind (``Param``,
+``BatchStat``, ``Cache``, …) says what the value is for, which lets filters pick, say,
+only the parameters for differentiation. Metadata is a plain dict: sharding names, a
+mesh, logical-axis rules, or anything a user wants to attach; it travels through split,
+merge and every transform.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import nnxlib as nnx
+    >>> w = nnx.Param(jnp.ones((2, 3)), sharding=("embed", "mlp"))
+    >>> w.shape, w.sharding
+    ((2, 3), ('embed', 'mlp'))
+    >>> w[...] = w * 2          # replaces the value; the box stays the same object
+    >>> float(w[0, 0])
+    2.0
+
+Variables behave like arrays in ``jnp`` code (operators, ``__jax_array__``, ``shape``,
+``dtype``) and are JAX pytrees: ``jax.tree.map`` over a variable maps its value and keeps
+its type and metadata.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable, TypeVar
+
+import jax
+import numpy as np
+
+from nnxlib import _tracking
+from nnxlib._frozen import freeze
+
+__all__ = [
+    "Variable",
+    "Param",
+    "BatchStat",
+    "Cache",
+    "Intermediate",
+    "Perturbation",
+    "VariableMetadata",
+    "with_metadata",
+    "with_partitioning",
+    "variable_name_from_type",
+    "variable_type_from_name",
+    "register_variable_name",
+]
+
+V = TypeVar("V", bound="Variable")
+_MISSING = object()
+
+# Metadata keys that describe how a value is sharded; spmd and the bridge read them.
+SHARDING_KEYS = ("sharding_names", "sharding", "out_sharding")
+
+# Collection names <-> variable types; filled by register_variable_name.
+_NAME_OF_TYPE: dict[type, str] = {}
+_TYPE_OF_NAME: dict[str, type] = {}
+
+
+class VariableMetadata:
+    """A value plus metadata, produced by :func:`with_metadata` initializers.
+
+    A ``Variable`` built from a ``VariableMetadata`` takes its value and its metadata, so
+    an initializer can decide sharding (or any other metadata) for the layer that calls it.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> p = nnx.Param(nnx.VariableMetadata(jnp.zeros(2), {"sharding": ("embed",)}))
+        >>> p.sharding
+        ('embed',)
+    """
+
+    __slots__ = ("value", "metadata")
+
+    def __init__(self, value: Any, metadata: dict[str, Any]):
+        self.value = value
+        self.metadata = dict(metadata)
+
+    def __repr__(self) -> str:
+        return f"VariableMetadata(value={self.value!r}, metadata={self.metadata!r})"
+
+
+class Variable:
+    """A mutable box holding one value (usually an array) and a dict of metadata.
+
+    Read the value with ``v[...]``, ``v.value`` or ``v.get_value()``; replace it with
+    ``v[...] = x``, ``v.value = x`` or ``v.set_value(x)``. Metadata is given as keyword
+    arguments and read as attributes or with :meth:`get_metadata`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> count = nnx.Variable(jnp.array(0), note="steps seen")
+        >>> count.value += 1
+        >>> int(count[...]), count.note
+        (1, 'steps seen')
+    """
+
+    __slots__ = ("_raw_value", "_metadata", "_nnx_stamp", "_nnx_trace")
+
+    def __init__(self, value: Any, **metadata: Any):
+        if isinstance(value, Variable):
+            metadata = {**value._metadata, **metadata}
+            value = value._raw_value
+        elif isinstance(value, VariableMetadata):
+            metadata = {**value.metadata, **metadata}
+            value = value.value
+        object.__setattr__(self, "_raw_value", value)
+        object.__setattr__(self, "_metadata", metadata)
+        object.__setattr__(self, "_nnx_stamp", _tracking.EPOCH[0])
+        object.__setattr__(self, "_nnx_trace", _tracking.current_trace())
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        _register_pytree(cls)
+        if cls not in _NAME_OF_TYPE and cls.__name__ not in _TYPE_OF_NAME:
+            _NAME_OF_TYPE[cls] = cls.__name__
+            _TYPE_OF_NAME[cls.__name__] = cls
+
+    # ------------------------------------------------------------------ value access
+    @property
+    def value(self) -> Any:
+        """The held value."""
+        return self._raw_value
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        self.set_value(new)
+
+    def get_value(self) -> Any:
+        """Return the held value.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.Param(3.0).get_value()
+            3.0
+        """
+        return self._raw_value
+
+    def set_value(self, new: Any) -> None:
+        """Replace the held value (not structural: cached plans stay valid).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> p = nnx.Param(1.0)
+            >>> p.set_value(2.0)
+            >>> p.value
+            2.0
+        """
+        if isinstance(new, Variable):
+            new = new._raw_value
+        if self._nnx_trace != _tracking.current_trace():
+            _tracking.check_trace(self, "set the value")
+        object.__setattr__(self, "_raw_value", new)
+
+    def __getitem__(self, key: Any) -> Any:
+        if key is Ellipsis:
+            return self._raw_value
+        return self._raw_value[key]
+
+    def __setitem__(self, key: Any, new: Any) -> None:
+        if key is Ellipsis:
+            self.set_value(new)
+            return
+        old = self._raw_value
+        if hasattr(old, "at"):
+            self.set_value(old.at[key].set(new))
+        else:
+            updated = np.array(old, copy=True)
+            updated[key] = new
+            self.set_value(updated)
+
+    # --------------------------------------------------------------------- metadata
+    def get_metadata(self, name: Any = _MISSING, default: Any = _MISSING) -> Any:
+        """Return a copy of the metadata dict, or one entry of it.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> p = nnx.Param(0.0, sharding=("embed",))
+            >>> p.get_metadata()
+            {'sharding': ('embed',)}
+            >>> p.get_metadata("sharding")
+            ('embed',)
+        """
+        if name is _MISSING:
+            return dict(self._metadata)
+        if default is _MISSING:
+            return self._metadata[name]
+        return self._metadata.get(name, default)
+
+    def set_metadata(self, *args: Any, **metadata: Any) -> None:
+        """Update metadata from a dict and/or keywords (a structural change).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> p = nnx.Param(0.0)
+            >>> p.set_metadata(sharding=("embed",))
+            >>> p.sharding
+            ('embed',)
+        """
+        if len(args) > 1 or (args and not isinstance(args[0], dict)):
+            raise TypeError(
+                "set_metadata takes at most one positional dict plus keywords; "
+                f"got positional {args!r}. Hint: set_metadata(name=value)."
+            )
+        updates = {**(args[0] if args else {}), **metadata}
+        if self._nnx_trace != _tracking.current_trace():
+            _tracking.check_trace(self, "change the metadata")
+        object.__setattr__(self, "_metadata", {**self._metadata, **updates})
+        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: metadata first, then the value's own
+        # attributes (``v.sum()``, ``v.T``) so a variable reads like its array.
+        if name.startswith("__") or name in Variable.__slots__:
+            raise AttributeError(name)
+        metadata = object.__getattribute__(self, "_metadata")
+        if name in metadata:
+            return metadata[name]
+        value = object.__getattribute__(self, "_raw_value")
+        if not name.startswith("_") and hasattr(value, name):
+            return getattr(value, name)
+        raise AttributeError(
+            f"{type(self).__name__} has no metadata or value attribute {name!r}; "
+            f"metadata keys are {sorted(metadata)}. Hint: set it with "
+            f"set_metadata({name}=...)."
+        )
+
+    def __setattr__(self, name: str, new: Any) -> None:
+        if name == "value":
+            self.set_value(new)
+        elif name.startswith("_"):
+            object.__setattr__(self, name, new)
+        else:
+            self.set_metadata(**{name: new})
+
+    def __delattr__(self, name: str) -> None:
+        if name not in self._metadata:
+            raise AttributeError(f"{type(self).__name__} has no metadata {name!r}")
+        metadata = dict(self._metadata)
+        del metadata[name]
+        object.__setattr__(self, "_metadata", metadata)
+        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+
+    # ----------------------------------------------------------------- construction
+    def replace(self: V, value: Any = _MISSING, **metadata: Any) -> V:
+        """Return a new variable of the same type with a new value and/or metadata.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> p = nnx.Param(1.0, tag="a")
+            >>> q = p.replace(2.0, tag="b")
+            >>> (p.value, p.tag), (q.value, q.tag)
+            ((1.0, 'a'), (2.0, 'b'))
+        """
+        new_value = self._raw_value if value is _MISSING else value
+        return _new_variable(type(self), new_value, {**self._metadata, **metadata})
+
+    def copy(self: V) -> V:
+        """Return a new variable with the same value and a copy of the metadata.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> p = nnx.Param(1.0)
+            >>> p.copy() is p
+            False
+        """
+        return _new_variable(type(self), self._raw_value, dict(self._metadata))
+
+    def __copy__(self: V) -> V:
+        return self.copy()
+
+    def __deepcopy__(self: V, memo: dict) -> V:
+        import copy
+
+        new = _new_variable(
+            type(self),
+            copy.deepcopy(self._raw_value, memo),
+            copy.deepcopy(self._metadata, memo),
+        )
+        memo[id(self)] = new
+        return new
+
+    def __getstate__(self) -> dict:
+        return {"value": self._raw_value, "metadata": self._metadata}
+
+    def __setstate__(self, state: dict) -> None:
+        object.__setattr__(self, "_raw_value", state["value"])
+        object.__setattr__(self, "_metadata", state["metadata"])
+        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+        object.__setattr__(self, "_nnx_trace", _tracking.current_trace())
+
+    # --------------------------------------------------------------- array protocol
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the held value."""
+        return np.shape(self._raw_value)
+
+    @property
+    def dtype(self) -> Any:
+        """Dtype of the held value."""
+        dtype = getattr(self._raw_value, "dtype", None)
+        return np.result_type(self._raw_value) if dtype is None else dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions of the held value."""
+        return np.ndim(self._raw_value)
+
+    @property
+    def size(self) -> int:
+        """Number of elements of the held value."""
+        return int(np.size(self._raw_value))
+
+    def __jax_array__(self) -> Any:
+        return self._raw_value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self._raw_value, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self._raw_value)
+
+    def __iter__(self) -> Any:
+        return iter(self._raw_value)
+
+    def __bool__(self) -> bool:
+        return bool(self._raw_value)
+
+    def __float__(self) -> float:
+        return float(self._raw_value)
+
+    def __int__(self) -> int:
+        return int(self._raw_value)
+
+    def __index__(self) -> int:
+        return operator.index(self._raw_value)
+
+    def __hash__(self) -> int:
+        return object.__hash__(self)
+
+    def __eq__(self, other: Any) -> Any:  # elementwise, like arrays
+        return self._raw_value == _unbox(other)
+
+    def __ne__(self, other: Any) -> Any:
+        return self._raw_value != _unbox(other)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__}("]
+        lines.append(f"  value={_short_repr(self._raw_value)},")
+        for key, val in self._metadata.items():
+            lines.append(f"  {key}={val!r},")
+        lines.append(")")
+        return "\n".join(lines)
+
+    def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
+        from nnxlib.display import render_variable
+
+        return render_variable(self, path, subtree_renderer)
+
+
+def _unbox(x: Any) -> Any:
+    return x._raw_value if isinstance(x, Variable) else x
+
+
+def _short_repr(value: Any) -> str:
+    if hasattr(value, "shape") and hasattr(value, "dtype") and np.size(value) > 8:
+        return f"{type(value).__name__}(shape={tuple(value.shape)}, dtype={value.dtype})"
+    return repr(value)
+
+
+def _binary(op: Callable) -> tuple[Callable, Callable, Callable]:
+    def forward(self, other):
+        return op(self._raw_value, _unbox(other))
+
+    def reflected(self, other):
+        return op(_unbox(other), self._raw_value)
+
+    def inplace(self, other):
+        self.set_value(op(self._raw_value, _unbox(other)))
+        return self
+
+    return forward, reflected, inplace
+
+
+for _name, _op in {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul,
+    "truediv": operator.truediv, "floordiv": operator.floordiv, "mod": operator.mod,
+    "pow": operator.pow, "matmul": operator.matmul, "and": operator.and_,
+    "or": operator.or_, "xor": operator.xor, "lshift": operator.lshift,
+    "rshift": operator.rshift, "divmod": divmod,
+}.items():
+    _fwd, _ref, _inp = _binary(_op)
+    setattr(Variable, f"__{_name}__", _fwd)
+    setattr(Variable, f"__r{_name}__", _ref)
+    if _name != "divmod":
+        setattr(Variable, f"__i{_name}__", _inp)
+
+for _name, _op in {"lt": operator.lt, "le": operator.le, "gt": operator.gt,
+                   "ge": operator.ge}.items():
+    setattr(Variable, f"__{_name}__", _binary(_op)[0])
+
+for _name, _op in {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs,
+                   "invert": operator.invert}.items():
+    setattr(Variable, f"__{_name}__", (lambda op: lambda self: op(self._raw_value))(_op))
+
+
+def _new_variable(cls: type[V], value: Any, metadata: dict) -> V:
+    """Build a variable without running ``__init__`` (used by merge and unflatten)."""
+    var = object.__new__(cls)
+    object.__setattr__(var, "_raw_value", value)
+    object.__setattr__(var, "_metadata", metadata)
+    object.__setattr__(var, "_nnx_stamp", _tracking.EPOCH[0])
+    object.__setattr__(var, "_nnx_trace", _tracking.current_trace())
+    return var
+
+
+def _register_pytree(cls: type) -> None:
+    def flatten(var):
+        return (var._raw_value,), freeze_metadata(var._metadata)
+
+    def flatten_with_keys(var):
+        return ((jax.tree_util.GetAttrKey("value"), var._raw_value),), freeze_metadata(
+            var._metadata
+        )
+
+    def unflatten(frozen, children):
+        return _new_variable(cls, children[0], thaw_metadata(frozen))
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+
+
+def freeze_metadata(metadata: dict) -> tuple:
+    """Metadata as a hashable, order-independent tuple (for aux data and graph defs)."""
+    return tuple(sorted((k, _FrozenEntry(v)) for k, v in metadata.items()))
+
+
+def thaw_metadata(frozen: tuple) -> dict:
+    """Inverse of :func:`freeze_metadata`."""
+    return {k: entry.value for k, entry in frozen}
+
+
+class _FrozenEntry:
+    """Keeps the original metadata value but hashes/compares it by its frozen form."""
+
+    __slots__ = ("value", "key")
+
+    def __init__(self, value: Any):
+        self.value = value
+        self.key = freeze(value)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _FrozenEntry) and self.key == other.key
+
+    def __lt__(self, other: "_FrozenEntry") -> bool:  # only reached on duplicate keys
+        return False
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+class Param(Variable):
+    """A trainable parameter (collection ``'params'``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> nnx.variable_name_from_type(nnx.Param)
+        'params'
+    """
+
+
+class BatchStat(Variable):
+    """A running statistic such as BatchNorm's mean (collection ``'batch_stats'``).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.variable_name_from_type(nnx.BatchStat)
+        'batch_stats'
+    """
+
+
+class Cache(Variable):
+    """Autoregressive decoding caches and similar (collection ``'cache'``).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.variable_name_from_type(nnx.Cache)
+        'cache'
+    """
+
+
+class Intermediate(Variable):
+    """Values recorded with ``Module.sow`` (collection ``'intermediates'``).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.variable_name_from_type(nnx.Intermediate)
+        'intermediates'
+    """
+
+
+class Perturbation(Variable):
+    """Zero-valued taps placed by ``Module.perturb`` (collection ``'perturbations'``).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.variable_name_from_type(nnx.Perturbation)
+        'perturbations'
+    """
+
+
+_register_pytree(Variable)
+
+
+def register_variable_name(
+    name: str, typ: type[Variable] | None = None, *, overwrite: bool = False
+) -> Any:
+    """Map collection ``name`` to variable type ``typ`` (both directions).
+
+    Usable directly or as a class decorator.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> @nnx.register_variable_name("counters", overwrite=True)
+        ... class Counter(nnx.Variable):
+        ...     pass
+        >>> nnx.variable_name_from_type(Counter), nnx.variable_type_from_name("counters")
+        ('counters', <class 'nnxlib.variables.Counter'>)
+    """
+    if typ is None:
+        return lambda cls: register_variable_name(name, cls, overwrite=overwrite)
+    if not (isinstance(typ, type) and issubclass(typ, Variable)):
+        raise TypeError(f"register_variable_name: expected a Variable subclass, got {typ!r}")
+    existing = _TYPE_OF_NAME.get(name)
+    if existing is not None and existing is not typ and not overwrite:
+        if existing.__name__ != name:  # auto-registered class names may be reclaimed
+            raise ValueError(
+                f"Collection name {name!r} is already registered to {existing.__name__}. "
+                "Hint: pass overwrite=True to re-register it."
+            )
+    old_name = _NAME_OF_TYPE.get(typ)
+    if old_name is not None and _TYPE_OF_NAME.get(old_name) is typ:
+        del _TYPE_OF_NAME[old_name]
+    _NAME_OF_TYPE[typ] = name
+    _TYPE_OF_NAME[name] = typ
+    return typ
+
+
+def variable_name_from_type(typ: type[Variable], /, *, allow_register: bool = False) -> str:
+    """Return the collection name of a variable type (``Param`` -> ``'params'``).
+
+    A subclass is registered under its own class name when it is defined, unless
+    :func:`register_variable_name` gives it another.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> class MyParam(nnx.Param):
+        ...     pass
+        >>> nnx.variable_name_from_type(nnx.BatchStat), nnx.variable_name_from_type(MyParam)
+        ('batch_stats', 'MyParam')
+    """
+    name = _NAME_OF_TYPE.get(typ)
+    if name is not None:
+        return name
+    if allow_register:
+        return register_variable_name(typ.__name__, typ) and typ.__name__
+    raise ValueError(
+        f"{typ!r} has no collection name. Hint: register one with "
+        "register_variable_name(name, typ)."
+    )
+
+
+def variable_type_from_name(
+    name: str, /, *, base: type[Variable] = Variable, allow_register: bool = False
+) -> type[Variable]:
+    """Return the variable type registered for collection ``name``.
+
+    With ``allow_register=True`` an unknown name creates and registers a new subclass of
+    ``base``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.variable_type_from_name("params") is nnx.Param
+        True
+        >>> nnx.variable_type_from_name("losses", allow_register=True).__name__
+        'losses'
+    """
+    typ = _TYPE_OF_NAME.get(name)
+    if typ is not None:
+        return typ
+    if not allow_register:
+        raise ValueError(
+            f"No variable type is registered for collection {name!r}; known names are "
+            f"{sorted(_TYPE_OF_NAME)}. Hint: pass allow_register=True or call "
+            "register_variable_name."
+        )
+    new_type = type(name, (base,), {"__module__": __name__})
+    return register_variable_name(name, new_type, overwrite=True)
+
+
+register_variable_name("params", Param)
+register_variable_name("batch_stats", BatchStat)
+register_variable_name("cache", Cache)
+register_variable_name("intermediates", Intermediate)
+register_variable_name("perturbations", Perturbation)
+
+
+def with_metadata(initializer: Callable[..., Any], **metadata: Any) -> Callable[..., Any]:
+    """Wrap an initializer so the variable built from its result carries ``metadata``.
+
+    Example:
+        >>> import jax
+        >>> import nnxlib as nnx
+        >>> init = nnx.with_metadata(nnx.initializers.ones, sharding=("embed", "mlp"))
+        >>> p = nnx.Param(init(jax.random.key(0), (2, 3)))
+        >>> p.sharding, p.shape
+        (('embed', 'mlp'), (2, 3))
+    """
+
+    def wrapped(*args: Any, **kwargs: Any) -> VariableMetadata:
+        return VariableMetadata(initializer(*args, **kwargs), metadata)
+
+    wrapped.__wrapped__ = initializer  # type: ignore[attr-defined]
+    return wrapped
+
+
+def with_partitioning(
+    initializer: Callable[..., Any], sharding: tuple, **metadata: Any
+) -> Callable[..., Any]:
+    """Shorthand for ``with_metadata(initializer, sharding_names=sharding, ...)``.
+
+    Example:
+        >>> import jax
+        >>> import nnxlib as nnx
+        >>> init = nnx.with_partitioning(nnx.initializers.zeros, ("embed",))
+        >>> nnx.Param(init(jax.random.key(0), (4,))).sharding_names
+        ('embed',)
+    """
+    return with_metadata(initializer, sharding_names=tuple(sharding), **metadata)
