@@ -54,13 +54,26 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_nnx(impl: str):
+def load_nnx(impl: str, required: tuple[str, ...] = ()):
     """Returns the module that plays the "nnxlib" column.
 
     ``impl == "nnxlib"`` imports ``nnxlib`` (adding the repository root to
     ``sys.path`` when nnxlib is not installed); ``impl == "flax"`` returns
-    ``flax.nnx`` as a stand-in.
+    ``flax.nnx`` as a stand-in. Exits with a message if the module lacks any of
+    the ``required`` public names.
     """
+    module = _import_nnx(impl)
+    missing = [name for name in required if not hasattr(module, name)]
+    if missing:
+        raise SystemExit(
+            f"error: {module.__name__} has no {', '.join(missing)} (needed by this "
+            f"benchmark); use --impl flax or {STANDIN_ENV}=flax to run the nnxlib "
+            "column on flax.nnx instead"
+        )
+    return module
+
+
+def _import_nnx(impl: str):
     if impl == "flax":
         return importlib.import_module("flax.nnx")
     if impl != "nnxlib":

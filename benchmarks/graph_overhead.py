@@ -7,6 +7,9 @@ and two ``BatchStat``s, mean and var (32,), the model holds the blocks in a
     split(model), merge(graphdef, state), merge(*split(model)),
     update(model, state), state(model)
 
+(and, for information, ``tree_flatten(split(model)[1])``: a state whose
+leaves are Variables is only reduced to arrays when JAX flattens it)
+
 for nnxlib and flax.nnx, and ``jax.tree_util.tree_flatten`` and flatten +
 unflatten of the equivalent nested dict of arrays ("raw"), then prints the
 target ratios with PASS/MISS.
@@ -28,7 +31,8 @@ except ImportError:  # run as a script: benchmarks/ is sys.path[0]
     import _timing as t
 
 WIDTH = 32
-OPS = ("split", "merge", "split+merge", "update", "state")
+OPS = ("split", "merge", "split+merge", "update", "state", "split+tree_flatten")
+NNX_NAMES = ("Module", "Param", "BatchStat", "List", "split", "merge", "update", "state")
 
 
 def build_model(nnx, depth: int, *, plain_list: bool):
@@ -80,6 +84,8 @@ def graph_ops(nnx, model) -> dict:
         "split+merge": lambda: nnx.merge(*nnx.split(model)),
         "update": lambda: nnx.update(model, state),
         "state": lambda: nnx.state(model),
+        # Informational: split, then flatten the state to arrays as jax would.
+        "split+tree_flatten": lambda: jax.tree_util.tree_flatten(nnx.split(model)[1]),
     }
 
 
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--plain-list needs --impl nnxlib (flax.nnx rejects plain lists of modules)")
 
     config = t.TimingConfig.for_args(args.quick)
-    ours = t.load_nnx(args.impl)
+    ours = t.load_nnx(args.impl, NNX_NAMES)
     from flax import nnx as flax_nnx
 
     label = t.impl_label(args.impl)

@@ -37,6 +37,10 @@ LR = 1e-3
 MOMENTUM = 0.99  # flax.nnx.BatchNorm defaults
 EPSILON = 1e-5
 CHECK_STEPS = 3
+NNX_NAMES = (
+    "Module", "Linear", "BatchNorm", "List", "Rngs", "relu", "jit", "value_and_grad",
+    "Optimizer", "Param",
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------- shared numerics
@@ -370,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config = t.TimingConfig.for_args(args.quick)
-    ours = t.load_nnx(args.impl)
+    ours = t.load_nnx(args.impl, NNX_NAMES)
     from flax import nnx as flax_nnx
 
     label = t.impl_label(args.impl)

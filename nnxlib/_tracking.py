@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from jax.extend.core import get_opaque_trace_state as current_trace
 
-__all__ = ["EPOCH", "bump", "current_trace", "TraceContextError", "check_trace"]
+__all__ = ["EPOCH", "EXPIRED", "bump", "current_trace", "TraceContextError", "check_trace"]
 
 #: The global structure epoch, boxed in a list so that importers share one counter.
 EPOCH = [0]
@@ -32,12 +32,36 @@ def bump() -> int:
     return EPOCH[0]
 
 
+class _ExpiredTrace:
+    """The trace of objects built inside a finished transform: equal to no live trace."""
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __ne__(self, other: object) -> bool:
+        return True
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return "<expired trace>"
+
+
+EXPIRED = _ExpiredTrace()
+
+
 class TraceContextError(Exception):
     """Raised when an object is mutated from inside a JAX trace it does not belong to."""
 
 
 def check_trace(obj: object, what: str) -> None:
     """Raise :class:`TraceContextError` unless ``obj`` belongs to the current trace."""
+    if obj._nnx_trace is EXPIRED:  # type: ignore[attr-defined]
+        raise TraceContextError(
+            f"Cannot {what} of a {type(obj).__name__} that was created inside a "
+            "transform which has already returned (it escaped the transform). Hint: "
+            "return the module from the transformed function instead of storing it."
+        )
     if obj._nnx_trace != current_trace():  # type: ignore[attr-defined]
         raise TraceContextError(
             f"Cannot {what} of a {type(obj).__name__} created outside the current "

@@ -55,7 +55,7 @@ class List(list):
         [(2,), (3,)]
     """
 
-    __slots__ = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "__weakref__")
+    __slots__ = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint", "__weakref__")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "List":
         obj = list.__new__(cls)
@@ -79,7 +79,9 @@ class List(list):
         return List(result) if isinstance(index, slice) else result
 
     def __reduce__(self) -> tuple:
-        return (type(self), (list(self),))
+        # Items go in after the empty List exists (pickle's/copy's "listitems"), so the
+        # List is memoised first and a cycle back to it stays one object.
+        return (type(self), (), None, iter(list.__iter__(self)))
 
     def __repr__(self) -> str:
         return f"List({list.__repr__(self)})"
@@ -98,7 +100,7 @@ class Dict(dict):
         ((2, 1), ['a'])
     """
 
-    __slots__ = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "__weakref__")
+    __slots__ = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint", "__weakref__")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Dict":
         obj = dict.__new__(cls)
@@ -131,7 +133,8 @@ class Dict(dict):
         del self[name]
 
     def __reduce__(self) -> tuple:
-        return (type(self), (dict(self),))
+        # Items go in after the empty Dict exists ("dictitems"), so cycles survive copies.
+        return (type(self), (), None, None, iter(dict.items(self)))
 
     def __repr__(self) -> str:
         return f"Dict({dict.__repr__(self)})"
@@ -147,8 +150,9 @@ def _fill_dict(node: Dict, pairs: list) -> None:
     dict.update(node, pairs)
 
 
-def _create_empty(cls: type) -> Any:
+def _create_empty(cls: type, trace: Any) -> Any:
     obj = cls.__new__(cls)
+    object.__setattr__(obj, "_nnx_trace", trace)
     return obj
 
 
@@ -157,7 +161,8 @@ register_graph_node_type(List, NodeImpl(
     create_empty=_create_empty, fill=_fill_list, set_raw=list.__setitem__))
 register_graph_node_type(Dict, NodeImpl(
     children=lambda node: sorted(dict.items(node), key=lambda kv: key_order(kv[0])),
-    pytree=False, create_empty=_create_empty, fill=_fill_dict, set_raw=dict.__setitem__))
+    pytree=False, create_empty=_create_empty, fill=_fill_dict, set_raw=dict.__setitem__,
+    keyed=True))
 
 
 class Sequential(Module):

@@ -4,10 +4,10 @@ Modules render as constructor calls of their attributes, variables with their va
 metadata, states as nested mappings; shared references are shown once by treescope.
 
 Example:
+    >>> import treescope
     >>> import nnxlib as nnx
-    >>> html = nnx.display.render_to_html(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
-    >>> "kernel" in html and "Param" in html
-    True
+    >>> print(treescope.render_to_text(nnx.State({"w": nnx.Param(1.0, sharding=("a",))})))
+    State({'w': Param(value=1.0, sharding=('a',))})
 """
 
 from __future__ import annotations

@@ -68,18 +68,21 @@ class NodeImpl(NamedTuple):
     """How the graph walker reads and rebuilds one kind of node.
 
     ``children(node)`` lists ``(key, value)`` pairs in a stable order. Mutable nodes
-    (``pytree=False``) have identity: ``create_empty(type)`` makes a blank instance and
+    (``pytree=False``) have identity: ``create_empty(type, trace)`` makes a blank
+    instance belonging to JAX trace ``trace`` and
     ``fill(node, pairs)`` sets its children without counting as a user mutation, which
-    lets cycles and shared references be rebuilt. Immutable pytree-like nodes
-    (``pytree=True``, e.g. tuples) are rebuilt by ``build(type, keys, values)``.
+    lets cycles and shared references be rebuilt; ``keyed`` says the order of the pairs
+    given to ``fill`` does not matter. Immutable pytree-like nodes (``pytree=True``,
+    e.g. tuples) are rebuilt by ``build(type, keys, values)``.
     """
 
     children: Callable[[Any], list]
     pytree: bool
-    create_empty: Callable[[type], Any] | None = None
+    create_empty: Callable[[type, Any], Any] | None = None
     fill: Callable[[Any, list], None] | None = None
     build: Callable[[type, tuple, list], Any] | None = None
     set_raw: Callable[[Any, Any, Any], None] | None = None
+    keyed: bool = False
 
 
 _IMPLS: dict[type, NodeImpl | None] = {}
@@ -218,13 +221,34 @@ class GraphDef:
         (True, True)
     """
 
-    __slots__ = ("root", "paths", "num_leaves", "_hash")
+    __slots__ = ("root", "paths", "num_leaves", "_hash", "_builder")
 
     def __init__(self, root: Any, paths: tuple):
-        self.root = root
-        self.paths = paths  # leaf paths in leaf order (derived; not part of equality)
-        self.num_leaves = len(paths)
-        self._hash = hash(root)
+        set_ = object.__setattr__
+        set_(self, "root", root)
+        set_(self, "paths", paths)  # leaf paths in leaf order (derived; not in equality)
+        set_(self, "num_leaves", len(paths))
+        set_(self, "_hash", hash(root))
+        set_(self, "_builder", None)  # compiled lazily by build_fresh (a cache)
+
+    def build_fresh(self, leaves: list, objects: dict | None = None) -> Any:
+        """Build new objects from ``leaves`` (Variables are reused, raw values boxed).
+
+        Uses a builder compiled from the definition once, so repeated merges of the
+        same structure skip the interpretation work.
+        """
+        builder = self._builder
+        if builder is None:
+            builder = _compile(self.root)
+            object.__setattr__(self, "_builder", builder)
+        return builder(iter(leaves), {} if objects is None else objects,
+                       _tracking.current_trace())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"GraphDef is immutable: cannot set {name!r}.")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"GraphDef is immutable: cannot delete {name!r}.")
 
     def __hash__(self) -> int:
         return self._hash
@@ -364,13 +388,14 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
         elif isinstance(leaf, Variable):
             var = leaf
         else:
-            var = _new_variable(d.type, leaf, thaw_metadata(d.metadata))
+            var = _new_variable(d.type, leaf, thaw_metadata(d.metadata),
+                                _tracking.current_trace())
         objects[d.index] = var
         return var
     if kind == "node":
         impl = node_impl(d.type)
         old = existing.get(d.index) if existing else None
-        node = old if old is not None else impl.create_empty(d.type)
+        node = old if old is not None else impl.create_empty(d.type, _tracking.current_trace())
         objects[d.index] = node
         pairs = [(k, build(v, leaves, objects, existing)) for k, v in d.attributes]
         impl.fill(node, pairs)
@@ -389,6 +414,70 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
         keys = tuple(k for k, _ in d.attributes)
         values = [build(v, leaves, objects, existing) for _, v in d.attributes]
         return node_impl(d.type).build(d.type, keys, values)
+    value = d.value
+    return value.value if isinstance(value, Unhashable) else value
+
+
+def _compile(d: Any) -> Callable[[Iterator, dict, Any], Any]:
+    """Turn a definition into a closure ``(leaves, objects, trace) -> object``.
+
+    Equivalent to :func:`build` without ``existing``; the dispatch on definition kinds
+    and the lookups of node implementations happen once here instead of per merge.
+    """
+    kind = d.kind
+    if kind == "variable":
+        var_type, index, frozen = d.type, d.index, d.metadata
+
+        def build_variable(leaves: Iterator, objects: dict, trace: Any) -> Any:
+            leaf = next(leaves)
+            if not isinstance(leaf, Variable):
+                leaf = _new_variable(var_type, leaf, thaw_metadata(frozen), trace)
+            objects[index] = leaf
+            return leaf
+
+        return build_variable
+    if kind == "node":
+        node_type, index = d.type, d.index
+        impl = node_impl(node_type)
+        create, fill = impl.create_empty, impl.fill
+        statics = [(k, _static_value(v)) for k, v in d.attributes if v.kind == "static"]
+        if impl.keyed:
+            dynamic = tuple((k, _compile(v)) for k, v in d.attributes if v.kind != "static")
+        else:  # order matters (lists): compile everything, statics included
+            statics = []
+            dynamic = tuple((k, _compile(v)) for k, v in d.attributes)
+
+        def build_node(leaves: Iterator, objects: dict, trace: Any) -> Any:
+            node = create(node_type, trace)
+            objects[index] = node
+            pairs = [(k, b(leaves, objects, trace)) for k, b in dynamic]
+            if statics:
+                pairs += statics
+            fill(node, pairs)
+            return node
+
+        return build_node
+    if kind == "ref":
+        ref_index = d.index
+        return lambda leaves, objects, trace: objects[ref_index]
+    if kind == "array":
+        def build_array(leaves: Iterator, objects: dict, trace: Any) -> Any:
+            leaf = next(leaves)
+            return leaf._raw_value if isinstance(leaf, Variable) else leaf
+
+        return build_array
+    if kind == "pytree":
+        pytree_type = d.type
+        make = node_impl(pytree_type).build
+        keys = tuple(k for k, _ in d.attributes)
+        children = tuple(_compile(v) for _, v in d.attributes)
+        return lambda leaves, objects, trace: make(
+            pytree_type, keys, [b(leaves, objects, trace) for b in children])
+    value = _static_value(d)
+    return lambda leaves, objects, trace: value
+
+
+def _static_value(d: Static) -> Any:
     value = d.value
     return value.value if isinstance(value, Unhashable) else value
 
@@ -454,7 +543,7 @@ def _read_child(owner: Any, key: Any) -> Any:
 def plan_for(node: Any) -> Plan:
     """Return the (cached) :class:`Plan` for a root node, re-walking only if needed."""
     plan = getattr(node, "_nnx_plan", None)
-    if plan is not None and not plan.others and plan.is_valid():
+    if plan is not None and plan.is_valid():
         return plan
     plan = _walk((node,))
     if is_graph_node(node):
@@ -465,22 +554,23 @@ def plan_for(node: Any) -> Plan:
 def plan_for_many(nodes: tuple) -> Plan:
     """A joint plan over several roots (shared references across them are kept).
 
-    The GraphDef's root is a ``PytreeDef`` tuple of the roots. Cached on the first root.
+    The GraphDef's root is a ``PytreeDef`` tuple of the roots, leaf paths start with
+    the root's position. Cached on the first root (apart from its single-root plan).
     """
     first = nodes[0]
-    plan = getattr(first, "_nnx_plan", None)
+    plan = getattr(first, "_nnx_joint", None)
     if (plan is not None and len(plan.others) == len(nodes) - 1
             and all(ref() is n for ref, n in zip(plan.others, nodes[1:]))
             and plan.is_valid()):
         return plan
-    plan = _walk(nodes, tuple(weakref.ref(n) for n in nodes[1:]))
-    object.__setattr__(first, "_nnx_plan", plan)
+    plan = _walk(nodes, tuple(weakref.ref(n) for n in nodes[1:]), joint=True)
+    object.__setattr__(first, "_nnx_joint", plan)
     return plan
 
 
-def _walk(nodes: tuple, others: tuple = ()) -> Plan:
+def _walk(nodes: tuple, others: tuple = (), joint: bool = False) -> Plan:
     flat = _Flattener()
-    if len(nodes) == 1 and not others:
+    if not joint:
         root = flat.flatten(nodes[0], ())
     else:
         root = PytreeDef(tuple, tuple((i, flat.flatten(n, (i,))) for i, n in enumerate(nodes)))
@@ -611,7 +701,7 @@ def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
             " Hint: use the graphdef returned by nnx.split."
         )
     leaves = _leaves_for(graphdef, (state, *states), "merge")
-    return build(graphdef.root, iter(leaves), {})
+    return graphdef.build_fresh(leaves)
 
 
 def update(node: Any, state: Any, /, *states: Any) -> None:
@@ -657,31 +747,64 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
             object.__setattr__(target, "_raw_value", value)
             if isinstance(new, Variable) and new is not target and new._metadata != target._metadata:
                 target.set_metadata(new._metadata)
-        else:
+        elif i in slot_at:
             owner, key, set_raw = slot_at[i]
             set_raw(owner, key, value)
+        else:  # a raw array inside an immutable container (e.g. a tuple attribute)
+            _write_into_pytree(node, plan.graphdef.paths[i], value)
+
+
+def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:
+    """Rebuild the immutable container holding ``path``'s array and re-attach it.
+
+    Replacing a container changes no structure, but the cached plan of ``root`` holds
+    the old array for this position, so the owner is stamped to make it re-read.
+    """
+    owner, owner_key, rest, obj = None, None, path, root
+    for depth, key in enumerate(path):
+        if is_graph_node(obj):
+            owner, owner_key, rest = obj, key, path[depth + 1:]
+        obj = dict(node_impl(type(obj)).children(obj))[key]
+    impl = node_impl(type(owner))
+    if impl.set_raw is None:
+        raise TypeError(
+            f"update: cannot write the array at {_fmt(path)!r}: its owner "
+            f"{type(owner).__name__} has no set_raw in its NodeImpl."
+        )
+
+    def rebuild(tree: Any, keys: tuple) -> Any:
+        if not keys:
+            return value
+        tree_impl = node_impl(type(tree))
+        children = tree_impl.children(tree)
+        values = [rebuild(v, keys[1:]) if k == keys[0] else v for k, v in children]
+        return tree_impl.build(type(tree), tuple(k for k, _ in children), values)
+
+    container = dict(impl.children(owner))[owner_key]
+    impl.set_raw(owner, owner_key, rebuild(container, rest))
+    object.__setattr__(owner, "_nnx_stamp", _tracking.bump())
 
 
 def _check_compatible(path: tuple, old: Any, new: Any, where: str) -> None:
     old_value = old._raw_value if isinstance(old, Variable) else old
     new_value = new._raw_value if isinstance(new, Variable) else new
-    old_shape = getattr(old_value, "shape", None)
-    new_shape = getattr(new_value, "shape", None)
-    if old_shape is not None and new_shape is not None and tuple(old_shape) != tuple(new_shape):
+    try:
+        if old_value.shape == new_value.shape and old_value.dtype == new_value.dtype:
+            return
+    except AttributeError:  # not arrays (python scalars, tuples from sow): no check
+        return
+    if tuple(old_value.shape) != tuple(new_value.shape):
         raise ValueError(
-            f"{where}: shape mismatch at {_fmt(path)!r}: expected {tuple(old_shape)}, got "
-            f"{tuple(new_shape)}. Hint: the state must come from a model with the same "
-            "layer sizes."
+            f"{where}: shape mismatch at {_fmt(path)!r}: expected "
+            f"{tuple(old_value.shape)}, got {tuple(new_value.shape)}. Hint: the state must "
+            "come from a model with the same layer sizes."
         )
-    old_dtype = getattr(old_value, "dtype", None)
-    new_dtype = getattr(new_value, "dtype", None)
-    if old_dtype is not None and new_dtype is not None and old_dtype != new_dtype:
-        raise ValueError(
-            f"{where}: dtype mismatch at {_fmt(path)!r}: expected {old_dtype}, got "
-            f"{new_dtype}. Hint: cast the state first (jax.tree.map(lambda x: "
-            f"x.astype({old_dtype}), state)), or set variable.value to change the dtype "
-            "on purpose."
-        )
+    raise ValueError(
+        f"{where}: dtype mismatch at {_fmt(path)!r}: expected {old_value.dtype}, got "
+        f"{new_value.dtype}. Hint: cast the state first (jax.tree.map(lambda x: "
+        f"x.astype({old_value.dtype}), state)), or set variable.value to change the dtype "
+        "on purpose."
+    )
 
 
 def pop(node: Any, *filters: Any) -> Any:
@@ -748,7 +871,7 @@ def clone(node: Any) -> Any:
     """
     plan = plan_for(node)
     leaves = [v.copy() if isinstance(v, Variable) else v for v in plan.leaves()]
-    return build(plan.graphdef.root, iter(leaves), {})
+    return plan.graphdef.build_fresh(leaves)
 
 
 def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import types
 from typing import Any, Callable, Iterator
 
 import jax
@@ -42,7 +43,7 @@ from nnxlib.variables import Perturbation, Variable
 
 __all__ = ["Object", "Module", "iter_modules", "iter_children", "first_from"]
 
-_INTERNAL = ("_nnx_stamp", "_nnx_trace", "_nnx_plan")
+_INTERNAL = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint")
 
 
 class Object:
@@ -60,7 +61,8 @@ class Object:
         ['count']
     """
 
-    __slots__ = ("__dict__", "__weakref__", "_nnx_stamp", "_nnx_trace", "_nnx_plan")
+    __slots__ = ("__dict__", "__weakref__", "_nnx_stamp", "_nnx_trace", "_nnx_plan",
+                 "_nnx_joint")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Object":
         obj = object.__new__(cls)
@@ -78,7 +80,9 @@ class Object:
         d = self.__dict__
         old = d.get(name, _MISSING)
         d[name] = value
-        if not (is_array(value) and is_array(old)):
+        # Re-assigning the same object (``self.count += 1`` on a Variable) or a new array
+        # in place of an array changes no structure.
+        if value is not old and not (is_array(value) and is_array(old)):
             object.__setattr__(self, "_nnx_stamp", _tracking.bump())
 
     def __delattr__(self, name: str) -> None:
@@ -112,6 +116,7 @@ def _init_internal(obj: Any) -> None:
     object.__setattr__(obj, "_nnx_stamp", _tracking.bump())
     object.__setattr__(obj, "_nnx_trace", _tracking.current_trace())
     object.__setattr__(obj, "_nnx_plan", None)
+    object.__setattr__(obj, "_nnx_joint", None)
 
 
 def _track_containers(value: Any) -> Any:
@@ -131,7 +136,8 @@ def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
           and not is_array(value)):
         leaves = jax.tree_util.tree_leaves(value, is_leaf=graphlib.is_node_or_variable)
         single_leaf = len(leaves) == 1 and leaves[0] is value
-        hidden = [] if single_leaf else [v for v in leaves if _is_state_like(v)]
+        hidden = (_hidden_in_attributes(value) if single_leaf
+                  else [v for v in leaves if _is_state_like(v)])
     else:
         return
     if hidden:
@@ -144,6 +150,16 @@ def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
         )
 
 
+def _hidden_in_attributes(value: Any) -> list:
+    """Variables or graph nodes held directly in a plain object's ``__dict__``."""
+    if isinstance(value, (type, types.ModuleType, types.FunctionType)):
+        return []
+    attrs = getattr(value, "__dict__", None)
+    if not isinstance(attrs, dict):
+        return []
+    return [v for v in attrs.values() if graphlib.is_node_or_variable(v)]
+
+
 def _is_state_like(x: Any) -> bool:
     return graphlib.is_node_or_variable(x) or is_array(x)
 
@@ -152,15 +168,25 @@ def _object_children(obj: Object) -> list:
     return sorted(obj.__dict__.items(), key=lambda kv: key_order(kv[0]))
 
 
-def _object_create_empty(cls: type) -> Object:
+def _object_create_empty(cls: type, trace: Any) -> Object:
     obj = object.__new__(cls)
-    _init_internal(obj)
+    _SET_STAMP(obj, _tracking.EPOCH[0])  # brand new: in no plan yet, no bump needed
+    _SET_TRACE(obj, trace)
+    _SET_PLAN(obj, None)
+    _SET_JOINT(obj, None)
     return obj
+
+
+_SET_STAMP = Object._nnx_stamp.__set__  # type: ignore[attr-defined]
+_SET_TRACE = Object._nnx_trace.__set__  # type: ignore[attr-defined]
+_SET_PLAN = Object._nnx_plan.__set__  # type: ignore[attr-defined]
+_SET_JOINT = Object._nnx_joint.__set__  # type: ignore[attr-defined]
 
 
 def _object_fill(obj: Object, pairs: list) -> None:
     d = obj.__dict__
-    d.clear()
+    if d:
+        d.clear()
     d.update(pairs)
 
 
@@ -170,24 +196,51 @@ def _object_set_raw(obj: Object, key: str, value: Any) -> None:
 
 register_graph_node_type(Object, NodeImpl(
     children=_object_children, pytree=False, create_empty=_object_create_empty,
-    fill=_object_fill, set_raw=_object_set_raw))
+    fill=_object_fill, set_raw=_object_set_raw, keyed=True))
 
 
 def _object_repr(obj: Any, seen: set, depth: int) -> str:
     if id(obj) in seen:
-        return f"{type(obj).__name__}(...)  # shared, shown above"
+        return f"<shared {type(obj).__name__}, shown above>"
     seen.add(id(obj))
     pad = "  " * (depth + 1)
-    lines = []
-    for key, value in _object_children(obj):
-        if isinstance(value, Object):
-            text = _object_repr(value, seen, depth + 1)
-        else:
-            text = repr(value).replace("\n", "\n" + pad)
-        lines.append(f"{pad}{key}={text},")
+    lines = [f"{pad}{key}={_value_repr(value, seen, depth + 1)},"
+             for key, value in _object_children(obj)]
     if not lines:
         return f"{type(obj).__name__}()"
     return f"{type(obj).__name__}(\n" + "\n".join(lines) + "\n" + "  " * depth + ")"
+
+
+_BRACKETS = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}")}
+
+
+def _value_repr(value: Any, seen: set, depth: int) -> str:
+    """Attribute values: containers holding graph objects are laid out one item a line,
+    sharing one ``seen`` set so shared objects and cycles are shown once."""
+    if isinstance(value, Object):
+        return _object_repr(value, seen, depth)
+    base = next((b for b in _BRACKETS if isinstance(value, b)), None)
+    if base is None or not _holds_graph_objects(value):
+        return repr(value).replace("\n", "\n" + "  " * depth)
+    if graphlib.is_graph_node(value):  # List / Dict have identity
+        if id(value) in seen:
+            return f"<shared {type(value).__name__}, shown above>"
+        seen.add(id(value))
+    opening, closing = _BRACKETS[base]
+    if type(value) not in _BRACKETS:  # List([...]), Dict({...}), MyTuple((...))
+        opening, closing = f"{type(value).__name__}({opening}", f"{closing})"
+    pad = "  " * (depth + 1)
+    items = value.items() if base is dict else ((None, v) for v in value)
+    lines = [f"{pad}{'' if key is None else repr(key) + ': '}"
+             f"{_value_repr(item, seen, depth + 1)}," for key, item in items]
+    return opening + "\n" + "\n".join(lines) + "\n" + "  " * depth + closing
+
+
+def _holds_graph_objects(value: Any) -> bool:
+    items = value.values() if isinstance(value, dict) else value
+    return any(isinstance(v, (Object, Variable)) or
+               (isinstance(v, (list, tuple, dict)) and _holds_graph_objects(v))
+               for v in items)
 
 
 class Module(Object):

@@ -123,7 +123,10 @@ class Variable:
     @property
     def value(self) -> Any:
         """The held value."""
-        return self._raw_value
+        value = self._raw_value
+        if value is ESCAPED:
+            raise _escaped_error(self)
+        return value
 
     @value.setter
     def value(self, new: Any) -> None:
@@ -137,7 +140,7 @@ class Variable:
             >>> nnx.Param(3.0).get_value()
             3.0
         """
-        return self._raw_value
+        return self.value
 
     def set_value(self, new: Any) -> None:
         """Replace the held value (not structural: cached plans stay valid).
@@ -151,14 +154,16 @@ class Variable:
         """
         if isinstance(new, Variable):
             new = new._raw_value
-        if self._nnx_trace != _tracking.current_trace():
+        trace = self._nnx_trace
+        if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "set the value")
         object.__setattr__(self, "_raw_value", new)
 
     def __getitem__(self, key: Any) -> Any:
-        if key is Ellipsis:
-            return self._raw_value
-        return self._raw_value[key]
+        value = self._raw_value
+        if value is ESCAPED:
+            raise _escaped_error(self)
+        return value if key is Ellipsis else value[key]
 
     def __setitem__(self, key: Any, new: Any) -> None:
         if key is Ellipsis:
@@ -206,7 +211,8 @@ class Variable:
                 f"got positional {args!r}. Hint: set_metadata(name=value)."
             )
         updates = {**(args[0] if args else {}), **metadata}
-        if self._nnx_trace != _tracking.current_trace():
+        trace = self._nnx_trace
+        if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "change the metadata")
         object.__setattr__(self, "_metadata", {**self._metadata, **updates})
         object.__setattr__(self, "_nnx_stamp", _tracking.bump())
@@ -315,7 +321,7 @@ class Variable:
         return int(np.size(self._raw_value))
 
     def __jax_array__(self) -> Any:
-        return self._raw_value
+        return self.value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return np.asarray(self._raw_value, dtype=dtype)
@@ -359,6 +365,33 @@ class Variable:
         from nnxlib.display import render_variable
 
         return render_variable(self, path, subtree_renderer)
+
+
+class _Escaped:
+    """Stands in for the value of a variable whose transform has finished."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<escaped from a finished transform>"
+
+
+ESCAPED = _Escaped()
+
+
+def expire_variable(var: Variable) -> None:
+    """Invalidate a variable built inside a transform once that transform is done."""
+    object.__setattr__(var, "_raw_value", ESCAPED)
+    object.__setattr__(var, "_nnx_trace", _tracking.EXPIRED)
+
+
+def _escaped_error(var: Variable) -> Exception:
+    return _tracking.TraceContextError(
+        f"This {type(var).__name__} was created inside a transform (jit, grad, vmap, ...) "
+        "and used after the transform returned; its value was a tracer of that finished "
+        "trace. Hint: return the module (or its state) from the transformed function "
+        "instead of storing it outside."
+    )
 
 
 def _unbox(x: Any) -> Any:
@@ -407,14 +440,20 @@ for _name, _op in {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs
     setattr(Variable, f"__{_name}__", (lambda op: lambda self: op(self._raw_value))(_op))
 
 
-def _new_variable(cls: type[V], value: Any, metadata: dict) -> V:
+def _new_variable(cls: type[V], value: Any, metadata: dict, trace: Any = _MISSING) -> V:
     """Build a variable without running ``__init__`` (used by merge and unflatten)."""
     var = object.__new__(cls)
-    object.__setattr__(var, "_raw_value", value)
-    object.__setattr__(var, "_metadata", metadata)
-    object.__setattr__(var, "_nnx_stamp", _tracking.EPOCH[0])
-    object.__setattr__(var, "_nnx_trace", _tracking.current_trace())
+    _SET_VALUE(var, value)
+    _SET_METADATA(var, metadata)
+    _SET_STAMP(var, _tracking.EPOCH[0])
+    _SET_TRACE(var, _tracking.current_trace() if trace is _MISSING else trace)
     return var
+
+
+_SET_VALUE = Variable._raw_value.__set__  # type: ignore[attr-defined]
+_SET_METADATA = Variable._metadata.__set__  # type: ignore[attr-defined]
+_SET_STAMP = Variable._nnx_stamp.__set__  # type: ignore[attr-defined]
+_SET_TRACE = Variable._nnx_trace.__set__  # type: ignore[attr-defined]
 
 
 def _register_pytree(cls: type) -> None:
@@ -427,13 +466,16 @@ def _register_pytree(cls: type) -> None:
         )
 
     def unflatten(frozen, children):
-        return _new_variable(cls, children[0], thaw_metadata(frozen))
+        # Trace None: a pytree-rebuilt variable is not tied to a trace (no check).
+        return _new_variable(cls, children[0], thaw_metadata(frozen), None)
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
 
 
 def freeze_metadata(metadata: dict) -> tuple:
     """Metadata as a hashable, order-independent tuple (for aux data and graph defs)."""
+    if not metadata:
+        return ()
     return tuple(sorted((k, _FrozenEntry(v)) for k, v in metadata.items()))
 
 

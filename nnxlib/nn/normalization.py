@@ -1,0 +1,409 @@
+"""Normalization layers: ``BatchNorm``, ``LayerNorm`` and ``RMSNorm``.
+
+All three compute statistics in at least ``float32`` (half-precision means and variances
+lose too much), optionally average them over a named mapped axis (``axis_name``, for
+``vmap``/``pmap``/``shard_map`` data parallelism), normalise, then apply a learned
+per-feature ``scale`` and ``bias``.
+
+>>> import jax.numpy as jnp
+>>> import nnxlib as nnx
+>>> x = jnp.arange(6.0).reshape(3, 2)
+>>> nnx.LayerNorm(2, rngs=nnx.Rngs(0))(x)
+Array([[-0.99..., 0.99...],
+       [-0.99..., 0.99...],
+       [-0.99..., 0.99...]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.typing import DTypeLike
+
+from nnxlib.module import Module, first_from
+from nnxlib.nn import dtypes, initializers
+from nnxlib.rngs import Rngs
+from nnxlib.variables import BatchStat, Param
+
+__all__ = ["BatchNorm", "LayerNorm", "RMSNorm"]
+
+Axes = int | Sequence[int]
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+
+
+def _axes(ndim: int, axes: Axes) -> tuple[int, ...]:
+    """Non-negative, sorted, de-duplicated axes."""
+    if not isinstance(axes, Iterable):
+        axes = (axes,)
+    return tuple(sorted({a + ndim if a < 0 else a for a in axes}))
+
+
+def _sq_abs(x: jax.Array) -> jax.Array:
+    # |x|^2 stays real for complex inputs.
+    if jnp.iscomplexobj(x):
+        return lax.square(lax.real(x)) + lax.square(lax.imag(x))
+    return lax.square(x)
+
+
+def _statistics(
+    x: jax.Array,
+    axes: Axes,
+    dtype: DTypeLike | None,
+    axis_name: str | None,
+    axis_index_groups: Any,
+    *,
+    use_mean: bool = True,
+    use_fast_variance: bool = True,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Mean and variance of ``x`` over ``axes`` (and over ``axis_name`` when given)."""
+    stat_dtype = jnp.promote_types(jnp.result_type(x) if dtype is None else dtype, jnp.float32)
+    x = jnp.asarray(x, stat_dtype)
+    axes = _axes(x.ndim, axes)
+
+    def mean(*values: jax.Array) -> list[jax.Array]:
+        means = [v.mean(axes, where=mask) for v in values]
+        if axis_name is None:
+            return means
+        # One collective for all moments: cross-device latency dominates its cost.
+        stacked = lax.pmean(jnp.stack(means), axis_name, axis_index_groups=axis_index_groups)
+        return list(stacked)
+
+    if not use_mean:
+        (var,) = mean(_sq_abs(x))
+        return jnp.zeros_like(var), var
+    if use_fast_variance:
+        mu, mu2 = mean(x, _sq_abs(x))
+        # E[x^2] - E[x]^2 can dip below zero by rounding; a negative variance gives NaN.
+        var = jnp.maximum(0.0, mu2 - _sq_abs(mu))
+    else:
+        (mu,) = mean(x)
+        (var,) = mean(_sq_abs(x - jnp.expand_dims(mu, axes)))
+    return mu, var
+
+
+def _normalize(
+    x: jax.Array,
+    mean: jax.Array,
+    var: jax.Array,
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    reduction_axes: Axes,
+    feature_axes: Axes,
+    dtype: DTypeLike | None,
+    epsilon: float,
+) -> jax.Array:
+    """``(x - mean) / sqrt(var + eps) * scale + bias``, cast to the output dtype."""
+    reduction_axes = _axes(x.ndim, reduction_axes)
+    feature_axes = _axes(x.ndim, feature_axes)
+    stat_shape = [1 if i in reduction_axes else n for i, n in enumerate(x.shape)]
+    feature_shape = [n if i in feature_axes else 1 for i, n in enumerate(x.shape)]
+    factor = lax.rsqrt(var.reshape(stat_shape) + epsilon)
+    if scale is not None:
+        factor = factor * scale.reshape(feature_shape)
+    y = (x - mean.reshape(stat_shape)) * factor
+    if bias is not None:
+        y = y + bias.reshape(feature_shape)
+    out_dtype = dtypes.canonicalize_dtype(x, scale, bias, dtype=dtype)
+    return jnp.asarray(y, out_dtype)
+
+
+def _make_param(enabled: bool, init: Callable[..., Any], rngs: Rngs, shape: tuple,
+                dtype: DTypeLike, metadata: Mapping[str, Any]) -> Param | None:
+    return Param(init(rngs.params(), shape, dtype), **metadata) if enabled else None
+
+
+class BatchNorm(Module):
+    """Batch normalization with running averages of the batch statistics.
+
+    In training mode (``use_running_average=False``) the input is normalised with the
+    statistics of the current batch (all axes except ``axis``), and the running averages
+    are updated as ``ra = momentum * ra + (1 - momentum) * batch_stat``. In evaluation
+    mode the stored averages are used and nothing is updated. ``module.train()`` and
+    ``module.eval()`` switch the mode of every ``BatchNorm`` in a model.
+
+    State: ``mean`` and ``var`` (:class:`~nnxlib.BatchStat`, float32, starting at 0 and 1)
+    and the parameters ``scale`` and ``bias`` (:class:`~nnxlib.Param`, None when
+    disabled).
+
+    Args:
+        num_features: size of the feature axis.
+        use_running_average: default mode; the ``__call__`` argument overrides it.
+        axis: the feature axis; statistics are taken over every other axis.
+        momentum: decay of the running averages.
+        epsilon: added to the variance before the square root.
+        dtype: output dtype (default: inferred from inputs and parameters).
+        param_dtype: dtype of ``scale`` and ``bias``.
+        use_bias: learn a per-feature offset.
+        use_scale: learn a per-feature scale.
+        bias_init: initializer of ``bias``.
+        scale_init: initializer of ``scale``.
+        axis_name: a mapped axis (``vmap``/``pmap``/``shard_map``) over which batch
+            statistics are averaged, so that all members see the same statistics.
+        axis_index_groups: subgroups of ``axis_name`` to average within.
+        use_fast_variance: compute ``E[x^2] - E[x]^2`` in one pass (faster, less exact)
+            instead of ``E[(x - E[x])^2]``.
+        promote_dtype: casting function for ``(x, mean, var, scale, bias)``.
+        rngs: random streams; ``rngs.params()`` is called for each parameter.
+        bias_metadata: extra metadata of ``bias``.
+        scale_metadata: extra metadata of ``scale``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> bn = nnx.BatchNorm(2, momentum=0.9, rngs=nnx.Rngs(0))
+        >>> bn(jnp.array([[0.0, 2.0], [2.0, 6.0]])).round(3)
+        Array([[-1., -1.],
+               [ 1.,  1.]], dtype=float32)
+        >>> bn.mean[...]          # 0.9 * 0 + 0.1 * batch mean
+        Array([0.1, 0.4], dtype=float32)
+        >>> bn.eval()
+        >>> bn(jnp.array([[0.1, 0.4]])).round(3)
+        Array([[0., 0.]], dtype=float32)
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        use_running_average: bool | None = False,
+        axis: int = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-5,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Callable[..., Any] = initializers.zeros_init(),
+        scale_init: Callable[..., Any] = initializers.ones_init(),
+        axis_name: str | None = None,
+        axis_index_groups: Any = None,
+        use_fast_variance: bool = True,
+        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
+        rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = _NO_METADATA,
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+    ):
+        shape = (num_features,)
+        self.mean = BatchStat(jnp.zeros(shape, jnp.float32))
+        self.var = BatchStat(jnp.ones(shape, jnp.float32))
+        self.scale = _make_param(use_scale, scale_init, rngs, shape, param_dtype, scale_metadata)
+        self.bias = _make_param(use_bias, bias_init, rngs, shape, param_dtype, bias_metadata)
+        self.num_features = num_features
+        self.use_running_average = use_running_average
+        self.axis = axis
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.use_bias = use_bias
+        self.use_scale = use_scale
+        self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.use_fast_variance = use_fast_variance
+        self.promote_dtype = promote_dtype
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None, *,
+                 mask: jax.Array | None = None) -> jax.Array:
+        """Normalise ``x``; in training mode also update the running statistics.
+
+        Args:
+            x: input whose ``axis`` has ``num_features`` entries.
+            use_running_average: overrides the mode set at construction.
+            mask: boolean array broadcastable to ``x``; only True entries count towards
+                the batch statistics.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> bn = nnx.BatchNorm(1, rngs=nnx.Rngs(0))
+            >>> bn(jnp.ones((4, 1)), use_running_average=True)  # mean 0, var 1: unchanged
+            Array([[0.99...],
+                   [0.99...],
+                   [0.99...],
+                   [0.99...]], dtype=float32)
+        """
+        use_running_average = first_from(
+            use_running_average, self.use_running_average,
+            error_msg=(
+                "BatchNorm: use_running_average is None in both the constructor and the "
+                "call, so the mode is unknown. Hint: pass use_running_average=True/False "
+                "to BatchNorm(...) or to the call, or call model.train() / model.eval()."
+            ),
+        )
+        feature_axes = _axes(x.ndim, self.axis)
+        reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
+        scale = None if self.scale is None else self.scale[...]
+        bias = None if self.bias is None else self.bias[...]
+        x, mean, var, scale, bias = self.promote_dtype(
+            (x, self.mean[...], self.var[...], scale, bias), dtype=self.dtype
+        )
+        if not use_running_average:
+            mean, var = _statistics(
+                x, reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
+                use_fast_variance=self.use_fast_variance, mask=mask,
+            )
+            # Running averages are bookkeeping, not part of the differentiated function.
+            m = self.momentum
+            self.mean[...] = lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
+            self.var[...] = lax.stop_gradient(m * self.var[...] + (1 - m) * var)
+        return _normalize(x, mean, var, scale, bias, reduction_axes, feature_axes,
+                          self.dtype, self.epsilon)
+
+
+class LayerNorm(Module):
+    """Layer normalization: normalise each example over its ``reduction_axes``.
+
+    Args:
+        num_features: size of the feature axis (shape of ``scale`` and ``bias``).
+        epsilon: added to the variance before the square root.
+        dtype: output dtype (default: inferred from inputs and parameters).
+        param_dtype: dtype of ``scale`` and ``bias``.
+        use_bias: learn a per-feature offset (``bias``; None when disabled).
+        use_scale: learn a per-feature scale (``scale``; None when disabled).
+        bias_init: initializer of ``bias``.
+        scale_init: initializer of ``scale``.
+        reduction_axes: axes the statistics are taken over.
+        feature_axes: axes that ``scale`` and ``bias`` vary along.
+        axis_name: mapped axis to average the statistics over (model-parallel features).
+        axis_index_groups: subgroups of ``axis_name``.
+        use_fast_variance: one-pass ``E[x^2] - E[x]^2`` variance.
+        promote_dtype: casting function for ``(x, scale, bias)``.
+        rngs: random streams; ``rngs.params()`` is called for each parameter.
+        bias_metadata: extra metadata of ``bias``.
+        scale_metadata: extra metadata of ``scale``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> ln = nnx.LayerNorm(3, use_bias=False, rngs=nnx.Rngs(0))
+        >>> ln(jnp.array([1.0, 2.0, 3.0])).round(3)
+        Array([-1.225,  0.   ,  1.225], dtype=float32)
+        >>> ln.bias is None
+        True
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        epsilon: float = 1e-6,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+        bias_init: Callable[..., Any] = initializers.zeros_init(),
+        scale_init: Callable[..., Any] = initializers.ones_init(),
+        reduction_axes: Axes = -1,
+        feature_axes: Axes = -1,
+        axis_name: str | None = None,
+        axis_index_groups: Any = None,
+        use_fast_variance: bool = True,
+        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
+        rngs: Rngs,
+        bias_metadata: Mapping[str, Any] = _NO_METADATA,
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+    ):
+        shape = (num_features,)
+        self.scale = _make_param(use_scale, scale_init, rngs, shape, param_dtype, scale_metadata)
+        self.bias = _make_param(use_bias, bias_init, rngs, shape, param_dtype, bias_metadata)
+        self.num_features = num_features
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.use_bias = use_bias
+        self.use_scale = use_scale
+        self.reduction_axes = reduction_axes
+        self.feature_axes = feature_axes
+        self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.use_fast_variance = use_fast_variance
+        self.promote_dtype = promote_dtype
+
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        """Normalise ``x`` (``mask`` selects the entries that count towards statistics).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.LayerNorm(2, rngs=nnx.Rngs(0))(jnp.array([[1.0, 3.0]])).round(3)
+            Array([[-1.,  1.]], dtype=float32)
+        """
+        scale = None if self.scale is None else self.scale[...]
+        bias = None if self.bias is None else self.bias[...]
+        x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
+        mean, var = _statistics(
+            x, self.reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
+            use_fast_variance=self.use_fast_variance, mask=mask,
+        )
+        return _normalize(x, mean, var, scale, bias, self.reduction_axes,
+                          self.feature_axes, self.dtype, self.epsilon)
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalization: ``x / sqrt(mean(x^2) + eps) * scale``, no centring.
+
+    Arguments are those of :class:`LayerNorm` without the bias ones.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> rms = nnx.RMSNorm(2, epsilon=0.0, rngs=nnx.Rngs(0))
+        >>> rms(jnp.array([3.0, 4.0])).tolist()   # rms of (3, 4) is sqrt(12.5)
+        [0.849..., 1.131...]
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        epsilon: float = 1e-6,
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        use_scale: bool = True,
+        scale_init: Callable[..., Any] = initializers.ones,
+        reduction_axes: Axes = -1,
+        feature_axes: Axes = -1,
+        axis_name: str | None = None,
+        axis_index_groups: Any = None,
+        use_fast_variance: bool = True,
+        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
+        rngs: Rngs,
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+    ):
+        shape = (num_features,)
+        self.scale = _make_param(use_scale, scale_init, rngs, shape, param_dtype, scale_metadata)
+        self.num_features = num_features
+        self.epsilon = epsilon
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.use_scale = use_scale
+        self.reduction_axes = reduction_axes
+        self.feature_axes = feature_axes
+        self.axis_name = axis_name
+        self.axis_index_groups = axis_index_groups
+        self.use_fast_variance = use_fast_variance
+        self.promote_dtype = promote_dtype
+
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """Normalise ``x`` by its root mean square over ``reduction_axes``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.RMSNorm(1, epsilon=0.0, rngs=nnx.Rngs(0))(jnp.array([[-2.0]]))
+            Array([[-1.]], dtype=float32)
+        """
+        scale = None if self.scale is None else self.scale[...]
+        x, scale = self.promote_dtype((x, scale), dtype=self.dtype)
+        mean, var = _statistics(
+            x, self.reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
+            use_mean=False, use_fast_variance=self.use_fast_variance, mask=mask,
+        )
+        return _normalize(x, mean, var, scale, None, self.reduction_axes,
+                          self.feature_axes, self.dtype, self.epsilon)

@@ -1,0 +1,18 @@
+"""Training utilities: ``Optimizer`` over optax.
+
+>>> import optax
+>>> import nnxlib as nnx
+>>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+>>> nnx.training.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param).step[...]
+Array(0, dtype=uint32)
+"""
+
+from nnxlib.training.optimizer import (
+    ModelAndOptimizer,
+    OptArray,
+    Optimizer,
+    OptState,
+    OptVariable,
+)
+
+__all__ = ["ModelAndOptimizer", "OptArray", "OptState", "OptVariable", "Optimizer"]

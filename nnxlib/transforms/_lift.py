@@ -1,0 +1,235 @@
+"""Lifting stateful functions to pure ones: the machinery every transform shares.
+
+A transform sees ``fn(*args)`` whose arguments may hold modules and variables. It
+
+1. **extracts** them: the pytree of arguments is flattened with graph objects as
+   leaves; those objects get one joint, cached split plan (so shared references across
+   arguments survive) whose leaf *values* become plain arrays (:func:`extract`);
+2. inside the JAX transform, **rebuilds** fresh objects from the arrays
+   (:func:`rebuild`), calls ``fn``, and **collects** what changed
+   (:func:`collect`): if the inputs' structure is unchanged, only the leaves whose
+   value object was replaced are returned (known at trace time); otherwise every leaf
+   plus the new structure is returned;
+3. outside, **applies** the result (:func:`apply_outputs`): changed values are written
+   into the caller's own ``Variable`` objects with one loop, a changed structure is
+   merged into the caller's objects in place, and modules returned by ``fn`` are rebuilt
+   (or resolved to the caller's objects when ``fn`` returned an input).
+
+Static facts found at trace time travel out of the JAX transform as pytree aux data
+(:class:`StaticBox`), so they are cached by JAX together with the trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+
+from nnxlib import _tracking
+from nnxlib.graph import (
+    GraphDef, Plan, PytreeDef, _Flattener, build, is_node_or_variable, plan_for_many,
+)
+from nnxlib.variables import Variable, expire_variable
+
+__all__ = ["Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",
+           "OutInfo"]
+
+
+class Extracted(NamedTuple):
+    """Arguments split into graph leaves and ordinary pytree leaves."""
+
+    treedef: Any  # of the whole argument tree, graph objects as leaves
+    node_positions: tuple  # leaf positions that are graph objects
+    plan: Plan | None  # joint plan over those objects
+    values: list  # current leaf values of the objects (arrays, not Variables)
+    others: list  # the remaining (non-graph) leaves
+
+    @property
+    def key(self) -> tuple:
+        """Everything static about the arguments (hashable; cache key for traces)."""
+        return (self.treedef, self.node_positions,
+                None if self.plan is None else self.plan.graphdef)
+
+
+def extract(tree: Any) -> Extracted:
+    """Flatten ``tree``; split the graph objects in it with one joint, cached plan."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=is_node_or_variable)
+    positions = tuple(i for i, leaf in enumerate(leaves) if is_node_or_variable(leaf))
+    if not positions:
+        return Extracted(treedef, (), None, [], leaves)
+    plan = plan_for_many(tuple(leaves[i] for i in positions))
+    values = plan_values(plan)
+    if len(positions) == len(leaves):
+        others = []
+    else:
+        chosen = set(positions)
+        others = [leaf for i, leaf in enumerate(leaves) if i not in chosen]
+    return Extracted(treedef, positions, plan, values, others)
+
+
+def plan_values(plan: Plan) -> list:
+    """The raw values of a plan's leaves, in leaf order."""
+    if not plan.slots:  # the common case: every leaf is a Variable
+        return [v._raw_value for v in plan.template]
+    values = [_raw(v) for v in plan.template]
+    for position, owner, key, _ in plan.slots:
+        values[position] = _read(owner, key)
+    return values
+
+
+def _read(owner: Any, key: Any) -> Any:
+    d = getattr(owner, "__dict__", None)
+    if d is not None and isinstance(key, str) and key in d:
+        return d[key]
+    return owner[key]
+
+
+def _raw(v: Any) -> Any:
+    return v._raw_value if isinstance(v, Variable) else v
+
+
+# ------------------------------------------------------------------ inside a trace
+class Rebuilt(NamedTuple):
+    """Fresh objects made from traced values, plus what ``collect`` needs."""
+
+    tree: Any
+    nodes: tuple
+    objects: dict  # index -> fresh object
+    in_values: list
+
+
+def rebuild(key: tuple, values: list, others: list) -> Rebuilt:
+    """Recreate the argument tree with fresh objects holding ``values`` (tracers)."""
+    treedef, positions, graphdef = key
+    objects: dict = {}
+    if graphdef is None:
+        return Rebuilt(jax.tree_util.tree_unflatten(treedef, others), (), objects, values)
+    nodes = graphdef.build_fresh(values, objects)
+    leaves = list(others)
+    for position, node in zip(positions, nodes):
+        leaves.insert(position, node)
+    return Rebuilt(jax.tree_util.tree_unflatten(treedef, leaves), nodes, objects, values)
+
+
+class OutInfo(NamedTuple):
+    """Static description of a lifted function's outputs (hashable)."""
+
+    fast: bool  # input structure unchanged: only changed values come back
+    changed: tuple  # fast: input leaf positions whose value was replaced
+    joint: GraphDef | None  # slow: new structure of inputs + returned objects
+    out_defs: tuple  # fast: definitions of graph objects returned by fn
+    num_inputs: int  # number of input graph roots
+    out_treedef: Any  # of fn's output, graph objects as leaves
+    out_positions: tuple  # leaf positions of graph objects in fn's output
+
+
+class StaticBox:
+    """A pytree with no children whose aux data is a static value (here OutInfo)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+jax.tree_util.register_pytree_node(
+    StaticBox, lambda box: ((), box.value), lambda value, _: StaticBox(value))
+
+
+def collect(rebuilt: Rebuilt, key: tuple, out: Any) -> tuple[OutInfo, list, list]:
+    """After ``fn`` ran on rebuilt objects: what changed, as ``(info, values, leaves)``.
+
+    ``values`` are graph leaf values to send out; ``leaves`` are ``out``'s other leaves.
+    """
+    graphdef = key[2]
+    out_leaves, out_treedef = jax.tree_util.tree_flatten(out, is_leaf=is_node_or_variable)
+    out_positions = tuple(i for i, x in enumerate(out_leaves) if is_node_or_variable(x))
+    seed = {id(obj): index for index, obj in rebuilt.objects.items()}
+    flat = _Flattener(seed, first_index=_next_index(graphdef))
+    roots = (*rebuilt.nodes, *(out_leaves[i] for i in out_positions))
+    root_defs = tuple((i, flat.flatten(r, (i,))) for i, r in enumerate(roots))
+    num_inputs = len(rebuilt.nodes)
+    values = [_raw(v) for v in flat.leaves]
+    in_values = rebuilt.in_values
+    n = 0 if graphdef is None else graphdef.num_leaves
+    unchanged = graphdef is None or PytreeDef(tuple, root_defs[:num_inputs]) == graphdef.root
+    if unchanged:
+        changed = tuple(i for i in range(n) if values[i] is not in_values[i])
+        send = [values[i] for i in changed] + values[n:]
+        info = OutInfo(True, changed, None, tuple(d for _, d in root_defs[num_inputs:]),
+                       num_inputs, out_treedef, out_positions)
+    else:
+        joint = GraphDef(PytreeDef(tuple, root_defs), tuple(flat.paths))
+        send = values
+        info = OutInfo(False, (), joint, (), num_inputs, out_treedef, out_positions)
+    chosen = set(out_positions)
+    others = [x for i, x in enumerate(out_leaves) if i not in chosen]
+    expire(rebuilt.objects.values())
+    expire(flat.objects.values())
+    return info, send, others
+
+
+def _next_index(graphdef: GraphDef | None) -> int:
+    return 0 if graphdef is None else _max_index(graphdef.root) + 1
+
+
+def _max_index(d: Any) -> int:
+    kind = d.kind
+    if kind in ("node", "variable"):
+        own = d.index
+    else:
+        own = -1
+    if kind in ("node", "pytree"):
+        return max([own, *(_max_index(v) for _, v in d.attributes)])
+    return own
+
+
+def expire(objects: Any) -> None:
+    """Mark objects built inside a finished trace: any later use raises a clear error."""
+    for obj in objects:
+        if isinstance(obj, Variable):
+            expire_variable(obj)
+        else:
+            object.__setattr__(obj, "_nnx_trace", _tracking.EXPIRED)
+
+
+# ------------------------------------------------------------------------- outside
+def apply_outputs(plan: Plan | None, info: OutInfo, values: list, others: list) -> Any:
+    """Write changed state back into the caller's objects and rebuild ``fn``'s output."""
+    existing = plan.objects if plan is not None else {}
+    if info.fast:
+        changed = info.changed
+        if changed:
+            template = plan.template  # type: ignore[union-attr]
+            for i, value in zip(changed, values):
+                target = template[i]
+                if isinstance(target, Variable):
+                    _SET_RAW(target, value)
+                else:
+                    _write_slot(plan, i, value)
+        if info.out_defs:
+            rest = iter(values[len(changed):])
+            objects: dict = {}
+            out_nodes = [build(d, rest, objects, existing) for d in info.out_defs]
+        else:
+            out_nodes = []
+    else:
+        rebuilt = build(info.joint.root, iter(values), {}, existing)  # type: ignore[union-attr]
+        out_nodes = list(rebuilt[info.num_inputs:])
+    if not info.out_positions:
+        return jax.tree_util.tree_unflatten(info.out_treedef, others)
+    leaves = list(others)
+    for position, node in zip(info.out_positions, out_nodes):
+        leaves.insert(position, node)
+    return jax.tree_util.tree_unflatten(info.out_treedef, leaves)
+
+
+_SET_RAW = Variable._raw_value.__set__  # type: ignore[attr-defined]
+
+
+def _write_slot(plan: Plan, position: int, value: Any) -> None:
+    for slot_position, owner, key, set_raw in plan.slots:
+        if slot_position == position:
+            set_raw(owner, key, value)
+            plan.template[position] = value
+            return

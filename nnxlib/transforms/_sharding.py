@@ -1,0 +1,129 @@
+"""Sharding specifications for transform arguments that hold modules.
+
+A module argument's arrays can be placed by one sharding for all of them, by a
+:class:`StateSharding` that maps filters to shardings (first match wins), or by a
+``State`` of shardings with the module's paths. These are resolved once per traced
+signature into one sharding per array.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from nnxlib.filters import to_predicate
+from nnxlib.graph import is_node_or_variable
+from nnxlib.state import State
+
+__all__ = ["StateSharding", "leaf_shardings", "constrain_outputs", "argument_of_leaves"]
+
+
+class StateSharding:
+    """Shardings for a module's state chosen by filters, first match wins.
+
+    Example:
+        >>> import jax
+        >>> import nnxlib as nnx
+        >>> mesh = jax.make_mesh((1,), ("data",))
+        >>> replicated = jax.sharding.NamedSharding(mesh, jax.P())
+        >>> spec = nnx.StateSharding({nnx.Param: replicated, ...: None})
+        >>> spec.resolve(("kernel",), nnx.Param(0.0)) is replicated
+        True
+    """
+
+    def __init__(self, filter_shardings: dict):
+        self.filter_shardings = dict(filter_shardings)
+        self._predicates = [(to_predicate(f), s) for f, s in self.filter_shardings.items()]
+
+    def resolve(self, path: tuple, leaf: Any) -> Any:
+        """The sharding for the leaf at ``path`` (None if no filter matches)."""
+        for predicate, sharding in self._predicates:
+            if predicate(path, leaf):
+                return sharding
+        return None
+
+    def __repr__(self) -> str:
+        return f"StateSharding({self.filter_shardings!r})"
+
+
+def argument_of_leaves(args: tuple, kwargs: dict) -> list:
+    """For every leaf of ``(args, kwargs)`` flattened with graph objects as leaves, the
+    positional index or keyword name of the argument it came from."""
+    owners: list = []
+    for i, arg in enumerate(args):
+        owners += [i] * len(jax.tree_util.tree_leaves(arg, is_leaf=is_node_or_variable))
+    for name in sorted(kwargs):  # the order tree_flatten uses for dict keys
+        owners += [name] * len(jax.tree_util.tree_leaves(kwargs[name],
+                                                         is_leaf=is_node_or_variable))
+    return owners
+
+
+def _resolve(spec: Any, path: tuple, leaf: Any) -> Any:
+    if spec is None or isinstance(spec, jax.sharding.Sharding):
+        return spec
+    if isinstance(spec, StateSharding):
+        return spec.resolve(path, leaf)
+    if isinstance(spec, State):
+        node: Any = spec
+        for key in path:
+            node = node[key]
+        return node
+    raise TypeError(
+        f"Invalid sharding spec {type(spec).__name__} for the module state at "
+        f"{'/'.join(map(str, path))!r}. Expected a jax.sharding.Sharding, a StateSharding "
+        "or a State of shardings."
+    )
+
+
+def leaf_shardings(in_shardings: Any, ext: Any, args: tuple, kwargs: dict,
+                   signature: Any) -> tuple[list | None, list | None]:
+    """Per-leaf shardings ``(for graph values, for other leaves)`` or ``(None, None)``."""
+    if in_shardings is None:
+        return None, None
+    owners = argument_of_leaves(args, kwargs)
+    per_arg = in_shardings if isinstance(in_shardings, (tuple, list)) else None
+
+    def spec_for(owner: Any) -> Any:
+        if per_arg is None:
+            return in_shardings
+        return per_arg[owner] if isinstance(owner, int) and owner < len(per_arg) else None
+
+    value_shardings: list | None = None
+    if ext.plan is not None:
+        roots = [owners[p] for p in ext.node_positions]
+        value_shardings = [
+            _resolve(spec_for(roots[path[0]]), path[1:], leaf)
+            for path, leaf in zip(ext.plan.graphdef.paths, ext.plan.template)
+        ]
+    chosen = set(ext.node_positions)
+    other_owners = [o for i, o in enumerate(owners) if i not in chosen]
+    other_shardings = []
+    for i, owner in enumerate(other_owners):
+        spec = spec_for(owner)
+        if spec is not None and not isinstance(spec, jax.sharding.Sharding):
+            arg = args[owner] if isinstance(owner, int) else kwargs[owner]
+            specs = jax.tree_util.tree_leaves(
+                spec, is_leaf=lambda x: x is None or isinstance(x, jax.sharding.Sharding))
+            leaves = jax.tree_util.tree_leaves(arg, is_leaf=is_node_or_variable)
+            if len(specs) != len(leaves):
+                raise ValueError(
+                    f"jit: in_shardings for argument {owner!r} has {len(specs)} entries "
+                    f"but the argument has {len(leaves)} arrays. Hint: give one sharding "
+                    "for the whole argument or a pytree matching it."
+                )
+            start = other_owners.index(owner)
+            spec = specs[i - start]
+        other_shardings.append(spec)
+    return value_shardings, other_shardings
+
+
+def constrain_outputs(out: Any, spec: Any) -> Any:
+    """Apply ``jax.lax.with_sharding_constraint`` to ``out`` using a prefix ``spec``."""
+    if isinstance(spec, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec)
+                            if isinstance(x, jax.Array) else x, out)
+    return jax.tree.map(
+        lambda s, x: x if s is None else jax.tree.map(
+            lambda a: jax.lax.with_sharding_constraint(a, s), x),
+        spec, out, is_leaf=lambda x: x is None or isinstance(x, jax.sharding.Sharding))

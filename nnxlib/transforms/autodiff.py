@@ -1,0 +1,213 @@
+"""``grad`` and ``value_and_grad`` over functions of modules.
+
+For a module argument, the gradient is taken with respect to its ``Param`` variables
+(or what a :class:`DiffState` filter selects) and returned as a ``State`` with the same
+paths and variable types. Other state the function changes (BatchNorm statistics, RNG
+counts) is written back to the caller's objects, as in eager mode.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import nnxlib as nnx
+    >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    >>> loss, grads = nnx.value_and_grad(lambda m, x: (m(x) ** 2).sum())(model, jnp.ones((3, 2)))
+    >>> grads["kernel"].shape, type(grads["kernel"]).__name__
+    ((2, 1), 'Param')
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from nnxlib.filters import to_predicate
+from nnxlib.graph import is_node_or_variable
+from nnxlib.state import State
+from nnxlib.transforms import _lift
+from nnxlib.transforms._sharding import argument_of_leaves
+from nnxlib.variables import Param, Variable
+
+__all__ = ["DiffState", "grad", "value_and_grad"]
+
+
+class DiffState(NamedTuple):
+    """Differentiate argument ``argnum`` with respect to the state ``filter`` selects.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> bn = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+        >>> loss = lambda m, x: m(x).sum()
+        >>> grads = nnx.grad(loss, argnums=nnx.DiffState(0, "batch_stats"))(bn, jnp.ones((4, 2)))
+        >>> sorted(grads)
+        ['mean', 'var']
+    """
+
+    argnum: int
+    filter: Any
+
+
+class _Layout(NamedTuple):
+    """Which leaves are differentiated, per differentiated argument (per signature)."""
+
+    diff_graph: tuple  # per diff argnum: graph leaf positions
+    diff_other: tuple  # per diff argnum: other-leaf positions
+    rest_graph: tuple
+    rest_other: tuple
+    arg_is_node: tuple  # per diff argnum: the argument itself is a graph object
+
+
+def _normalize_argnums(argnums: Any) -> tuple[tuple, bool]:
+    single = isinstance(argnums, (int, DiffState))
+    items = (argnums,) if single else tuple(argnums)
+    specs = tuple(a if isinstance(a, DiffState) else DiffState(a, Param) for a in items)
+    return specs, single
+
+
+def _layout(specs: tuple, ext: _lift.Extracted, args: tuple, kwargs: dict) -> _Layout:
+    owners = argument_of_leaves(args, kwargs)
+    node_positions = set(ext.node_positions)
+    other_owners = [o for i, o in enumerate(owners) if i not in node_positions]
+    roots = [owners[p] for p in ext.node_positions]
+    paths = ext.plan.graphdef.paths if ext.plan is not None else ()
+    template = ext.plan.template if ext.plan is not None else ()
+    diff_graph, diff_other = [], []
+    for spec in specs:
+        if not -len(args) <= spec.argnum < len(args):
+            raise ValueError(
+                f"grad: argnums {spec.argnum} is out of range for {len(args)} positional "
+                "arguments. Hint: differentiate positional arguments only."
+            )
+        argnum = spec.argnum % len(args)
+        predicate = to_predicate(spec.filter)
+        diff_graph.append(tuple(
+            j for j, (path, leaf) in enumerate(zip(paths, template))
+            if roots[path[0]] == argnum and predicate(path[1:], leaf)))
+        diff_other.append(tuple(i for i, o in enumerate(other_owners) if o == argnum))
+    used_graph = {j for group in diff_graph for j in group}
+    used_other = {i for group in diff_other for i in group}
+    return _Layout(
+        tuple(diff_graph), tuple(diff_other),
+        tuple(j for j in range(len(paths)) if j not in used_graph),
+        tuple(i for i in range(len(other_owners)) if i not in used_other),
+        tuple(is_node_or_variable(args[s.argnum]) for s in specs))
+
+
+def _grad_state(ext: _lift.Extracted, positions: tuple, grads: list) -> State:
+    paths = ext.plan.graphdef.paths
+    template = ext.plan.template
+    leaves = [template[j].replace(g) if isinstance(template[j], Variable) else g
+              for j, g in zip(positions, grads)]
+    return State._from_flat(tuple(paths[j][1:] for j in positions), leaves)
+
+
+def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
+               allow_int: bool, return_value: bool) -> Callable:
+    specs, single = _normalize_argnums(argnums)
+    layouts: dict = {}
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ext = _lift.extract((args, kwargs))
+        key = ext.key
+        layout = layouts.get(key)
+        if layout is None:
+            layout = layouts[key] = _layout(specs, ext, args, kwargs)
+        values, others = ext.values, ext.others
+        n_values, n_others = len(values), len(others)
+
+        def pure(diff_graph: list, diff_other: list, rest_graph: list,
+                 rest_other: list) -> tuple:
+            vals: list = [None] * n_values
+            oths: list = [None] * n_others
+            for positions, group in zip(layout.diff_graph, diff_graph):
+                for j, v in zip(positions, group):
+                    vals[j] = v
+            for positions, group in zip(layout.diff_other, diff_other):
+                for i, v in zip(positions, group):
+                    oths[i] = v
+            for j, v in zip(layout.rest_graph, rest_graph):
+                vals[j] = v
+            for i, v in zip(layout.rest_other, rest_other):
+                oths[i] = v
+            rebuilt = _lift.rebuild(key, vals, oths)
+            call_args, call_kwargs = rebuilt.tree
+            out = f(*call_args, **call_kwargs)
+            if has_aux:
+                if not (isinstance(out, tuple) and len(out) == 2):
+                    raise TypeError(
+                        "grad with has_aux=True expects the function to return a pair "
+                        f"(loss, aux), got {type(out).__name__}."
+                    )
+                primal, aux = out
+            else:
+                primal, aux = out, None
+            info, send, other_out = _lift.collect(rebuilt, key, aux)
+            return primal, (_lift.StaticBox(info), send, other_out)
+
+        diff_graph = [[values[j] for j in group] for group in layout.diff_graph]
+        diff_other = [[others[i] for i in group] for group in layout.diff_other]
+        rest_graph = [values[j] for j in layout.rest_graph]
+        rest_other = [others[i] for i in layout.rest_other]
+        (primal, (box, send, other_out)), (g_graph, g_other) = jax.value_and_grad(
+            pure, argnums=(0, 1), has_aux=True, holomorphic=holomorphic,
+            allow_int=allow_int)(diff_graph, diff_other, rest_graph, rest_other)
+        aux = _lift.apply_outputs(ext.plan, box.value, send, other_out)
+        grads = []
+        for k, spec in enumerate(specs):
+            if layout.arg_is_node[k]:
+                grads.append(_grad_state(ext, layout.diff_graph[k], g_graph[k]))
+            else:
+                arg = args[spec.argnum]
+                treedef = jax.tree_util.tree_structure(arg, is_leaf=is_node_or_variable)
+                grads.append(jax.tree_util.tree_unflatten(treedef, g_other[k]))
+        result = grads[0] if single else tuple(grads)
+        if not return_value:
+            return (result, aux) if has_aux else result
+        value = (primal, aux) if has_aux else primal
+        return value, result
+
+    return wrapper
+
+
+def grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = False, *,
+         holomorphic: bool = False, allow_int: bool = False, reduce_axes: tuple = ()
+         ) -> Any:
+    """Gradient of ``f`` with respect to the ``Param`` s of module arguments.
+
+    ``argnums`` may hold ints or :class:`DiffState` s. Returns a ``State`` per module
+    argument (plain gradients for array arguments); with ``has_aux`` returns
+    ``(grads, aux)``. Usable as a decorator with or without arguments.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+        >>> grads = nnx.grad(lambda m: m(jnp.ones((1, 3))).sum())(model)
+        >>> grads["bias"][...]
+        Array([1.], dtype=float32)
+    """
+    if f is None:
+        return lambda fn: grad(fn, argnums, has_aux, holomorphic=holomorphic,
+                               allow_int=allow_int)
+    return _transform(f, argnums, has_aux, holomorphic, allow_int, return_value=False)
+
+
+def value_and_grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = False, *,
+                   holomorphic: bool = False, allow_int: bool = False,
+                   reduce_axes: tuple = ()) -> Any:
+    """Like :func:`grad` but returns ``(value, grads)`` (``((value, aux), grads)``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> model = nnx.Linear(3, 1, rngs=nnx.Rngs(0))
+        >>> value, grads = nnx.value_and_grad(lambda m: m(jnp.zeros((1, 3))).sum())(model)
+        >>> float(value), sorted(grads)
+        (0.0, ['bias', 'kernel'])
+    """
+    if f is None:
+        return lambda fn: value_and_grad(fn, argnums, has_aux, holomorphic=holomorphic,
+                                         allow_int=allow_int)
+    return _transform(f, argnums, has_aux, holomorphic, allow_int, return_value=True)
