@@ -18,24 +18,65 @@ from nnxlib import filters, graph
 from nnxlib._tracking import TraceContextError
 from nnxlib.containers import Dict, List, Sequential
 from nnxlib.filters import (
-    All, Any, Everything, Not, Nothing, OfType, PathContains, WithTag,
+    All,
+    Any,
+    Everything,
+    Not,
+    Nothing,
+    OfType,
+    PathContains,
+    WithTag,
 )
 from nnxlib.graph import (
-    GraphDef, call, clone, find_duplicates, graphdef, iter_graph, merge, pop,
-    recursive_map, split, state, update,
+    GraphDef,
+    call,
+    clone,
+    find_duplicates,
+    graphdef,
+    iter_graph,
+    merge,
+    pop,
+    recursive_map,
+    split,
+    state,
+    update,
 )
 from nnxlib.module import Module, Object, iter_children, iter_modules
 from nnxlib.rngs import (
-    RngCount, RngKey, RngStream, Rngs, fork_rngs, reseed, split_rngs,
+    RngCount,
+    RngKey,
+    Rngs,
+    RngState,
+    RngStream,
+    fork_rngs,
+    reseed,
+    split_rngs,
 )
 from nnxlib.state import (
-    FlatState, State, filter_state, from_flat_state, map_state, merge_state,
-    replace_by_pure_dict, split_state, to_flat_state, to_pure_dict,
+    FlatState,
+    State,
+    filter_state,
+    from_flat_state,
+    map_state,
+    merge_state,
+    replace_by_pure_dict,
+    split_state,
+    to_flat_state,
+    to_pure_dict,
 )
 from nnxlib.variables import (
-    BatchStat, Cache, Intermediate, Param, Perturbation, Variable, VariableMetadata,
-    register_variable_name, variable_name_from_type, variable_type_from_name,
-    with_metadata, with_partitioning,
+    BatchStat,
+    Cache,
+    Intermediate,
+    Param,
+    Perturbation,
+    Variable,
+    VariableMetadata,
+    register_variable_name,
+    variable_name_from_type,
+    variable_type_from_name,
+    with_metadata,
+    with_partitioning,
 )
 
 
@@ -55,8 +96,5 @@ from nnxlib import nn  # noqa: E402
 from nnxlib.nn import *  # noqa: E402,F401,F403
 from nnxlib.nn import initializers  # noqa: E402,F401
 
-try:  # layers, training and transforms arrive in later layers of the build
-    from nnxlib.transforms import *  # noqa: F401,F403
-    from nnxlib.training import *  # noqa: F401,F403
-except ImportError:  # pragma: no cover
-    pass
+from nnxlib.training import *  # noqa: F401,F403
+from nnxlib.transforms import *  # noqa: F401,F403

@@ -102,12 +102,12 @@ class Dict(dict):
 
     __slots__ = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint", "__weakref__")
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> "Dict":
+    def __new__(cls, /, *args: Any, **kwargs: Any) -> "Dict":  # `/`: Dict(cls=...) works
         obj = dict.__new__(cls)
         _init_internal(obj)
         return obj
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, /, *args: Any, **kwargs: Any):
         dict.__init__(self, {k: _track_containers(v) for k, v in dict(*args, **kwargs).items()})
 
     for _name in ("__setitem__", "__delitem__", "pop", "popitem", "clear", "update",

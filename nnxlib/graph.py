@@ -487,7 +487,7 @@ class Plan:
     """A cached walk of one root: its GraphDef and how to read its current leaves."""
 
     __slots__ = ("epoch", "graphdef", "template", "slots", "stamped", "objects",
-                 "partitions", "path_index", "others", "__weakref__")
+                 "partitions", "path_index", "others", "writers", "__weakref__")
 
     def __init__(self, graphdef: GraphDef, flat: _Flattener, others: tuple = ()):
         self.epoch = _tracking.EPOCH[0]
@@ -499,6 +499,7 @@ class Plan:
         self.partitions: dict = {}
         self.path_index: dict | None = None
         self.others = others  # weak references to extra roots (multi-root plans)
+        self.writers: tuple | None = None  # transforms' write-back cache (see _lift)
 
     def is_valid(self) -> bool:
         epoch = _tracking.EPOCH[0]
@@ -747,11 +748,15 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
             object.__setattr__(target, "_raw_value", value)
             if isinstance(new, Variable) and new is not target and new._metadata != target._metadata:
                 target.set_metadata(new._metadata)
-        elif i in slot_at:
-            owner, key, set_raw = slot_at[i]
-            set_raw(owner, key, value)
-        else:  # a raw array inside an immutable container (e.g. a tuple attribute)
-            _write_into_pytree(node, plan.graphdef.paths[i], value)
+        else:
+            if not is_array(value):  # a numpy scalar (0-d array + 1) or a Python number:
+                # keep the position an array, or it would silently turn into a static
+                value = np.asarray(value, dtype=getattr(target, "dtype", None))
+            if i in slot_at:
+                owner, key, set_raw = slot_at[i]
+                set_raw(owner, key, value)
+            else:  # a raw array inside an immutable container (e.g. a tuple attribute)
+                _write_into_pytree(node, plan.graphdef.paths[i], value)
 
 
 def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:

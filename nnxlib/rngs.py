@@ -29,10 +29,23 @@ from nnxlib.filters import to_predicate
 from nnxlib.module import Object
 from nnxlib.variables import Variable
 
-__all__ = ["RngKey", "RngCount", "RngStream", "Rngs", "split_rngs", "fork_rngs", "reseed"]
+__all__ = ["RngState", "RngKey", "RngCount", "RngStream", "Rngs", "split_rngs", "fork_rngs",
+           "reseed"]
 
 
-class RngKey(Variable):
+class RngState(Variable):
+    """Base class of the variables an :class:`RngStream` holds (its key and its count).
+
+    Use it as a filter for all RNG state, e.g. ``nnx.StateAxes({nnx.RngState: 0, ...: None})``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> sorted(nnx.state(nnx.Rngs(0), nnx.RngState)["default"])
+        ['count', 'key']
+    """
+
+
+class RngKey(RngState):
     """The base key of an :class:`RngStream` (metadata ``tag`` is the stream name).
 
     Example:
@@ -42,7 +55,7 @@ class RngKey(Variable):
     """
 
 
-class RngCount(Variable):
+class RngCount(RngState):
     """The number of keys drawn from an :class:`RngStream`.
 
     Example:

@@ -276,6 +276,19 @@ class TestUpdate:
         assert nnx.graphdef(m) == graphdef
         assert all(float(v.sum()) > 0 for v in values(nnx.state(m)))
 
+    def test_update_raw_array_with_scalars_keeps_an_array(self):
+        m = nnx.Module()
+        m.scale = np.ones((), np.float32)
+        m.pair = (jnp.zeros(()),)
+        graphdef = nnx.graphdef(m)
+        # numpy turns `0-d array + 1` into a numpy scalar; a Python float is no array
+        nnx.update(m, {"scale": m.scale + 1, "pair": {0: 3.0}})
+        assert isinstance(m.scale, np.ndarray) and m.scale.dtype == np.float32
+        assert float(m.scale) == 2.0 and float(m.pair[0]) == 3.0
+        assert m.pair[0].dtype == jnp.float32
+        assert nnx.graphdef(m) == graphdef
+        assert [p for p, _ in nnx.to_flat_state(nnx.state(m))] == [("pair", 0), ("scale",)]
+
     def test_update_changes_metadata_from_variables(self):
         m = Stats(2)
         nnx.update(m, {"mean": nnx.BatchStat(jnp.ones(2), note="new")})

@@ -12,7 +12,21 @@ Example:
     ['bias', 'kernel']
 """
 
+from nnxlib.transforms._axes import PARTITION_NAME, Carry, StateAxes, transform_metadata
 from nnxlib.transforms.autodiff import DiffState, grad, value_and_grad
+from nnxlib.transforms.autodiff_extra import CustomVjp, custom_vjp, jvp, vjp
+from nnxlib.transforms.checkify import checkify
+from nnxlib.transforms.control_flow import cond, fori_loop, switch, while_loop
+from nnxlib.transforms.eval_shape import eval_shape
 from nnxlib.transforms.jit import JitWrapped, StateSharding, jit
+from nnxlib.transforms.partial import CachedPartial, cached_partial, jit_partial
+from nnxlib.transforms.remat import checkpoint, remat
+from nnxlib.transforms.scan import scan
+from nnxlib.transforms.shard_map import shard_map
+from nnxlib.transforms.vmap import vmap
 
-__all__ = ["jit", "JitWrapped", "StateSharding", "grad", "value_and_grad", "DiffState"]
+__all__ = ["jit", "JitWrapped", "StateSharding", "grad", "value_and_grad", "DiffState",
+           "vmap", "scan", "StateAxes", "Carry", "PARTITION_NAME", "transform_metadata",
+           "remat", "checkpoint", "cond", "switch", "fori_loop", "while_loop",
+           "eval_shape", "shard_map", "checkify", "vjp", "jvp", "custom_vjp", "CustomVjp",
+           "cached_partial", "jit_partial", "CachedPartial"]

@@ -21,13 +21,21 @@ Static facts found at trace time travel out of the JAX transform as pytree aux d
 
 from __future__ import annotations
 
+import operator
 from typing import Any, NamedTuple
 
 import jax
 
 from nnxlib import _tracking
 from nnxlib.graph import (
-    GraphDef, Plan, PytreeDef, _Flattener, build, is_node_or_variable, plan_for_many,
+    GraphDef,
+    Plan,
+    PytreeDef,
+    _Flattener,
+    _walk,
+    build,
+    is_node_or_variable,
+    plan_for_many,
 )
 from nnxlib.variables import Variable, expire_variable
 
@@ -57,7 +65,7 @@ def extract(tree: Any) -> Extracted:
     positions = tuple(i for i, leaf in enumerate(leaves) if is_node_or_variable(leaf))
     if not positions:
         return Extracted(treedef, (), None, [], leaves)
-    plan = plan_for_many(tuple(leaves[i] for i in positions))
+    plan = _joint_plan(tuple(leaves[i] for i in positions))
     values = plan_values(plan)
     if len(positions) == len(leaves):
         others = []
@@ -67,10 +75,18 @@ def extract(tree: Any) -> Extracted:
     return Extracted(treedef, positions, plan, values, others)
 
 
+def _joint_plan(nodes: tuple) -> Plan:
+    """``plan_for_many``, except for bare variables among the roots: a Variable has no
+    slot to cache a plan on and cannot be weakly referenced, so walk without caching."""
+    if any(isinstance(n, Variable) for n in nodes):
+        return _walk(nodes, (), joint=True)
+    return plan_for_many(nodes)
+
+
 def plan_values(plan: Plan) -> list:
     """The raw values of a plan's leaves, in leaf order."""
     if not plan.slots:  # the common case: every leaf is a Variable
-        return [v._raw_value for v in plan.template]
+        return list(map(_GET_RAW, plan.template))
     values = [_raw(v) for v in plan.template]
     for position, owner, key, _ in plan.slots:
         values[position] = _read(owner, key)
@@ -82,6 +98,9 @@ def _read(owner: Any, key: Any) -> Any:
     if d is not None and isinstance(key, str) and key in d:
         return d[key]
     return owner[key]
+
+
+_GET_RAW = operator.attrgetter("_raw_value")
 
 
 def _raw(v: Any) -> Any:
@@ -200,13 +219,17 @@ def apply_outputs(plan: Plan | None, info: OutInfo, values: list, others: list) 
     if info.fast:
         changed = info.changed
         if changed:
-            template = plan.template  # type: ignore[union-attr]
-            for i, value in zip(changed, values):
-                target = template[i]
-                if isinstance(target, Variable):
-                    _SET_RAW(target, value)
-                else:
-                    _write_slot(plan, i, value)
+            targets = _write_targets(plan, info)  # type: ignore[arg-type]
+            if targets is not None:  # all Variables: one C-level loop
+                list(map(_SET_RAW, targets, values))
+            else:
+                template = plan.template  # type: ignore[union-attr]
+                for i, value in zip(changed, values):
+                    target = template[i]
+                    if isinstance(target, Variable):
+                        _SET_RAW(target, value)
+                    else:
+                        _write_slot(plan, i, value)
         if info.out_defs:
             rest = iter(values[len(changed):])
             objects: dict = {}
@@ -225,6 +248,22 @@ def apply_outputs(plan: Plan | None, info: OutInfo, values: list, others: list) 
 
 
 _SET_RAW = Variable._raw_value.__set__  # type: ignore[attr-defined]
+
+
+def _write_targets(plan: Plan, info: OutInfo) -> list | None:
+    """The Variables to assign, in output order, cached per (plan, trace result).
+
+    None when some target is a raw array attribute (written through its owner).
+    """
+    cached = plan.writers
+    if cached is not None and cached[0] is info:
+        return cached[1]
+    template = plan.template
+    targets = [template[i] for i in info.changed]
+    if not all(isinstance(t, Variable) for t in targets):
+        targets = None  # type: ignore[assignment]
+    plan.writers = (info, targets)
+    return targets
 
 
 def _write_slot(plan: Plan, position: int, value: Any) -> None:

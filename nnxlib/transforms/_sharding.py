@@ -15,8 +15,10 @@ import jax
 from nnxlib.filters import to_predicate
 from nnxlib.graph import is_node_or_variable
 from nnxlib.state import State
+from nnxlib.variables import Variable
 
-__all__ = ["StateSharding", "leaf_shardings", "constrain_outputs", "argument_of_leaves"]
+__all__ = ["StateSharding", "leaf_shardings", "constrain", "constrain_outputs",
+           "argument_of_leaves"]
 
 
 class StateSharding:
@@ -68,7 +70,8 @@ def _resolve(spec: Any, path: tuple, leaf: Any) -> Any:
         node: Any = spec
         for key in path:
             node = node[key]
-        return node
+        # jax.tree.map over a model's state keeps the Variable boxes around shardings
+        return node.get_value() if isinstance(node, Variable) else node
     raise TypeError(
         f"Invalid sharding spec {type(spec).__name__} for the module state at "
         f"{'/'.join(map(str, path))!r}. Expected a jax.sharding.Sharding, a StateSharding "
@@ -118,12 +121,35 @@ def leaf_shardings(in_shardings: Any, ext: Any, args: tuple, kwargs: dict,
     return value_shardings, other_shardings
 
 
+def constrain(x: Any, sharding: Any) -> Any:
+    """Constrain traced ``x`` to ``sharding``.
+
+    ``jax.sharding.reshard`` when the sharding names only ``Explicit`` mesh axes (the
+    default of ``jax.make_mesh``; ``with_sharding_constraint`` rejects those),
+    ``jax.lax.with_sharding_constraint`` otherwise.
+    """
+    if isinstance(sharding, jax.sharding.NamedSharding) and _explicit(sharding):
+        return jax.sharding.reshard(x, sharding)
+    return jax.lax.with_sharding_constraint(x, sharding)
+
+
+def _explicit(sharding: Any) -> bool:
+    mesh = sharding.mesh
+    types = dict(zip(mesh.axis_names, mesh.axis_types))
+    named = [name for entry in sharding.spec
+             for name in (entry if isinstance(entry, tuple) else (entry,))
+             if isinstance(name, str)]
+    explicit = jax.sharding.AxisType.Explicit
+    if any(types.get(name) != explicit for name in named):
+        return False
+    return any(t == explicit for t in mesh.axis_types)
+
+
 def constrain_outputs(out: Any, spec: Any) -> Any:
-    """Apply ``jax.lax.with_sharding_constraint`` to ``out`` using a prefix ``spec``."""
+    """Apply :func:`constrain` to the arrays of ``out`` using a prefix ``spec``."""
     if isinstance(spec, jax.sharding.Sharding):
-        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, spec)
+        return jax.tree.map(lambda x: constrain(x, spec)
                             if isinstance(x, jax.Array) else x, out)
     return jax.tree.map(
-        lambda s, x: x if s is None else jax.tree.map(
-            lambda a: jax.lax.with_sharding_constraint(a, s), x),
+        lambda s, x: x if s is None else jax.tree.map(lambda a: constrain(a, s), x),
         spec, out, is_leaf=lambda x: x is None or isinstance(x, jax.sharding.Sharding))

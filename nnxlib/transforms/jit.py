@@ -29,7 +29,10 @@ import jax
 
 from nnxlib.transforms import _lift
 from nnxlib.transforms._sharding import (
-    StateSharding, argument_of_leaves, constrain_outputs, leaf_shardings,
+    StateSharding,
+    argument_of_leaves,
+    constrain,
+    leaf_shardings,
 )
 
 __all__ = ["jit", "JitWrapped", "StateSharding"]
@@ -38,12 +41,23 @@ __all__ = ["jit", "JitWrapped", "StateSharding"]
 class _Entry:
     """One traced signature: the ``jax.jit`` function and how to call it."""
 
-    __slots__ = ("jitted", "donated", "kept")
+    __slots__ = ("jitted", "donated", "kept", "donated_others", "kept_others")
 
-    def __init__(self, jitted: Callable, donated: tuple, kept: tuple):
+    def __init__(self, jitted: Callable, donated: tuple, kept: tuple | None,
+                 donated_others: tuple = (), kept_others: tuple = ()):
         self.jitted = jitted
         self.donated = donated  # leaf positions of graph values passed as donated
         self.kept = kept  # remaining leaf positions (None when nothing is donated)
+        self.donated_others = donated_others  # positions of donated non-graph leaves
+        self.kept_others = kept_others
+
+    def call_args(self, ext: _lift.Extracted) -> tuple:
+        """The arguments ``self.jitted`` takes for extracted arguments ``ext``."""
+        if self.kept is None:
+            return ext.values, ext.others
+        vals, oths = ext.values, ext.others
+        return ([vals[i] for i in self.donated], [vals[i] for i in self.kept],
+                [oths[i] for i in self.donated_others], [oths[i] for i in self.kept_others])
 
 
 class JitWrapped:
@@ -97,10 +111,53 @@ class JitWrapped:
         if entry.kept is None:
             box, values, others = entry.jitted(ext.values, ext.others)
         else:
-            vals = ext.values
-            box, values, others = entry.jitted(
-                [vals[i] for i in entry.donated], [vals[i] for i in entry.kept], ext.others)
+            box, values, others = entry.jitted(*entry.call_args(ext))
         return _lift.apply_outputs(ext.plan, box.value, values, others)
+
+    # ------------------------------------------------------------ ahead of time
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
+        """Trace for these arguments without running: ``jax.jit(...).trace`` of the pure
+        function that is actually compiled (it takes and returns flat lists of arrays).
+
+        The arguments are not changed. ``.jaxpr`` of the result is the program a call
+        runs, with no Python in it.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+            >>> noop = nnx.jit(lambda model: None)
+            >>> jaxpr = noop.trace(model).jaxpr
+            >>> len(jaxpr.eqns), len(jaxpr.out_avals)
+            (0, 0)
+        """
+        entry, ext = self._entry_for(args, kwargs)
+        return entry.jitted.trace(*entry.call_args(ext))
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        """Lower for these arguments without running, like ``jax.jit(f).lower``.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+            >>> forward = nnx.jit(lambda model, x: model(x))
+            >>> "dot_general" in forward.lower(model, jnp.ones((1, 2))).as_text()
+            True
+        """
+        entry, ext = self._entry_for(args, kwargs)
+        return entry.jitted.lower(*entry.call_args(ext))
+
+    def _entry_for(self, args: tuple, kwargs: dict) -> tuple:
+        statics: tuple = ()
+        if self.static_argnums or self.static_argnames:
+            args, kwargs, statics = self._pull_statics(args, kwargs)
+        ext = _lift.extract((args, kwargs))
+        key = (ext.key, statics)
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = self._make_entry(ext, statics, args, kwargs)
+        return entry, ext
 
     # ----------------------------------------------------------------- per signature
     def _make_entry(self, ext: _lift.Extracted, statics: tuple, args: tuple,
@@ -111,6 +168,7 @@ class JitWrapped:
         value_shardings, other_shardings = leaf_shardings(
             self.in_shardings, ext, args, kwargs, self._signature)
         out_shardings = self.out_shardings
+        donated, donated_others = self._donated_positions(ext, args, kwargs, statics)
 
         def pure(values: list, others: list) -> tuple:
             rebuilt = _lift.rebuild(key, values, others)
@@ -118,41 +176,57 @@ class JitWrapped:
             call_args, call_kwargs = _insert_statics(call_args, call_kwargs, statics,
                                                      static_positions)
             out = fun(*call_args, **call_kwargs)
-            if out_shardings is not None:
-                out = constrain_outputs(out, out_shardings)
             info, send, other_out = _lift.collect(rebuilt, key, out)
+            if donated and info.fast:
+                # XLA may reuse a donated buffer for any output, so every donated leaf
+                # must come back, changed or not (unchanged ones alias at no cost).
+                info, send = _send_also(info, send, donated, rebuilt.in_values)
             if value_shardings is not None and info.fast:
                 send = _constrain_changed(send, info.changed, value_shardings)
+            if out_shardings is not None:  # jax.jit applies them to fn's output tree
+                other_out = _output_tree(info, other_out)
             return _lift.StaticBox(info), send, other_out
 
-        donated = self._donated_positions(ext, args, kwargs)
         jit_kwargs = dict(keep_unused=self.keep_unused, inline=self.inline)
         if self.device is not None:
             jit_kwargs["device"] = self.device
         if self.backend is not None:
             jit_kwargs["backend"] = self.backend
-        if not donated:
+        if out_shardings is not None:
+            jit_kwargs["out_shardings"] = (None, None, out_shardings)
+        if not donated and not donated_others:
             if value_shardings is not None or other_shardings is not None:
                 jit_kwargs["in_shardings"] = (value_shardings, other_shardings)
-            return _Entry(jax.jit(pure, **jit_kwargs), (), None)  # type: ignore[arg-type]
-        donated_set = set(donated)
-        kept = tuple(i for i in range(len(ext.values)) if i not in donated_set)
-        n = len(ext.values)
+            jitted = jax.jit(pure, **jit_kwargs)  # type: ignore[arg-type]
+            if out_shardings is not None:
+                jitted = _FlatOutputs(jitted)
+            return _Entry(jitted, (), None)
+        n, n_others = len(ext.values), len(ext.others)
+        kept = tuple(i for i in range(n) if i not in set(donated))
+        kept_others = tuple(i for i in range(n_others) if i not in set(donated_others))
 
-        def pure_donating(donated_values: list, kept_values: list, others: list) -> tuple:
+        def pure_donating(donated_values: list, kept_values: list, donated_other: list,
+                          kept_other: list) -> tuple:
             values: list = [None] * n
-            for i, v in zip(donated, donated_values):
-                values[i] = v
-            for i, v in zip(kept, kept_values):
-                values[i] = v
+            others: list = [None] * n_others
+            for positions, group, target in ((donated, donated_values, values),
+                                             (kept, kept_values, values),
+                                             (donated_others, donated_other, others),
+                                             (kept_others, kept_other, others)):
+                for i, v in zip(positions, group):
+                    target[i] = v
             return pure(values, others)
 
         if value_shardings is not None or other_shardings is not None:
             vs = value_shardings or [None] * n
-            jit_kwargs["in_shardings"] = ([vs[i] for i in donated], [vs[i] for i in kept],
-                                          other_shardings)
-        jitted = jax.jit(pure_donating, donate_argnums=(0,), **jit_kwargs)  # type: ignore
-        return _Entry(jitted, tuple(donated), kept)
+            os_ = other_shardings or [None] * n_others
+            jit_kwargs["in_shardings"] = (
+                [vs[i] for i in donated], [vs[i] for i in kept],
+                [os_[i] for i in donated_others], [os_[i] for i in kept_others])
+        jitted = jax.jit(pure_donating, donate_argnums=(0, 2), **jit_kwargs)  # type: ignore
+        if out_shardings is not None:
+            jitted = _FlatOutputs(jitted)
+        return _Entry(jitted, tuple(donated), kept, tuple(donated_others), kept_others)
 
     def _pull_statics(self, args: tuple, kwargs: dict) -> tuple:
         n = len(args)
@@ -172,26 +246,81 @@ class JitWrapped:
     def _static_positions(self, args: tuple, kwargs: dict, statics: tuple) -> tuple:
         return statics
 
-    def _donated_positions(self, ext: _lift.Extracted, args: tuple, kwargs: dict) -> list:
-        if not (self.donate_argnums or self.donate_argnames) or ext.plan is None:
-            return []
-        donated_args = set(self.donate_argnums)
+    def _donated_positions(self, ext: _lift.Extracted, args: tuple, kwargs: dict,
+                           statics: tuple) -> tuple[list, list]:
+        """Donated ``(graph leaf positions, other leaf positions)``.
+
+        ``args`` no longer hold the static arguments; ``donate_argnums`` count them.
+        """
+        if not (self.donate_argnums or self.donate_argnames):
+            return [], []
+        static_nums = sorted(i for i, _ in statics[0]) if statics else []
+        n_all = len(args) + len(static_nums)
+        wanted = {i % n_all if i < 0 else i for i in self.donate_argnums if -n_all <= i}
         if self._signature is not None:
             params = list(self._signature.parameters)
-            donated_args |= {params.index(n) for n in self.donate_argnames if n in params
-                             and params.index(n) < len(args)}
+            wanted |= {params.index(n) for n in self.donate_argnames if n in params
+                       and params.index(n) < n_all}
+        donated_args: set = {i - sum(s < i for s in static_nums) for i in wanted
+                             if i not in static_nums}
+        donated_args |= set(self.donate_argnames)  # passed by keyword
         owners = argument_of_leaves(args, kwargs)
-        roots = [owners[p] for p in ext.node_positions]
-        return [i for i, path in enumerate(ext.plan.graphdef.paths)
-                if roots[path[0]] in donated_args
-                or roots[path[0]] in self.donate_argnames]
+        graph: list = []
+        if ext.plan is not None:
+            roots = [owners[p] for p in ext.node_positions]
+            graph = [i for i, path in enumerate(ext.plan.graphdef.paths)
+                     if roots[path[0]] in donated_args]
+        chosen = set(ext.node_positions)
+        other_owners = [o for i, o in enumerate(owners) if i not in chosen]
+        others = [i for i, o in enumerate(other_owners) if o in donated_args]
+        return graph, others
+
+
+def _output_tree(info: _lift.OutInfo, others: list) -> Any:
+    """``fn``'s output with its graph objects replaced by None (their arrays travel with
+    the changed values): the tree that ``out_shardings``, a prefix of it, applies to."""
+    leaves = list(others)
+    for position in info.out_positions:
+        leaves.insert(position, None)
+    return jax.tree_util.tree_unflatten(info.out_treedef, leaves)
+
+
+class _FlatOutputs:
+    """Calls a ``jax.jit`` function returning ``_output_tree`` and flattens it back."""
+
+    __slots__ = ("jitted",)
+
+    def __init__(self, jitted: Any):
+        self.jitted = jitted
+
+    def __call__(self, *args: Any) -> tuple:
+        box, values, tree = self.jitted(*args)
+        return box, values, jax.tree_util.tree_leaves(tree)
+
+    def trace(self, *args: Any) -> Any:
+        return self.jitted.trace(*args)
+
+    def lower(self, *args: Any) -> Any:
+        return self.jitted.lower(*args)
+
+
+def _send_also(info: _lift.OutInfo, send: list, positions: list, in_values: list
+               ) -> tuple[_lift.OutInfo, list]:
+    """Add the leaves at ``positions`` to the changed ones sent out (unchanged ones are
+    sent as their input values)."""
+    n = len(info.changed)
+    by_position = dict(zip(info.changed, send[:n]))
+    for i in positions:
+        by_position.setdefault(i, in_values[i])
+    changed = tuple(sorted(by_position))
+    return info._replace(changed=changed), [by_position[i] for i in changed] + send[n:]
 
 
 def _constrain_changed(send: list, changed: tuple, shardings: list) -> list:
     out = list(send)
     for j, i in enumerate(changed):
         if shardings[i] is not None:
-            out[j] = jax.lax.with_sharding_constraint(out[j], shardings[i])
+            out[j] = constrain(out[j], shardings[i])
     return out
 
 

@@ -165,12 +165,16 @@ def test_batchnorm_running_stats_carry_no_gradient():
     bn = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(bn)
 
-    def new_mean_sum(x):
+    # state is traced (differentiated) too: closed-over or static variables belong to
+    # the outer trace and may not be mutated inside jax.grad.
+    def new_stats_sum(x, state):
         module = nnx.merge(graphdef, state)
         module(x)
         return module.mean[...].sum() + module.var[...].sum()
 
-    np.testing.assert_array_equal(jax.grad(new_mean_sum)(_data((4, 2))), jnp.zeros((4, 2)))
+    grad_x, grad_state = jax.grad(new_stats_sum, argnums=(0, 1))(_data((4, 2)), state)
+    np.testing.assert_array_equal(grad_x, jnp.zeros((4, 2)))
+    np.testing.assert_array_equal(grad_state["mean"][...], jnp.zeros(2))
 
 
 def test_batchnorm_gradients_match_linen():
@@ -179,7 +183,7 @@ def test_batchnorm_gradients_match_linen():
     x = _data((6, 3))
     graphdef, params, stats = nnx.split(bn, nnx.Param, nnx.BatchStat)
 
-    def ours(params, x):
+    def ours(params, x, stats):
         return jnp.sum(jnp.sin(nnx.merge(graphdef, params, stats)(x)))
 
     def ref(params, x):
@@ -187,7 +191,7 @@ def test_batchnorm_gradients_match_linen():
                                        use_running_average=False, mutable=["batch_stats"])
         return jnp.sum(jnp.sin(y))
 
-    g, gx = jax.grad(ours, argnums=(0, 1))(params, x)
+    g, gx, _ = jax.grad(ours, argnums=(0, 1, 2))(params, x, stats)
     g_ref, gx_ref = jax.grad(ref, argnums=(0, 1))(_params(bn), x)
     np.testing.assert_allclose(g["scale"][...], g_ref["scale"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(g["bias"][...], g_ref["bias"], rtol=1e-5, atol=1e-6)
@@ -248,11 +252,12 @@ def test_batchnorm_axis_index_groups_under_pmap():
     bn = nnx.BatchNorm(2, axis_name="d", axis_index_groups=[[0, 1], [2, 3]], rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(bn)
 
-    def step(x):
+    def step(state, x):
         module = nnx.merge(graphdef, state)
         return module(x), module.mean[...]
 
-    _, means = jax.pmap(step, axis_name="d", devices=jax.local_devices()[:4])(x)
+    _, means = jax.pmap(step, axis_name="d", in_axes=(None, 0),
+                        devices=jax.local_devices()[:4])(state, x)
     # Each group of two devices shares the mean of its own 10 examples.
     for group in ([0, 1], [2, 3]):
         expected = 0.01 * x[np.array(group)].reshape(-1, 2).mean(0)

@@ -1,0 +1,533 @@
+"""Axis specifications for ``vmap`` and ``scan``: ``StateAxes``, ``Carry`` and metadata.
+
+``in_axes``/``out_axes`` of the mapping transforms are pytree *prefixes* of the
+arguments (or outputs). Where a prefix reaches a module, its entry may be an axis for
+all the module's state, ``None`` (broadcast), :class:`Carry` (``scan`` only), or a
+:class:`StateAxes` giving an axis per filter. This file turns such prefixes into one
+axis per array, once per traced signature, and updates sharding metadata when a
+mapped axis is added to or removed from a variable (``transform_metadata``).
+
+Example:
+    >>> import nnxlib as nnx
+    >>> axes = nnx.StateAxes({nnx.Param: 0, ...: None})
+    >>> axes.axis_for(("kernel",), nnx.Param(0.0)), axes.axis_for(("mean",), nnx.BatchStat(0.0))
+    (0, None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator
+
+import jax
+
+from nnxlib.filters import to_predicate
+from nnxlib.graph import GraphDef, node_impl
+from nnxlib.rngs import RngState
+from nnxlib.variables import SHARDING_KEYS, Variable, _new_variable, thaw_metadata
+
+__all__ = ["Carry", "StateAxes", "PARTITION_NAME", "transform_metadata"]
+
+#: The ``transform_metadata`` key naming the mapped axis in sharding metadata.
+PARTITION_NAME = "partition_name"
+
+
+class Carry:
+    """Marks an argument (or a filter's state in :class:`StateAxes`) as a ``scan`` carry.
+
+    Use the class itself, not an instance: ``in_axes=(nnx.Carry, 0)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> total, _ = nnx.scan(lambda c, x: (c + x, None), in_axes=(nnx.Carry, 0),
+        ...                     out_axes=(nnx.Carry, 0))(0.0, jnp.arange(4.0))
+        >>> float(total)
+        6.0
+    """
+
+
+def _check_axis(axis: Any, where: str, allow_carry: bool) -> None:
+    if axis is None or axis is Carry and allow_carry:
+        return
+    if isinstance(axis, int) and not isinstance(axis, bool):
+        return
+    allowed = "an int, None or nnx.Carry" if allow_carry else "an int or None"
+    raise TypeError(f"{where}: expected {allowed} as an axis, got {axis!r}.")
+
+
+class StateAxes(Mapping):
+    """Per-filter axes for a module's state in ``vmap``/``scan`` ``in_axes``/``out_axes``.
+
+    Each variable takes the axis of the first filter that matches it; every variable must
+    match one, so end with ``...: axis`` to cover the rest. An axis is an int (mapped),
+    ``None`` (broadcast, the same for every member or step) or :class:`Carry` (``scan``
+    only: threaded from step to step).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> class Ens(nnx.Module):
+        ...     def __init__(self):
+        ...         self.w = nnx.Param(jnp.arange(3.0))     # one weight per member
+        ...         self.scale = nnx.Variable(jnp.array(2.0))  # shared
+        >>> axes = nnx.StateAxes({nnx.Param: 0, ...: None})
+        >>> nnx.vmap(lambda m: m.w * m.scale, in_axes=(axes,))(Ens())
+        Array([0., 2., 4.], dtype=float32)
+    """
+
+    def __init__(self, filter_axes: Any, /):
+        items = tuple(filter_axes.items() if isinstance(filter_axes, Mapping)
+                      else filter_axes)
+        for f, axis in items:
+            _check_axis(axis, f"StateAxes entry for filter {f!r}", allow_carry=True)
+        self._filters = tuple(f for f, _ in items)
+        self._axes = tuple(a for _, a in items)
+        self._predicates = tuple(to_predicate(f) for f in self._filters)
+
+    @property
+    def filters(self) -> tuple:
+        """The filters, in matching order."""
+        return self._filters
+
+    @property
+    def axes(self) -> tuple:
+        """The axes, one per filter."""
+        return self._axes
+
+    def axis_for(self, path: tuple, leaf: Any, where: str = "StateAxes") -> Any:
+        """The axis of the first filter matching the leaf at ``path`` (error if none).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.StateAxes({"batch_stats": 0, ...: None}).axis_for(("m",), nnx.BatchStat(0))
+            0
+        """
+        for predicate, axis in zip(self._predicates, self._axes):
+            if predicate(path, leaf):
+                return axis
+        raise ValueError(
+            f"{where}: no filter of {self!r} matches the {type(leaf).__name__} at "
+            f"{format_path(path)!r}. StateAxes must cover every variable of the module. "
+            "Hint: end it with a catch-all entry, e.g. StateAxes({nnx.Param: 0, ...: None})."
+        )
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._axes[self._filters.index(key)]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._filters)
+
+    def __len__(self) -> int:
+        return len(self._filters)
+
+    def items(self) -> Any:  # type: ignore[override]
+        """``(filter, axis)`` pairs in matching order.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> list(nnx.StateAxes({nnx.Param: 0, ...: None}).items())[1]
+            (Ellipsis, None)
+        """
+        return zip(self._filters, self._axes)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, StateAxes) and self._filters == other._filters
+                and self._axes == other._axes)
+
+    def __hash__(self) -> int:
+        return hash((self._filters, self._axes))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{_filter_repr(f)}: {_axis_repr(a)}" for f, a in self.items())
+        return f"StateAxes({{{inner}}})"
+
+
+def _filter_repr(f: Any) -> str:
+    if f is Ellipsis:
+        return "..."
+    return f.__name__ if isinstance(f, type) else repr(f)
+
+
+def _axis_repr(axis: Any) -> str:
+    return "Carry" if axis is Carry else repr(axis)
+
+
+def format_path(path: tuple) -> str:
+    """A state path as ``a.b[0].c`` (for error messages)."""
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out or "<root>"
+
+
+# ------------------------------------------------------------------ prefix handling
+def is_prefix_leaf(x: Any) -> bool:
+    """True for the entries an axis prefix tree ends in."""
+    return x is None or x is Carry or isinstance(x, StateAxes)
+
+
+def prefix_leaves(prefix: Any, tree: Any, is_leaf: Callable, where: str) -> list:
+    """For each leaf of ``tree`` (graph objects are leaves), the ``prefix`` entry over it."""
+    entries, treedef = jax.tree_util.tree_flatten(prefix, is_leaf=is_prefix_leaf)
+    try:
+        subtrees = treedef.flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{where}={prefix!r} does not match the structure of the values it describes: "
+            f"{e} Hint: give one entry per positional argument (or output), or a single "
+            "axis for all of them."
+        ) from None
+    out: list = []
+    for entry, sub in zip(entries, subtrees):
+        out += [entry] * len(jax.tree_util.tree_leaves(sub, is_leaf=is_leaf))
+    return out
+
+
+def leaf_names(tree: Any, is_leaf: Callable, top: Any = ("args", "kwargs")) -> list:
+    """A readable location (``args[0]``, ``kwargs['m']``) for every leaf of ``tree``.
+
+    ``top`` names the entries of a top-level tuple (a tuple of names) or the whole tree
+    (a string).
+    """
+    names = []
+    for keypath, _ in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]:
+        if isinstance(top, str):
+            names.append(top + jax.tree_util.keystr(keypath))
+        else:
+            names.append(top[keypath[0].idx] + jax.tree_util.keystr(keypath[1:]))
+    return names
+
+
+def resolve(spec: Any, path: tuple, leaf: Any, where: str, allow_carry: bool) -> Any:
+    """The axis ``spec`` (an int, None, Carry or StateAxes) gives the leaf at ``path``."""
+    axis = spec.axis_for(path, leaf, where) if isinstance(spec, StateAxes) else spec
+    _check_axis(axis, where, allow_carry)
+    return axis
+
+
+def graph_leaf_axes(graphdef: GraphDef, template: list, root_specs: list,
+                    root_names: list, where: str, allow_carry: bool) -> list:
+    """One axis per leaf of a joint plan; shared state reached with two axes is an error."""
+    paths = graphdef.paths
+    axes = [
+        resolve(root_specs[p[0]], p[1:], leaf,
+                f"{where} for {root_names[p[0]]}{_suffix(p[1:])}", allow_carry)
+        for p, leaf in zip(paths, template)
+    ]
+    _check_shared(graphdef, template, axes, root_specs, root_names, where, allow_carry)
+    return axes
+
+
+def _suffix(path: tuple) -> str:
+    return "." + format_path(path) if path else ""
+
+
+def _check_shared(graphdef: GraphDef, template: list, axes: list, root_specs: list,
+                  root_names: list, where: str, allow_carry: bool) -> None:
+    leaf_of: dict = {}
+    node_of: dict = {}
+    counter = [0]
+
+    def first_pass(d: Any) -> None:
+        kind = d.kind
+        if kind in ("variable", "array"):
+            if kind == "variable":
+                leaf_of[d.index] = counter[0]
+            counter[0] += 1
+        elif kind in ("node", "pytree"):
+            if kind == "node":
+                node_of[d.index] = d
+            for _, v in d.attributes:
+                first_pass(v)
+
+    first_pass(graphdef.root)
+    if len(leaf_of) + len(node_of) == 0:
+        return
+
+    def compare(index: int, root: int, path: tuple) -> None:
+        j = leaf_of[index]
+        label = f"{where} for {root_names[root]}{_suffix(path)}"
+        axis = resolve(root_specs[root], path, template[j], label, allow_carry)
+        if axis != axes[j] or (axis is Carry) != (axes[j] is Carry):
+            first = graphdef.paths[j]
+            raise ValueError(
+                f"{where}: the {type(template[j]).__name__} at "
+                f"{root_names[first[0]]}{_suffix(first[1:])} is shared with "
+                f"{root_names[root]}{_suffix(path)}, but gets axis "
+                f"{_axis_repr(axes[j])} there and {_axis_repr(axis)} here. Hint: "
+                "give shared state the same axis on every path that reaches it."
+            )
+
+    def check(d: Any, root: int, path: tuple, seen: set, again: bool) -> None:
+        kind = d.kind
+        if kind == "variable" and again:
+            compare(d.index, root, path)
+        elif kind == "ref":
+            if d.index in leaf_of:
+                compare(d.index, root, path)
+            elif d.index in node_of and (d.index, root) not in seen:
+                seen.add((d.index, root))
+                for k, v in node_of[d.index].attributes:
+                    check(v, root, path + (k,), seen, True)
+        elif kind in ("node", "pytree"):
+            for k, v in d.attributes:
+                check(v, root, path + (k,), seen, again)
+
+    for i, d in graphdef.root.attributes:
+        check(d, i, (), set(), False)
+
+
+def iter_def_leaves(d: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """``(path, definition)`` for each leaf a definition consumes, in leaf order."""
+    kind = d.kind
+    if kind in ("variable", "array"):
+        yield path, d
+    elif kind in ("node", "pytree"):
+        for k, v in d.attributes:
+            yield from iter_def_leaves(v, path + (k,))
+
+
+def probe(d: Any, value: Any) -> Any:
+    """A stand-in for a leaf from its definition, for filters to look at."""
+    if d.kind == "variable":
+        return _new_variable(d.type, value, thaw_metadata(d.metadata))
+    return value
+
+
+def iter_variables(roots: list) -> Iterator[tuple[int, tuple, Variable]]:
+    """``(root index, path, variable)`` for each variable reachable from ``roots``, once."""
+    seen: set = set()
+
+    def visit(root: int, path: tuple, value: Any) -> Iterator:
+        if isinstance(value, Variable):
+            if id(value) not in seen:
+                seen.add(id(value))
+                yield root, path, value
+            return
+        impl = node_impl(type(value))
+        if impl is None:
+            return
+        if not impl.pytree:
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+        for k, child in impl.children(value):
+            yield from visit(root, path + (k,), child)
+
+    for i, root in enumerate(roots):
+        yield from visit(i, (), root)
+
+
+def explain_mapped_shapes(items: list, where: str, length: int | None = None) -> str | None:
+    """Why mapped values cannot be mapped together.
+
+    ``items`` are ``(name, value, axis, leaf)``, ``leaf`` the variable (or the value).
+
+    Returns a message naming the offending values, or None if their shapes look fine.
+    """
+    sizes: dict = {}
+    for name, value, axis, leaf in items:
+        shape = tuple(getattr(value, "shape", ()))
+        if not -len(shape) <= axis < len(shape):
+            rng = isinstance(leaf, RngState) or "key<" in str(getattr(value, "dtype", ""))
+            hint = ("Hint: split RNG streams first, e.g. decorate with "
+                    "nnx.split_rngs(splits=N), or broadcast them with StateAxes({nnx.RngState: "
+                    "None, ...: 0})." if rng else
+                    "Hint: map it on an axis it has, or broadcast it (None, or a StateAxes "
+                    "entry such as {filter: None}).")
+            return (f"{where}: {name} has shape {shape}, which has no axis {axis} to map "
+                    f"over. {hint}")
+        sizes.setdefault(shape[axis], []).append(name)
+    if length is not None:
+        sizes.setdefault(length, []).append("length")
+    if len(sizes) > 1:
+        listing = "; ".join(f"size {size}: {', '.join(names[:4])}"
+                            for size, names in sizes.items())
+        return (f"{where}: the mapped axes have different sizes ({listing}). Hint: every "
+                "mapped array (and mapped module state) needs the same size on its axis.")
+    return None
+
+
+# ------------------------------------------------------------------ axis metadata
+def retag_inputs(objects: dict, leaf_of_index: dict, graph_axes: list, metadata: Mapping,
+                 add: bool) -> None:
+    """Inside a trace: remove (``add=False``) or put back the mapped axis name in the
+    metadata of the rebuilt input variables whose axis is an int."""
+    fn = add_axis if add else remove_axis
+    for index, j in leaf_of_index.items():
+        axis = graph_axes[j]
+        if isinstance(axis, int) and axis is not Carry:
+            fn(objects[index], axis, metadata, quiet=True)
+
+
+def tag_new_variables(roots: list, specs: list, known: set, metadata: Mapping,
+                      where: str) -> None:
+    """Inside a trace: add the mapped axis name to variables created there.
+
+    ``roots`` are the input roots then the output roots, ``specs`` their axis entries;
+    variables whose id is in ``known`` (the inputs) are skipped.
+    """
+    for i, path, var in iter_variables(roots):
+        if id(var) in known:
+            continue
+        axis = resolve(specs[i], path, var, where, allow_carry=True)
+        if isinstance(axis, int):
+            add_axis(var, axis, metadata, quiet=True)
+
+
+def _insert(fields: Any, index: int, value: Any) -> Any:
+    items = list(fields)
+    if index < 0:
+        index += len(items) + 1
+    while len(items) < index:
+        items.append(None)
+    items.insert(index, value)
+    return _same_kind(fields, items)
+
+
+def _remove(fields: Any, index: int, value: Any, key: str, var: Variable) -> Any:
+    items = list(fields)
+    position = index + len(items) if index < 0 else index
+    if not 0 <= position < len(items) or items[position] != value:
+        found = items[position] if 0 <= position < len(items) else "nothing"
+        raise ValueError(
+            f"transform_metadata: expected {value!r} at position {index} of the "
+            f"{type(var).__name__}'s {key}={tuple(fields)!r} when mapping over that axis, "
+            f"found {found!r}. Hint: the partition name must match the one the state was "
+            "created with, at the mapped axis."
+        )
+    del items[position]
+    return _same_kind(fields, items)
+
+
+def _same_kind(original: Any, items: list) -> Any:
+    if isinstance(original, jax.sharding.PartitionSpec):
+        return jax.sharding.PartitionSpec(*items)
+    return list(items) if isinstance(original, list) else tuple(items)
+
+
+def _shaped_entries(var: Variable, transform_metadata: Mapping) -> Iterator[tuple]:
+    name = transform_metadata[PARTITION_NAME]
+    metadata = var._metadata
+    for key in SHARDING_KEYS:
+        if _is_axes_tuple(metadata.get(key)):
+            yield key, name
+    for key, value in transform_metadata.items():
+        if key != PARTITION_NAME and key not in SHARDING_KEYS:
+            if _is_axes_tuple(metadata.get(key)):
+                yield key, value
+
+
+def _is_axes_tuple(value: Any) -> bool:
+    return isinstance(value, (tuple, list, jax.sharding.PartitionSpec)) and len(value) > 0
+
+
+def add_axis(var: Variable, axis: int, transform_metadata: Mapping, quiet: bool) -> None:
+    """Insert the partition name at ``axis`` in ``var``'s sharding metadata.
+
+    ``quiet`` rewrites the metadata without a structure stamp (objects private to a
+    trace); otherwise ``set_metadata`` is used.
+    """
+    updates = {key: _insert(var._metadata[key], axis, value)
+               for key, value in _shaped_entries(var, transform_metadata)}
+    _set(var, updates, quiet)
+    _run_hooks(var, "on_add_axis", axis, transform_metadata[PARTITION_NAME])
+
+
+def remove_axis(var: Variable, axis: int, transform_metadata: Mapping, quiet: bool) -> None:
+    """Remove the partition name at ``axis`` from ``var``'s sharding metadata."""
+    updates = {key: _remove(var._metadata[key], axis, value, key, var)
+               for key, value in _shaped_entries(var, transform_metadata)}
+    _set(var, updates, quiet)
+    _run_hooks(var, "on_remove_axis", axis, transform_metadata[PARTITION_NAME])
+
+
+def _set(var: Variable, updates: dict, quiet: bool) -> None:
+    if not updates:
+        return
+    if quiet:
+        object.__setattr__(var, "_metadata", {**var._metadata, **updates})
+    else:
+        var.set_metadata(updates)
+
+
+def _run_hooks(var: Variable, key: str, axis: int, name: Any) -> None:
+    hooks = var._metadata.get(key)
+    if hooks is None:
+        return
+    for hook in hooks if isinstance(hooks, (tuple, list)) else (hooks,):
+        hook(var, axis, name)
+
+
+def check_transform_metadata(transform_metadata: Mapping, where: str) -> bool:
+    """Validate ``transform_metadata``; True when it asks for axis-name updates."""
+    if not isinstance(transform_metadata, Mapping):
+        raise TypeError(
+            f"{where}: transform_metadata must be a mapping such as "
+            f"{{nnx.PARTITION_NAME: 'layers'}}, got {type(transform_metadata).__name__}."
+        )
+    if transform_metadata and PARTITION_NAME not in transform_metadata:
+        raise ValueError(
+            f"{where}: transform_metadata={dict(transform_metadata)!r} has no "
+            f"{PARTITION_NAME!r} entry. Hint: name the mapped axis, e.g. "
+            "transform_metadata={nnx.PARTITION_NAME: 'layers'}."
+        )
+    return bool(transform_metadata)
+
+
+def transform_metadata(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
+                       partition: str) -> Any:
+    """Show ``f`` the per-member view of sharding metadata, as ``vmap``/``scan`` would.
+
+    Before the call, the ``partition`` name is removed from the sharding metadata of the
+    variables in the arguments (at each one's ``in_axes`` position); afterwards it is put
+    back, and added to the variables ``f`` returns (at their ``out_axes`` position). Useful
+    around code that is mapped by hand (for example ``jax.vmap`` of a pure function).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> w = nnx.Param(jnp.ones((4, 2, 3)), sharding_names=("layers", "embed", "mlp"))
+        >>> seen = []
+        >>> f = nnx.transform_metadata(lambda p: seen.append(p.sharding_names),
+        ...                            in_axes=0, partition="layers")
+        >>> f(w); seen[0], w.sharding_names
+        (('embed', 'mlp'), ('layers', 'embed', 'mlp'))
+    """
+    if f is None:
+        return lambda fn: transform_metadata(fn, in_axes=in_axes, out_axes=out_axes,
+                                             partition=partition)
+    metadata = {PARTITION_NAME: partition}
+    from nnxlib.graph import is_node_or_variable
+
+    def axes_of(prefix: Any, tree: Any, where: str) -> list:
+        specs = prefix_leaves(prefix, tree, is_node_or_variable, where)
+        leaves = jax.tree_util.tree_leaves(tree, is_leaf=is_node_or_variable)
+        found = []
+        for spec, leaf in zip(specs, leaves):
+            for _, path, var in iter_variables([leaf]):
+                axis = resolve(spec, path, var, where, allow_carry=False)
+                if axis is not None:
+                    found.append((var, axis))
+        return found
+
+    def wrapper(*args: Any) -> Any:
+        prefix = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else in_axes
+        inputs = axes_of(prefix, args, "transform_metadata in_axes")
+        done = []
+        try:
+            for var, axis in inputs:
+                remove_axis(var, axis, metadata, quiet=False)
+                done.append((var, axis))
+            out = f(*args)
+        finally:
+            for var, axis in done:
+                add_axis(var, axis, metadata, quiet=False)
+        seen = {id(v) for v, _ in inputs}
+        for var, axis in axes_of(out_axes, out, "transform_metadata out_axes"):
+            if id(var) not in seen:
+                add_axis(var, axis, metadata, quiet=False)
+        return out
+
+    return wrapper

@@ -1,0 +1,343 @@
+"""``vmap``: vectorize a function of modules over a batch axis.
+
+A module argument's state is mapped or broadcast leaf by leaf, as ``in_axes`` says (an
+axis for all of it, or a :class:`~nnxlib.StateAxes` per filter). Inside, the function
+sees one member: a module whose arrays have the mapped axis removed. State changed
+inside comes back on the axis it went in on; modules created inside (a stack of layers,
+an ensemble) come back with their arrays stacked on ``out_axes``.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> import nnxlib as nnx
+    >>> @nnx.split_rngs(splits=3)
+    ... @nnx.vmap(in_axes=0, out_axes=0)
+    ... def make_ensemble(rngs):
+    ...     return nnx.Linear(2, 4, rngs=rngs)
+    >>> ensemble = make_ensemble(nnx.Rngs(0))
+    >>> ensemble.kernel.shape
+    (3, 2, 4)
+    >>> nnx.vmap(lambda m, x: m(x), in_axes=(0, None))(ensemble, jnp.ones((5, 2))).shape
+    (3, 5, 4)
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+from nnxlib.graph import is_node_or_variable
+from nnxlib.transforms import _axes, _lift
+from nnxlib.transforms._axes import Carry, StateAxes
+
+__all__ = ["vmap"]
+
+
+class _Layout(NamedTuple):
+    """How one argument signature is mapped (computed once per signature)."""
+
+    graph_axes: list  # per graph leaf of the joint plan
+    other_axes: list  # per non-graph leaf
+    root_specs: list  # per input graph root: its in_axes entry
+    leaf_of_index: dict  # variable index -> graph leaf position
+    leaf_of_path: dict  # path -> graph leaf position
+    names: list  # per graph leaf: a readable location
+    other_names: list  # per non-graph leaf
+
+
+class _Entry(NamedTuple):
+    vmapped: Callable
+    layout: _Layout
+    cell: list  # filled at trace time: names of the outputs per bucket
+
+
+def _bind(signature: inspect.Signature | None, args: tuple, kwargs: dict) -> tuple:
+    """Move keyword arguments to their positions when the signature allows it."""
+    if not kwargs or signature is None:
+        return args, kwargs
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return args, kwargs
+    if bound.kwargs:  # keyword-only or **kwargs: keep them as keywords
+        return args, kwargs
+    params = list(signature.parameters.values())
+    last = max(i for i, p in enumerate(params) if p.name in bound.arguments or i < len(args))
+    bound.apply_defaults()
+    values = bound.args
+    if any(p.kind is p.VAR_POSITIONAL for p in params[:last + 1]):
+        return args, kwargs
+    return tuple(values[:last + 1]), {}
+
+
+def _signature(f: Callable) -> inspect.Signature | None:
+    try:
+        return inspect.signature(f)
+    except (TypeError, ValueError):
+        return None
+
+
+def _axes_prefix(in_axes: Any, args: tuple, kwargs: dict, where: str) -> tuple:
+    if isinstance(in_axes, list):
+        in_axes = tuple(in_axes)
+    if isinstance(in_axes, tuple) and len(in_axes) != len(args):
+        raise ValueError(
+            f"{where}: in_axes={in_axes!r} has {len(in_axes)} entries but the function was "
+            f"called with {len(args)} positional arguments. Hint: give one entry per "
+            "positional argument, or a single axis for all of them."
+        )
+    return in_axes, {k: 0 for k in kwargs}
+
+
+def _validate(axes: Any, where: str) -> set:
+    """Check an axes prefix for vmap; return the set of axes it uses."""
+    used: set = {None}
+    for entry in jax.tree_util.tree_leaves(axes, is_leaf=_axes.is_prefix_leaf):
+        if isinstance(entry, StateAxes):
+            for f, axis in entry.items():
+                if axis is Carry:
+                    raise ValueError(
+                        f"{where}: nnx.Carry (for filter {f!r}) is only meaningful in "
+                        "nnx.scan. Hint: use an int axis or None in vmap."
+                    )
+                used.add(axis)
+        elif entry is Carry:
+            raise ValueError(f"{where}: nnx.Carry is only meaningful in nnx.scan.")
+        else:
+            _axes._check_axis(entry, where, allow_carry=False)
+            used.add(entry)
+    return used
+
+
+def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any) -> _Layout:
+    prefix = _axes_prefix(in_axes, args, kwargs, "vmap")
+    specs = _axes.prefix_leaves(prefix, (args, kwargs), is_node_or_variable, "vmap in_axes")
+    names = _axes.leaf_names((args, kwargs), is_node_or_variable)
+    chosen = set(ext.node_positions)
+    other_axes, other_names = [], []
+    for i, spec in enumerate(specs):
+        if i in chosen:
+            continue
+        other_names.append(names[i])
+        if isinstance(spec, StateAxes):
+            raise ValueError(
+                f"vmap in_axes: {spec!r} is given for {names[i]}, which is not a module or "
+                "variable. Hint: StateAxes only applies to graph objects; use an int or "
+                "None for arrays."
+            )
+        other_axes.append(spec)
+    root_specs = [specs[p] for p in ext.node_positions]
+    root_names = [names[p] for p in ext.node_positions]
+    if ext.plan is None:
+        return _Layout([], other_axes, root_specs, {}, {}, [], other_names)
+    graphdef, template = ext.plan.graphdef, ext.plan.template
+    graph_axes = _axes.graph_leaf_axes(graphdef, template, root_specs, root_names,
+                                       "vmap in_axes", allow_carry=False)
+    leaf_of_index = {d.index: j for j, (_, d) in
+                     enumerate(_axes.iter_def_leaves(graphdef.root)) if d.kind == "variable"}
+    leaf_of_path = {p: j for j, p in enumerate(graphdef.paths)}
+    leaf_names = [root_names[p[0]] + _axes._suffix(p[1:]) for p in graphdef.paths]
+    return _Layout(graph_axes, other_axes, root_specs, leaf_of_index, leaf_of_path,
+                   leaf_names, other_names)
+
+
+def _out_specs(out_axes: Any, out: Any) -> tuple[list, list]:
+    """The out_axes entry per graph root of ``out`` and per other leaf of ``out``."""
+    specs = _axes.prefix_leaves(out_axes, out, is_node_or_variable, "vmap out_axes")
+    leaves = jax.tree_util.tree_leaves(out, is_leaf=is_node_or_variable)
+    roots, others = [], []
+    for spec, leaf in zip(specs, leaves):
+        if is_node_or_variable(leaf):
+            roots.append(spec)
+        elif isinstance(spec, StateAxes):
+            raise ValueError(
+                f"vmap out_axes: {spec!r} is given for an output that is not a module or "
+                f"variable ({type(leaf).__name__}). Hint: use an int or None for arrays."
+            )
+        else:
+            others.append(spec)
+    return roots, others
+
+
+def _graph_leaves(tree: Any) -> list:
+    return [x for x in jax.tree_util.tree_leaves(tree, is_leaf=is_node_or_variable)
+            if is_node_or_variable(x)]
+
+
+def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
+               out_roots: list) -> tuple[list, list]:
+    """The out axis and a readable location for each graph value sent out."""
+    if info.fast:
+        axes = [layout.graph_axes[j] for j in info.changed]
+        names = [layout.names[j] for j in info.changed]
+        position = len(axes)
+        for k, d in enumerate(info.out_defs):
+            for path, leaf_def in _axes.iter_def_leaves(d):
+                where = f"vmap out_axes for out{_axes._suffix(path)}"
+                leaf = _axes.probe(leaf_def, send[position])
+                axes.append(_axes.resolve(out_roots[k], path, leaf, where, False))
+                names.append(f"output {k}{_axes._suffix(path)}")
+                position += 1
+        return axes, names
+    axes, names = [], []
+    position = 0
+    for i, d in info.joint.root.attributes:  # type: ignore[union-attr]
+        for path, leaf_def in _axes.iter_def_leaves(d, (i,)):
+            j = (layout.leaf_of_index.get(leaf_def.index) if leaf_def.kind == "variable"
+                 else layout.leaf_of_path.get(path))
+            if j is not None:
+                axes.append(layout.graph_axes[j])
+                names.append(layout.names[j])
+            else:
+                spec = layout.root_specs[i] if i < in_roots else out_roots[i - in_roots]
+                label = "in_axes" if i < in_roots else "out_axes"
+                leaf = _axes.probe(leaf_def, send[position])
+                axes.append(_axes.resolve(spec, path[1:], leaf,
+                                          f"vmap {label} for new state", False))
+                names.append(f"new state {_axes.format_path(path)}")
+            position += 1
+    return axes, names
+
+
+_BATCHED_NONE = re.compile(r"out_axes\[1\]\[(\d+)\]\[(\d+)\]")
+
+
+def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
+         axis_name: Any = None, axis_size: int | None = None, spmd_axis_name: Any = None,
+         transform_metadata: Any = None) -> Any:
+    """Vectorize ``f`` over an axis of its arguments, modules included.
+
+    ``in_axes``: an int, None, or a tuple with one entry per positional argument (nested
+    like the argument). For a module, the entry is an axis for all its state, ``None`` to
+    broadcast it, or a :class:`~nnxlib.StateAxes` mapping filters to axes. Keyword
+    arguments are moved to their positions when possible (otherwise mapped on axis 0).
+    ``out_axes``: the same for the outputs; modules created inside come out with their
+    state on that axis. State changed inside is written back on the axis it came in
+    with; a broadcast (``None``) variable may only change to a value that is the same
+    for every member. ``axis_name``, ``axis_size`` and ``spmd_axis_name`` are passed to
+    ``jax.vmap``. ``transform_metadata={nnx.PARTITION_NAME: name}`` removes ``name`` from
+    the sharding metadata of mapped state on the way in and adds it on the way out.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> @nnx.vmap(in_axes=(None, 0), out_axes=0)
+        ... def forward(model, x):   # x: one example, shape (2,)
+        ...     return model(x)
+        >>> forward(model, jnp.ones((5, 2))).shape
+        (5, 3)
+    """
+    if transform_metadata is None:
+        transform_metadata = {}
+    options = dict(in_axes=in_axes, out_axes=out_axes, axis_name=axis_name,
+                   axis_size=axis_size, spmd_axis_name=spmd_axis_name,
+                   transform_metadata=transform_metadata)
+    if f is None:
+        return lambda fn: vmap(fn, **options)
+    if isinstance(in_axes, list):
+        in_axes = tuple(in_axes)
+    used = _validate(in_axes, "vmap in_axes") | _validate(out_axes, "vmap out_axes") | {0}
+    buckets = [None] + sorted(a for a in used if a is not None)
+    bucket_of = {a: b for b, a in enumerate(buckets)}
+    metadata = dict(transform_metadata)
+    tag = _axes.check_transform_metadata(metadata, "vmap")
+    signature = _signature(f)
+    entries: dict = {}
+
+    def make_entry(ext: _lift.Extracted, args: tuple, kwargs: dict) -> _Entry:
+        layout = _layout(ext, args, kwargs, in_axes)
+        key = ext.key
+        cell: list = []
+        in_roots = len(ext.node_positions)
+
+        def pure(values: list, others: list) -> tuple:
+            rebuilt = _lift.rebuild(key, values, others)
+            if tag:
+                _axes.retag_inputs(rebuilt.objects, layout.leaf_of_index, layout.graph_axes,
+                                   metadata, add=False)
+            call_args, call_kwargs = rebuilt.tree
+            out = f(*call_args, **call_kwargs)
+            out_roots, other_specs = _out_specs(out_axes, out)
+            if tag:
+                _axes.retag_inputs(rebuilt.objects, layout.leaf_of_index, layout.graph_axes,
+                                   metadata, add=True)
+                known = {id(rebuilt.objects[i]) for i in layout.leaf_of_index}
+                _axes.tag_new_variables([*rebuilt.nodes, *_graph_leaves(out)],
+                                        [*layout.root_specs, *out_roots], known, metadata,
+                                        "vmap axes for new state")
+            info, send, other_out = _lift.collect(rebuilt, key, out)
+            axes, names = _sent_axes(info, send, layout, in_roots, out_roots)
+            lists: list = [[] for _ in buckets]
+            labels: list = [[] for _ in buckets]
+            places = []
+            for value, axis, name in zip(send + other_out, axes + other_specs,
+                                         names + [f"output leaf {i}" for i in
+                                                  range(len(other_out))]):
+                b = bucket_of[axis]
+                places.append((b, len(lists[b])))
+                lists[b].append(value)
+                labels[b].append(name)
+            cell[:] = [labels]
+            return _lift.StaticBox((info, tuple(places), len(send))), lists
+
+        vmapped = jax.vmap(pure, in_axes=(layout.graph_axes, layout.other_axes),
+                           out_axes=(0, buckets), axis_name=axis_name,
+                           axis_size=axis_size, spmd_axis_name=spmd_axis_name)
+        return _Entry(vmapped, layout, cell)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = _bind(signature, args, kwargs)
+        ext = _lift.extract((args, kwargs))
+        entry = entries.get(ext.key)
+        if entry is None:
+            entry = entries[ext.key] = make_entry(ext, args, kwargs)
+        try:
+            box, lists = entry.vmapped(ext.values, ext.others)
+        except ValueError as e:
+            raise _explain(e, entry, ext) from e
+        info, places, num_send = box.value
+        flat = [lists[b][i] for b, i in places]
+        return _lift.apply_outputs(ext.plan, info, flat[:num_send], flat[num_send:])
+
+    return wrapper
+
+
+def _explain(error: ValueError, entry: _Entry, ext: _lift.Extracted) -> ValueError:
+    """Name the state behind jax's errors about mapped inputs and broadcast outputs."""
+    message = str(error)
+    layout = entry.layout
+    if "rank" in message or "inconsistent sizes" in message:
+        template = ext.plan.template if ext.plan is not None else []
+        items = [(layout.names[j], ext.values[j], a, template[j])
+                 for j, a in enumerate(layout.graph_axes) if a is not None]
+        items += [(layout.other_names[i], x, a, x)
+                  for i, (x, a) in enumerate(zip(ext.others, layout.other_axes))
+                  if a is not None]
+        explained = _axes.explain_mapped_shapes(items, "vmap")
+        return ValueError(explained) if explained else error
+    cell = entry.cell
+    if not cell or "out_axes" not in message or "None" not in message:
+        return error
+    match = _BATCHED_NONE.search(message)
+    if match is not None:
+        names = [cell[0][int(match.group(1))][int(match.group(2))]]
+    else:
+        names = cell[0][0][:5]
+    if not names:
+        return error
+    if all(n.startswith("output") for n in names):
+        return ValueError(
+            f"vmap: {' or '.join(names)} has out_axes None (broadcast) but differs between "
+            "the mapped members. Hint: give it an int axis in out_axes."
+        )
+    return ValueError(
+        f"vmap: {' or '.join(names)} is broadcast (axis None) but its new value differs "
+        "between the mapped members, so it cannot be written back as one value. Hint: map "
+        "that state (an int axis in in_axes, or nnx.StateAxes({filter: 0, ...: None})), or "
+        "leave it unchanged inside the function."
+    )
