@@ -23,7 +23,7 @@ from nnxlib.nn import dtypes, initializers
 from nnxlib.rngs import Rngs
 from nnxlib.variables import Param
 
-__all__ = ["Linear", "default_kernel_init", "default_bias_init"]
+__all__ = ["Linear"]
 
 #: Kernel initializer used when none is given: LeCun normal (truncated, fan-in scaled).
 default_kernel_init = initializers.lecun_normal()

@@ -220,7 +220,10 @@ def graph_leaf_axes(graphdef: GraphDef, template: list, root_specs: list,
 
 
 def _suffix(path: tuple) -> str:
-    return "." + format_path(path) if path else ""
+    if not path:
+        return ""
+    text = format_path(path)
+    return text if text.startswith("[") else "." + text
 
 
 def _check_shared(graphdef: GraphDef, template: list, axes: list, root_specs: list,
@@ -242,8 +245,6 @@ def _check_shared(graphdef: GraphDef, template: list, axes: list, root_specs: li
                 first_pass(v)
 
     first_pass(graphdef.root)
-    if len(leaf_of) + len(node_of) == 0:
-        return
 
     def compare(index: int, root: int, path: tuple) -> None:
         j = leaf_of[index]

@@ -33,6 +33,7 @@ from nnxlib.graph import (
     PytreeDef,
     _Flattener,
     _walk,
+    _write_into_pytree,
     build,
     is_node_or_variable,
     plan_for_many,
@@ -86,7 +87,10 @@ def _joint_plan(nodes: tuple) -> Plan:
 def plan_values(plan: Plan) -> list:
     """The raw values of a plan's leaves, in leaf order."""
     if not plan.slots:  # the common case: every leaf is a Variable
-        return list(map(_GET_RAW, plan.template))
+        try:
+            return list(map(_GET_RAW, plan.template))
+        except AttributeError:  # a raw array inside a tuple attribute (it has no slot)
+            pass
     values = [_raw(v) for v in plan.template]
     for position, owner, key, _ in plan.slots:
         values[position] = _read(owner, key)
@@ -272,3 +276,9 @@ def _write_slot(plan: Plan, position: int, value: Any) -> None:
             set_raw(owner, key, value)
             plan.template[position] = value
             return
+    # No slot: a raw array inside an immutable container (a tuple attribute). Rebuild the
+    # container on its owner (this stamps the owner, so the plan is walked again).
+    path = plan.graphdef.paths[position]
+    root = plan.objects[plan.graphdef.root.attributes[path[0]][1].index]
+    _write_into_pytree(root, path[1:], value)
+    plan.template[position] = value

@@ -289,10 +289,11 @@ def _check_carry(layout: _Layout, carry_in: Any, carry_out: Any) -> list:
     for p in layout.carry_nodes:
         if leaves[p] is not in_leaves[p]:
             raise ValueError(
-                f"scan: the carry returned by the scanned function holds a different "
-                f"{type(leaves[p]).__name__} than the one passed in (carry leaf {p}). "
-                "Carried modules are updated in place. Hint: return the same module object "
-                "you received."
+                f"scan: the carry returned by the scanned function holds a "
+                f"{type(leaves[p]).__name__} where the carry passed in held a "
+                f"{type(in_leaves[p]).__name__} (carry leaf {p}); carried modules and "
+                "variables are updated in place, so the same objects must be returned. "
+                "Hint: return the module (or variable) you received, not a new one."
             )
     nodes = set(layout.carry_nodes)
     return [x for i, x in enumerate(leaves) if i not in nodes]

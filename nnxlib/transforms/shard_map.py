@@ -165,10 +165,12 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
         mapped = entries.get(key)
         if mapped is None:
             value_specs, other_specs = _leaf_specs(in_specs, args, ext)
-            mapped = entries[key] = jax.shard_map(
+            # jax.jit caches the trace and the compiled program (eager shard_map
+            # would re-trace and run op by op on every call).
+            mapped = entries[key] = jax.jit(jax.shard_map(
                 _make_pure(f, key), mesh=mesh, in_specs=(value_specs, other_specs),
                 out_specs=(value_specs, out_specs), axis_names=frozenset(axis_names),
-                check_vma=check_vma)
+                check_vma=check_vma))
         values, out = mapped(ext.values, ext.others)
         _carry.write_values(ext.plan, range(len(values)), values)
         if ext.plan is None:

@@ -299,7 +299,10 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
         try:
             box, lists = entry.vmapped(ext.values, ext.others)
         except ValueError as e:
-            raise _explain(e, entry, ext) from e
+            explained = _explain(e, entry, ext)
+            if explained is e:
+                raise
+            raise explained from e
         info, places, num_send = box.value
         flat = [lists[b][i] for b, i in places]
         return _lift.apply_outputs(ext.plan, info, flat[:num_send], flat[num_send:])

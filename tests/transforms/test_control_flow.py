@@ -5,6 +5,8 @@ pytrees of arrays; state changes must be visible on the caller's modules, errors
 leave them unchanged, and the transforms must nest with ``jit`` and ``grad``.
 """
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -438,3 +440,32 @@ def test_while_loop_inside_jit_and_structure_error():
 def test_loops_without_modules_behave_like_lax():
     assert int(nnx.fori_loop(0, 4, lambda i, x: x + i, 0)) == 6
     assert int(nnx.while_loop(lambda x: x < 10, lambda x: x * 3, 1)) == 27
+
+
+def test_raw_array_attributes_are_carried_and_written_back():
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.table = jnp.zeros(2)  # a raw array attribute
+            self.pair = (jnp.ones(2), nnx.Param(jnp.ones(1)))  # arrays inside a tuple
+
+    def bump(h):
+        h.table = h.table + 1
+        h.pair = (h.pair[0] * 2, h.pair[1])
+        h.pair[1][...] += 1
+
+    holder = Holder()
+    nnx.fori_loop(0, 3, lambda i, h: (bump(h), h)[1], holder)
+    nnx.cond(True, bump, lambda h: None, holder)
+    np.testing.assert_array_equal(holder.table, jnp.full(2, 4.0))
+    np.testing.assert_array_equal(holder.pair[0], jnp.full(2, 16.0))
+    np.testing.assert_array_equal(holder.pair[1][...], jnp.full(1, 5.0))
+
+
+@pytest.mark.parametrize("name", ['cond', 'switch', 'fori_loop', 'while_loop'])
+def test_signature_follows_flax(name):
+    flax_nnx = pytest.importorskip("flax.nnx")
+    ours = inspect.signature(getattr(nnx, name)).parameters
+    theirs = {k: p for k, p in inspect.signature(getattr(flax_nnx, name)).parameters.items()
+              if k not in ("graph", "graph_updates")}
+    assert list(ours)[:len(theirs)] == list(theirs)
+    assert all(ours[k].kind == theirs[k].kind for k in theirs)

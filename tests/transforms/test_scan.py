@@ -359,7 +359,7 @@ def test_carry_structure_mismatch_is_a_clear_error():
 
 def test_returning_another_module_as_carry_is_an_error():
     other = Acc()
-    with pytest.raises(ValueError, match="different Acc"):
+    with pytest.raises(ValueError, match="holds a Acc where the carry passed in held a Acc"):
         nnx.scan(lambda acc, x: (other, x))(Acc(), jnp.ones(3))
 
 
@@ -419,3 +419,37 @@ def test_scanned_state_without_the_axis_is_a_clear_error():
 def test_length_mismatch_names_the_values():
     with pytest.raises(ValueError, match=r"size 3: args\[1\]; size 4: length"):
         nnx.scan(lambda c, x: (c, None), length=4)(0.0, jnp.ones(3))
+
+
+def test_mutating_a_captured_module_is_a_clear_error():
+    acc = Acc()
+
+    def f(c, x):
+        acc.total[...] += x
+        return c, x
+
+    with pytest.raises(nnx.TraceContextError, match="captured"):
+        nnx.scan(f)(0.0, jnp.ones(3))
+    assert float(acc.total[...]) == 0.0
+
+
+def test_nested_scan_in_vmap_ensemble_of_deep_models():
+    @nnx.split_rngs(splits=2)
+    @nnx.vmap(in_axes=0, out_axes=0)
+    def make(rngs):
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=0, out_axes=0)
+        def blocks(rngs):
+            return Block(rngs)
+
+        return blocks(rngs)
+
+    ens = make(nnx.Rngs(0))
+    assert ens.linear.kernel.shape == (2, 3, 3, 3)
+    member1 = _unstack(nnx.clone(ens), 2)[1]
+    x = jax.random.normal(jax.random.key(4), (5, 3))
+    run = nnx.scan(lambda x, b: b(x), in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    y = nnx.vmap(run, in_axes=(None, 0))(x, ens)
+    assert y.shape == (2, 5, 3) and ens.bn.mean.shape == (2, 3, 3)
+    np.testing.assert_allclose(y[1], run(x, member1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ens.bn.mean[1], member1.bn.mean[...], rtol=1e-5, atol=1e-7)

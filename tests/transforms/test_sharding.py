@@ -258,7 +258,7 @@ def test_sharding_metadata_on_variables_survives(mesh1d):
     model = Layer()
     model.kernel.set_metadata(sharding_names=(None, "data"))
     sharded = NamedSharding(mesh1d, P(None, "data"))
-    nnx.jit(step, in_shardings=(nnx.StateSharding({nnx.Param: sharded, ...: None}), None))(
-        model, X)
+    spec = nnx.StateSharding({nnx.PathContains("kernel"): sharded, ...: None})
+    nnx.jit(step, in_shardings=(spec, None))(model, X)
     assert model.kernel.sharding_names == (None, "data")
     assert_placed(model.kernel[...], sharded)

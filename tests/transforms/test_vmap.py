@@ -457,3 +457,15 @@ def test_state_axes_mapping_api():
     assert axes == nnx.StateAxes([(nnx.Param, 0), (..., None)])
     assert hash(axes) == hash(nnx.StateAxes({nnx.Param: 0, ...: None}))
     assert repr(axes) == "StateAxes({Param: 0, ...: None})"
+
+
+def test_mutating_a_captured_module_is_a_clear_error():
+    counter = Counter()
+
+    def f(x):
+        counter.n[...] += 1
+        return x
+
+    with pytest.raises(nnx.TraceContextError, match="captured"):
+        nnx.vmap(f)(jnp.ones(3))
+    assert int(counter.n[...]) == 0
