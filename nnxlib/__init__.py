@@ -95,6 +95,5 @@ display = _Display()
 from nnxlib import nn  # noqa: E402
 from nnxlib.nn import *  # noqa: E402,F401,F403
 from nnxlib.nn import initializers  # noqa: E402,F401
-
 from nnxlib.training import *  # noqa: F401,F403
 from nnxlib.transforms import *  # noqa: F401,F403

@@ -56,6 +56,7 @@ SHARDING_KEYS = ("sharding_names", "sharding", "out_sharding")
 # Collection names <-> variable types; filled by register_variable_name.
 _NAME_OF_TYPE: dict[type, str] = {}
 _TYPE_OF_NAME: dict[str, type] = {}
+_AUTO_NAMES: set[str] = set()  # names taken implicitly by a class definition
 
 
 class VariableMetadata:
@@ -115,9 +116,14 @@ class Variable:
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
         _register_pytree(cls)
-        if cls not in _NAME_OF_TYPE and cls.__name__ not in _TYPE_OF_NAME:
-            _NAME_OF_TYPE[cls] = cls.__name__
-            _TYPE_OF_NAME[cls.__name__] = cls
+        # Every subclass gets its class name; a redefinition (same name, e.g. a re-run
+        # notebook cell or two test files) takes the name over from the older class,
+        # but never a name given explicitly through register_variable_name.
+        name = cls.__name__
+        _NAME_OF_TYPE[cls] = name
+        if name not in _TYPE_OF_NAME or name in _AUTO_NAMES:
+            _TYPE_OF_NAME[name] = cls
+            _AUTO_NAMES.add(name)
 
     # ------------------------------------------------------------------ value access
     @property
@@ -581,7 +587,7 @@ def register_variable_name(
         raise TypeError(f"register_variable_name: expected a Variable subclass, got {typ!r}")
     existing = _TYPE_OF_NAME.get(name)
     if existing is not None and existing is not typ and not overwrite:
-        if existing.__name__ != name:  # auto-registered class names may be reclaimed
+        if name not in _AUTO_NAMES:  # names taken implicitly by a class may be reclaimed
             raise ValueError(
                 f"Collection name {name!r} is already registered to {existing.__name__}. "
                 "Hint: pass overwrite=True to re-register it."
@@ -591,6 +597,7 @@ def register_variable_name(
         del _TYPE_OF_NAME[old_name]
     _NAME_OF_TYPE[typ] = name
     _TYPE_OF_NAME[name] = typ
+    _AUTO_NAMES.discard(name)
     return typ
 
 

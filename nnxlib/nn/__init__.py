@@ -13,36 +13,9 @@ Layers and activations are re-exported at the top level (``nnx.Linear``, ``nnx.r
 True
 """
 
+from nnxlib.nn import activations, initializers
 from nnxlib.nn import dtypes as dtypes  # nnx.nn.dtypes, as in flax (not star-exported)
-from nnxlib.nn import initializers
-from nnxlib.nn.activations import (
-    PReLU,
-    celu,
-    elu,
-    gelu,
-    glu,
-    hard_sigmoid,
-    hard_silu,
-    hard_swish,
-    hard_tanh,
-    identity,
-    leaky_relu,
-    log_sigmoid,
-    log_softmax,
-    logsumexp,
-    one_hot,
-    relu,
-    relu6,
-    selu,
-    sigmoid,
-    silu,
-    soft_sign,
-    softmax,
-    softplus,
-    standardize,
-    swish,
-    tanh,
-)
+from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.__all__)
 from nnxlib.nn.linear import Linear
 from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
 from nnxlib.nn.stochastic import Dropout
@@ -54,32 +27,7 @@ __all__ = [
     "Dropout",
     "LayerNorm",
     "Linear",
-    "PReLU",
     "RMSNorm",
-    # activations
-    "celu",
-    "elu",
-    "gelu",
-    "glu",
-    "hard_sigmoid",
-    "hard_silu",
-    "hard_swish",
-    "hard_tanh",
-    "identity",
-    "leaky_relu",
-    "log_sigmoid",
-    "log_softmax",
-    "logsumexp",
-    "one_hot",
-    "relu",
-    "relu6",
-    "selu",
-    "sigmoid",
-    "silu",
-    "soft_sign",
-    "softmax",
-    "softplus",
-    "standardize",
-    "swish",
-    "tanh",
+    # activations, PReLU included
+    *activations.__all__,
 ]

@@ -19,67 +19,44 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax.nn import (
-    celu,
-    elu,
-    gelu,
-    glu,
-    hard_sigmoid,
-    hard_silu,
-    hard_swish,
-    hard_tanh,
-    identity,
-    leaky_relu,
-    log_sigmoid,
-    log_softmax,
-    logsumexp,
-    one_hot,
-    relu,
-    relu6,
-    selu,
-    sigmoid,
-    silu,
-    soft_sign,
-    softmax,
-    softplus,
-    standardize,
-    swish,
-)
-from jax.numpy import tanh
 from jax.typing import DTypeLike
 
 from nnxlib.module import Module
 from nnxlib.nn import dtypes
 from nnxlib.variables import Param
 
-__all__ = [
-    "PReLU",
-    "celu",
-    "elu",
-    "gelu",
-    "glu",
-    "hard_sigmoid",
-    "hard_silu",
-    "hard_swish",
-    "hard_tanh",
-    "identity",
-    "leaky_relu",
-    "log_sigmoid",
-    "log_softmax",
-    "logsumexp",
-    "one_hot",
-    "relu",
-    "relu6",
-    "selu",
-    "sigmoid",
-    "silu",
-    "soft_sign",
-    "softmax",
-    "softplus",
-    "standardize",
-    "swish",
-    "tanh",
-]
+# Aliases, not wrappers: each name is the JAX function object itself.
+celu = jax.nn.celu
+elu = jax.nn.elu
+gelu = jax.nn.gelu
+glu = jax.nn.glu
+hard_sigmoid = jax.nn.hard_sigmoid
+hard_silu = jax.nn.hard_silu
+hard_swish = jax.nn.hard_swish
+hard_tanh = jax.nn.hard_tanh
+identity = jax.nn.identity
+leaky_relu = jax.nn.leaky_relu
+log_sigmoid = jax.nn.log_sigmoid
+log_softmax = jax.nn.log_softmax
+logsumexp = jax.nn.logsumexp
+one_hot = jax.nn.one_hot
+relu = jax.nn.relu
+relu6 = jax.nn.relu6
+selu = jax.nn.selu
+sigmoid = jax.nn.sigmoid
+silu = jax.nn.silu
+soft_sign = jax.nn.soft_sign
+softmax = jax.nn.softmax
+softplus = jax.nn.softplus
+standardize = jax.nn.standardize
+swish = jax.nn.swish
+tanh = jnp.tanh
+
+__all__ = (
+    "PReLU celu elu gelu glu hard_sigmoid hard_silu hard_swish hard_tanh identity "
+    "leaky_relu log_sigmoid log_softmax logsumexp one_hot relu relu6 selu sigmoid silu "
+    "soft_sign softmax softplus standardize swish tanh"
+).split()
 
 
 class PReLU(Module):

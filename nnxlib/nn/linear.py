@@ -96,15 +96,12 @@ class Linear(Module):
             self.bias = Param(
                 bias_init(rngs.params(), (out_features,), param_dtype), **bias_metadata
             )
-        self.in_features = in_features
-        self.out_features = out_features
+        # Static configuration (lands in the GraphDef), grouped by what it controls.
+        self.in_features, self.out_features = in_features, out_features
         self.use_bias = use_bias
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.precision = precision
-        self.dot_general = dot_general
-        self.promote_dtype = promote_dtype
-        self.preferred_element_type = preferred_element_type
+        self.dtype, self.param_dtype = dtype, param_dtype
+        self.promote_dtype, self.preferred_element_type = promote_dtype, preferred_element_type
+        self.dot_general, self.precision = dot_general, precision
 
     def __call__(self, inputs: jax.Array, out_sharding: Any = None) -> jax.Array:
         """Apply the layer to ``inputs`` of shape ``(..., in_features)``.

@@ -171,42 +171,39 @@ class BatchNorm(Module):
         self,
         num_features: int,
         *,
+        rngs: Rngs,
+        # running statistics
         use_running_average: bool | None = False,
-        axis: int = -1,
         momentum: float = 0.99,
+        axis: int = -1,
         epsilon: float = 1e-5,
+        use_fast_variance: bool = True,
+        # learned affine transform
+        use_scale: bool = True,
+        scale_init: Callable[..., Any] = initializers.ones_init(),
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+        use_bias: bool = True,
+        bias_init: Callable[..., Any] = initializers.zeros_init(),
+        bias_metadata: Mapping[str, Any] = _NO_METADATA,
+        # dtypes
         dtype: DTypeLike | None = None,
         param_dtype: DTypeLike = jnp.float32,
-        use_bias: bool = True,
-        use_scale: bool = True,
-        bias_init: Callable[..., Any] = initializers.zeros_init(),
-        scale_init: Callable[..., Any] = initializers.ones_init(),
+        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
+        # cross-device statistics (inside vmap/shard_map with a named axis)
         axis_name: str | None = None,
         axis_index_groups: Any = None,
-        use_fast_variance: bool = True,
-        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
-        rngs: Rngs,
-        bias_metadata: Mapping[str, Any] = _NO_METADATA,
-        scale_metadata: Mapping[str, Any] = _NO_METADATA,
     ):
         shape = (num_features,)
         self.mean = BatchStat(jnp.zeros(shape, jnp.float32))
         self.var = BatchStat(jnp.ones(shape, jnp.float32))
         self.scale = _make_param(use_scale, scale_init, rngs, shape, param_dtype, scale_metadata)
         self.bias = _make_param(use_bias, bias_init, rngs, shape, param_dtype, bias_metadata)
-        self.num_features = num_features
-        self.use_running_average = use_running_average
-        self.axis = axis
-        self.momentum = momentum
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.use_fast_variance = use_fast_variance
-        self.promote_dtype = promote_dtype
+        self.num_features, self.axis = num_features, axis
+        self.use_running_average, self.momentum = use_running_average, momentum
+        self.epsilon, self.use_fast_variance = epsilon, use_fast_variance
+        self.use_scale, self.use_bias = use_scale, use_bias
+        self.dtype, self.param_dtype, self.promote_dtype = dtype, param_dtype, promote_dtype
+        self.axis_name, self.axis_index_groups = axis_name, axis_index_groups
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None, *,
                  mask: jax.Array | None = None) -> jax.Array:
@@ -292,38 +289,36 @@ class LayerNorm(Module):
         self,
         num_features: int,
         *,
+        rngs: Rngs,
+        # statistics
+        reduction_axes: Axes = -1,
         epsilon: float = 1e-6,
+        use_fast_variance: bool = True,
+        # learned affine transform
+        feature_axes: Axes = -1,
+        use_scale: bool = True,
+        scale_init: Callable[..., Any] = initializers.ones_init(),
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+        use_bias: bool = True,
+        bias_init: Callable[..., Any] = initializers.zeros_init(),
+        bias_metadata: Mapping[str, Any] = _NO_METADATA,
+        # dtypes
         dtype: DTypeLike | None = None,
         param_dtype: DTypeLike = jnp.float32,
-        use_bias: bool = True,
-        use_scale: bool = True,
-        bias_init: Callable[..., Any] = initializers.zeros_init(),
-        scale_init: Callable[..., Any] = initializers.ones_init(),
-        reduction_axes: Axes = -1,
-        feature_axes: Axes = -1,
+        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
+        # cross-device statistics
         axis_name: str | None = None,
         axis_index_groups: Any = None,
-        use_fast_variance: bool = True,
-        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
-        rngs: Rngs,
-        bias_metadata: Mapping[str, Any] = _NO_METADATA,
-        scale_metadata: Mapping[str, Any] = _NO_METADATA,
     ):
         shape = (num_features,)
         self.scale = _make_param(use_scale, scale_init, rngs, shape, param_dtype, scale_metadata)
         self.bias = _make_param(use_bias, bias_init, rngs, shape, param_dtype, bias_metadata)
         self.num_features = num_features
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_bias = use_bias
-        self.use_scale = use_scale
-        self.reduction_axes = reduction_axes
-        self.feature_axes = feature_axes
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.use_fast_variance = use_fast_variance
-        self.promote_dtype = promote_dtype
+        self.reduction_axes, self.feature_axes = reduction_axes, feature_axes
+        self.epsilon, self.use_fast_variance = epsilon, use_fast_variance
+        self.use_scale, self.use_bias = use_scale, use_bias
+        self.dtype, self.param_dtype, self.promote_dtype = dtype, param_dtype, promote_dtype
+        self.axis_name, self.axis_index_groups = axis_name, axis_index_groups
 
     def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
         """Normalise ``x`` (``mask`` selects the entries that count towards statistics).
@@ -362,33 +357,31 @@ class RMSNorm(Module):
         self,
         num_features: int,
         *,
+        rngs: Rngs,
+        # statistics
+        reduction_axes: Axes = -1,
         epsilon: float = 1e-6,
-        dtype: DTypeLike | None = None,
-        param_dtype: DTypeLike = jnp.float32,
+        use_fast_variance: bool = True,
+        # learned scale (no bias: RMSNorm does not centre)
+        feature_axes: Axes = -1,
         use_scale: bool = True,
         scale_init: Callable[..., Any] = initializers.ones,
-        reduction_axes: Axes = -1,
-        feature_axes: Axes = -1,
+        scale_metadata: Mapping[str, Any] = _NO_METADATA,
+        # dtypes
+        dtype: DTypeLike | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
+        # cross-device statistics
         axis_name: str | None = None,
         axis_index_groups: Any = None,
-        use_fast_variance: bool = True,
-        promote_dtype: Callable[..., tuple] = dtypes.promote_dtype,
-        rngs: Rngs,
-        scale_metadata: Mapping[str, Any] = _NO_METADATA,
     ):
         shape = (num_features,)
         self.scale = _make_param(use_scale, scale_init, rngs, shape, param_dtype, scale_metadata)
-        self.num_features = num_features
-        self.epsilon = epsilon
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-        self.use_scale = use_scale
-        self.reduction_axes = reduction_axes
-        self.feature_axes = feature_axes
-        self.axis_name = axis_name
-        self.axis_index_groups = axis_index_groups
-        self.use_fast_variance = use_fast_variance
-        self.promote_dtype = promote_dtype
+        self.num_features, self.use_scale = num_features, use_scale
+        self.reduction_axes, self.feature_axes = reduction_axes, feature_axes
+        self.epsilon, self.use_fast_variance = epsilon, use_fast_variance
+        self.dtype, self.param_dtype, self.promote_dtype = dtype, param_dtype, promote_dtype
+        self.axis_name, self.axis_index_groups = axis_name, axis_index_groups
 
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """Normalise ``x`` by its root mean square over ``reduction_axes``.
