@@ -281,6 +281,11 @@ class GraphDef:
         return call((self, merge_state_args(state, *states)))
 
 
+# A GraphDef is static data: as a pytree it has no leaves and travels as auxiliary data,
+# so ``jax.jit(f)(graphdef, state)`` and ``jax.tree.map`` over ``(graphdef, state)`` work.
+jax.tree_util.register_static(GraphDef)
+
+
 def merge_state_args(state: Any, *states: Any) -> Any:
     from nnxlib.state import merge_state
 
@@ -614,10 +619,27 @@ def split(node: Any, *filters: Any) -> tuple:
     leaves = plan.leaves()
     graphdef = plan.graphdef
     if not filters:
-        return graphdef, State._from_flat(graphdef.paths, leaves)
+        return graphdef, _state_of(graphdef.paths, leaves)
     groups = plan.partition(filters, leaves)
-    return (graphdef, *(State._from_flat(paths, [leaves[i] for i in idx])
-                        for paths, idx in groups))
+    return (graphdef, *(_state_of(paths, [leaves[i] for i in idx]) for paths, idx in groups))
+
+
+def _state_of(paths: tuple, leaves: list) -> Any:
+    """The state of a split: a :class:`State`, or, when the root itself is a Variable
+    (its one path is ``()``), that Variable, as ``flax.nnx`` returns it."""
+    if paths == _ROOT_PATHS:
+        return leaves[0]
+    return State._from_flat(paths, leaves)
+
+
+def _flat_of(state: Any) -> tuple:
+    """``(paths, leaves)`` of a state given to merge/update (a Variable counts as root)."""
+    if isinstance(state, Variable):
+        return _ROOT_PATHS, (state,)
+    return (state if isinstance(state, State) else State(state))._flat()
+
+
+_ROOT_PATHS = ((),)
 
 
 def graphdef(node: Any) -> GraphDef:
@@ -646,7 +668,7 @@ def state(node: Any, *filters: Any) -> Any:
     leaves = plan.leaves()
     paths = plan.graphdef.paths
     if not filters:
-        return State._from_flat(paths, leaves)
+        return _state_of(paths, leaves)
     from nnxlib.state import filter_state
 
     return filter_state(State._from_flat(paths, leaves), *filters)
@@ -660,8 +682,7 @@ def _leaves_for(graphdef: GraphDef, states: tuple, where: str) -> list:
             return leaves
     by_path: dict = {}
     for s in states:
-        s = s if isinstance(s, State) else State(s)
-        by_path.update(zip(*s._flat()))
+        by_path.update(zip(*_flat_of(s)))
     missing = [p for p in graphdef.paths if p not in by_path]
     extra = set(by_path) - set(graphdef.paths)
     if missing or extra:
@@ -728,8 +749,7 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     current = plan.leaves()
     writes = []
     for s in (state, *states):
-        s = s if isinstance(s, State) else State(s)
-        for path, new in zip(*s._flat()):
+        for path, new in zip(*_flat_of(s)):
             i = index.get(path)
             if i is None:
                 raise ValueError(

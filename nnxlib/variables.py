@@ -308,56 +308,56 @@ class Variable:
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of the held value."""
-        return np.shape(self._raw_value)
+        return np.shape(self.value)
 
     @property
     def dtype(self) -> Any:
         """Dtype of the held value."""
-        dtype = getattr(self._raw_value, "dtype", None)
-        return np.result_type(self._raw_value) if dtype is None else dtype
+        dtype = getattr(self.value, "dtype", None)
+        return np.result_type(self.value) if dtype is None else dtype
 
     @property
     def ndim(self) -> int:
         """Number of dimensions of the held value."""
-        return np.ndim(self._raw_value)
+        return np.ndim(self.value)
 
     @property
     def size(self) -> int:
         """Number of elements of the held value."""
-        return int(np.size(self._raw_value))
+        return int(np.size(self.value))
 
     def __jax_array__(self) -> Any:
         return self.value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self._raw_value, dtype=dtype)
+        return np.asarray(self.value, dtype=dtype)
 
     def __len__(self) -> int:
-        return len(self._raw_value)
+        return len(self.value)
 
     def __iter__(self) -> Any:
-        return iter(self._raw_value)
+        return iter(self.value)
 
     def __bool__(self) -> bool:
-        return bool(self._raw_value)
+        return bool(self.value)
 
     def __float__(self) -> float:
-        return float(self._raw_value)
+        return float(self.value)
 
     def __int__(self) -> int:
-        return int(self._raw_value)
+        return int(self.value)
 
     def __index__(self) -> int:
-        return operator.index(self._raw_value)
+        return operator.index(self.value)
 
     def __hash__(self) -> int:
         return object.__hash__(self)
 
     def __eq__(self, other: Any) -> Any:  # elementwise, like arrays
-        return self._raw_value == _unbox(other)
+        return self.value == _unbox(other)
 
     def __ne__(self, other: Any) -> Any:
-        return self._raw_value != _unbox(other)
+        return self.value != _unbox(other)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__}("]
@@ -401,7 +401,7 @@ def _escaped_error(var: Variable) -> Exception:
 
 
 def _unbox(x: Any) -> Any:
-    return x._raw_value if isinstance(x, Variable) else x
+    return x.value if isinstance(x, Variable) else x
 
 
 def _short_repr(value: Any) -> str:
@@ -412,13 +412,13 @@ def _short_repr(value: Any) -> str:
 
 def _binary(op: Callable) -> tuple[Callable, Callable, Callable]:
     def forward(self, other):
-        return op(self._raw_value, _unbox(other))
+        return op(self.value, _unbox(other))
 
     def reflected(self, other):
-        return op(_unbox(other), self._raw_value)
+        return op(_unbox(other), self.value)
 
     def inplace(self, other):
-        self.set_value(op(self._raw_value, _unbox(other)))
+        self.set_value(op(self.value, _unbox(other)))
         return self
 
     return forward, reflected, inplace
@@ -443,7 +443,7 @@ for _name, _op in {"lt": operator.lt, "le": operator.le, "gt": operator.gt,
 
 for _name, _op in {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs,
                    "invert": operator.invert}.items():
-    setattr(Variable, f"__{_name}__", (lambda op: lambda self: op(self._raw_value))(_op))
+    setattr(Variable, f"__{_name}__", (lambda op: lambda self: op(self.value))(_op))
 
 
 def _new_variable(cls: type[V], value: Any, metadata: dict, trace: Any = _MISSING) -> V:
@@ -463,11 +463,13 @@ _SET_TRACE = Variable._nnx_trace.__set__  # type: ignore[attr-defined]
 
 
 def _register_pytree(cls: type) -> None:
+    # ``var.value`` (not the raw slot): an escaped variable raises its clear error here
+    # instead of handing JAX a sentinel it cannot interpret.
     def flatten(var):
-        return (var._raw_value,), freeze_metadata(var._metadata)
+        return (var.value,), freeze_metadata(var._metadata)
 
     def flatten_with_keys(var):
-        return ((jax.tree_util.GetAttrKey("value"), var._raw_value),), freeze_metadata(
+        return ((jax.tree_util.GetAttrKey("value"), var.value),), freeze_metadata(
             var._metadata
         )
 

@@ -657,3 +657,39 @@ class TestStructureCache:
         g = nnx.graphdef(model)
         nnx.update(model, jax.tree.map(lambda x: x * 0, nnx.state(model)))
         assert nnx.graphdef(model) is g
+
+
+# ----------------------------------------------------------- a Variable as the root
+def test_split_of_a_variable_gives_the_variable_as_its_state():
+    v = nnx.Param(jnp.arange(3.0), tag="x")
+    graphdef, state = nnx.split(v)
+    assert state is v  # as flax.nnx: the state of a lone variable is the variable
+    assert nnx.state(v) is v
+    rebuilt = nnx.merge(graphdef, nnx.Param(jnp.zeros(3), tag="x"))
+    assert isinstance(rebuilt, nnx.Param) and rebuilt.get_metadata()["tag"] == "x"
+    np.testing.assert_array_equal(rebuilt[...], jnp.zeros(3))
+    nnx.update(v, nnx.Param(jnp.ones(3)))
+    np.testing.assert_array_equal(v[...], jnp.ones(3))
+    with pytest.raises(ValueError, match="does not match"):
+        nnx.merge(graphdef, nnx.State({"a": nnx.Param(1.0)}))
+
+
+# ------------------------------------------------------------ GraphDef is static
+def test_graphdef_is_a_static_pytree_usable_with_plain_jax_jit():
+    model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    assert jax.tree.leaves(graphdef) == []
+    assert jax.tree.leaves((graphdef, state)) == jax.tree.leaves(state)
+    traces = []
+
+    @jax.jit
+    def apply(graphdef, state, x):
+        traces.append(1)
+        return nnx.merge(graphdef, state)(x)
+
+    x = jnp.ones((1, 2))
+    np.testing.assert_allclose(apply(graphdef, state, x), model(x), rtol=1e-6)
+    apply(nnx.graphdef(nnx.Linear(2, 3, rngs=nnx.Rngs(1))), state, x)  # equal: cached
+    assert len(traces) == 1
+    mapped = jax.tree.map(lambda a: a * 0, (graphdef, state))
+    assert mapped[0] is graphdef

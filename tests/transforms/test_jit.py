@@ -1039,3 +1039,20 @@ def test_variable_metadata_survives_the_transform():
     assert f(model) is model.kernel
     assert model.kernel.get_metadata() == {"sharding_names": ("in", "out"),
                                            "note": {"a": [1, 2]}}
+
+
+@pytest.mark.parametrize("use", [
+    lambda v: v + 1, lambda v: 1 - v, lambda v: -v, lambda v: v @ jnp.ones(3),
+    lambda v: jnp.sum(v), lambda v: jax.tree.leaves(v), lambda v: v.shape,
+    lambda v: np.asarray(v), lambda v: v == 0,
+], ids=["add", "rsub", "neg", "matmul", "jnp", "tree_leaves", "shape", "numpy", "eq"])
+def test_escaped_variable_raises_clear_error_in_every_array_use(use):
+    escaped = []
+
+    @nnx.jit
+    def f(m):
+        escaped.append(m.kernel)
+
+    f(Linear(3, 3, rngs=nnx.Rngs(0)))
+    with pytest.raises(nnx.TraceContextError, match="return the module"):
+        use(escaped[0])
