@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import jax
 
 from nnxlib.filters import to_predicate
-from nnxlib.graph import GraphDef, node_impl
+from nnxlib.graph import GraphDef, is_node_or_variable, node_impl
 from nnxlib.rngs import RngState
 from nnxlib.variables import SHARDING_KEYS, Variable, _new_variable, thaw_metadata
 
@@ -182,6 +182,30 @@ def prefix_leaves(prefix: Any, tree: Any, is_leaf: Callable, where: str) -> list
     for entry, sub in zip(entries, subtrees):
         out += [entry] * len(jax.tree_util.tree_leaves(sub, is_leaf=is_leaf))
     return out
+
+
+def out_specs(out_axes: Any, out: Any, where: str, array_axes: str) -> tuple[list, list]:
+    """Split ``out_axes`` into the entry per graph root of ``out`` and per other leaf.
+
+    ``out`` may be ``None`` (nothing returned); ``array_axes`` names what an array output
+    accepts, for the error message.
+    """
+    if out is None:
+        return [], []
+    specs = prefix_leaves(out_axes, out, is_node_or_variable, f"{where} out_axes")
+    leaves = jax.tree_util.tree_leaves(out, is_leaf=is_node_or_variable)
+    roots, others = [], []
+    for spec, leaf in zip(specs, leaves):
+        if is_node_or_variable(leaf):
+            roots.append(spec)
+        elif isinstance(spec, StateAxes):
+            raise ValueError(
+                f"{where} out_axes: {spec!r} is given for an output that is not a module or "
+                f"variable ({type(leaf).__name__}). Hint: use {array_axes} for arrays."
+            )
+        else:
+            others.append(spec)
+    return roots, others
 
 
 def leaf_names(tree: Any, is_leaf: Callable, top: Any = ("args", "kwargs")) -> list:

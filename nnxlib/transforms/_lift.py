@@ -27,17 +27,17 @@ from typing import Any, NamedTuple
 import jax
 
 from nnxlib import _tracking
-from nnxlib.graph import (
+from nnxlib._graphdef import (
     GraphDef,
     Plan,
     PytreeDef,
     _Flattener,
     _walk,
-    _write_into_pytree,
     build,
     is_node_or_variable,
     plan_for_many,
 )
+from nnxlib.graph import _write_into_pytree
 from nnxlib.variables import Variable, expire_variable
 
 __all__ = ["Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",

@@ -156,6 +156,28 @@ def _split_aux(out: Any, has_aux: bool, where: str) -> tuple:
     return out
 
 
+def _pure_function(f: Callable, ext: Any, diff: tuple, has_aux: bool, where: str) -> Callable:
+    """``f`` as a pure function ``(diff_values, others) -> (out, aux_outputs)``.
+
+    ``diff_values`` replace the extracted graph values at positions ``diff`` (the ones
+    differentiated); the rest keep their current values. The auxiliary outputs carry
+    the state changes (and ``f``'s aux) for :func:`_lift.apply_outputs`.
+    """
+    values, key = ext.values, ext.key
+
+    def pure(diff_values: list, others: list) -> tuple:
+        vals = list(values)
+        for j, v in zip(diff, diff_values):
+            vals[j] = v
+        rebuilt = _lift.rebuild(key, vals, others)
+        out, aux = _split_aux(f(*rebuilt.tree), has_aux, where)
+        out = _carry.detach(out, where)
+        info, send, other_out = _lift.collect(rebuilt, key, aux)
+        return out, (_lift.StaticBox(info), send, other_out)
+
+    return pure
+
+
 # ------------------------------------------------------------------------ vjp
 def vjp(f: Callable[..., Any] | None = None, *primals: Any, has_aux: bool = False,
         reduce_axes: tuple = ()) -> Any:
@@ -190,22 +212,12 @@ def vjp(f: Callable[..., Any] | None = None, *primals: Any, has_aux: bool = Fals
 
 def _vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple:
     ext = _lift.extract(primals)
-    key = ext.key
     layout = _Layout(primals, ext)
     is_param = to_predicate(Param)
     diff = tuple(j for j, (path, leaf) in enumerate(zip(layout.paths, layout.template))
                  if is_param(path[1:], leaf))
     values = ext.values
-
-    def pure(diff_values: list, others: list) -> tuple:
-        vals = list(values)
-        for j, v in zip(diff, diff_values):
-            vals[j] = v
-        rebuilt = _lift.rebuild(key, vals, others)
-        out, aux = _split_aux(f(*rebuilt.tree), has_aux, "vjp")
-        out = _carry.detach(out, "vjp")
-        info, send, other_out = _lift.collect(rebuilt, key, aux)
-        return out, (_lift.StaticBox(info), send, other_out)
+    pure = _pure_function(f, ext, diff, has_aux, "vjp")
 
     out, pullback, (box, send, other_out) = jax.vjp(
         pure, [values[j] for j in diff], ext.others, has_aux=True)
@@ -258,7 +270,6 @@ def _jvp(f: Callable, primals: Any, tangents: Any, has_aux: bool) -> tuple:
             "tangent per primal (a State or None for a module)."
         )
     ext = _lift.extract(primals)
-    key = ext.key
     layout = _Layout(primals, ext)
     flat_tangents: list = []
     for i, (treedef, tangent) in enumerate(zip(layout.arg_treedefs, tangents)):
@@ -278,16 +289,7 @@ def _jvp(f: Callable, primals: Any, tangents: Any, has_aux: bool) -> tuple:
     diff = tuple(sorted(graph_tangents))
     other_tangents = [flat_tangents[p] for p in sorted(layout.other_index)]
     values = ext.values
-
-    def pure(diff_values: list, others: list) -> tuple:
-        vals = list(values)
-        for j, v in zip(diff, diff_values):
-            vals[j] = v
-        rebuilt = _lift.rebuild(key, vals, others)
-        out, aux = _split_aux(f(*rebuilt.tree), has_aux, "jvp")
-        out = _carry.detach(out, "jvp")
-        info, send, other_out = _lift.collect(rebuilt, key, aux)
-        return out, (_lift.StaticBox(info), send, other_out)
+    pure = _pure_function(f, ext, diff, has_aux, "jvp")
 
     out, tangent_out, (box, send, other_out) = jax.jvp(
         pure, ([values[j] for j in diff], ext.others),

@@ -410,7 +410,7 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
             if in_carry is not None:
                 carry_in = call_args[0 if in_carry == "all" else in_carry]
                 new_carry_other = _check_carry(layout, carry_in, carry_out)
-            out_roots, other_specs = _out_specs(out_axes, ys_tree)
+            out_roots, other_specs = _axes.out_specs(out_axes, ys_tree, "scan", "an int axis")
             if tag:
                 _axes.retag_inputs(rebuilt.objects, layout.leaf_of_index, layout.graph_axes,
                                    metadata, add=True)
@@ -482,21 +482,3 @@ def _graph_leaves(tree: Any) -> list:
             if is_node_or_variable(x)]
 
 
-def _out_specs(out_axes: Any, ys_tree: Any) -> tuple[list, list]:
-    """The out_axes entry per graph root of ``ys_tree`` and per other leaf of it."""
-    if ys_tree is None:
-        return [], []
-    specs = _axes.prefix_leaves(out_axes, ys_tree, is_node_or_variable, "scan out_axes")
-    leaves = jax.tree_util.tree_leaves(ys_tree, is_leaf=is_node_or_variable)
-    roots, others = [], []
-    for spec, leaf in zip(specs, leaves):
-        if is_node_or_variable(leaf):
-            roots.append(spec)
-        elif isinstance(spec, StateAxes):
-            raise ValueError(
-                f"scan out_axes: {spec!r} is given for an output that is not a module or "
-                f"variable ({type(leaf).__name__}). Hint: use an int axis for arrays."
-            )
-        else:
-            others.append(spec)
-    return roots, others

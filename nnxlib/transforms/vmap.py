@@ -144,24 +144,6 @@ def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any) -> _L
                    leaf_names, other_names)
 
 
-def _out_specs(out_axes: Any, out: Any) -> tuple[list, list]:
-    """The out_axes entry per graph root of ``out`` and per other leaf of ``out``."""
-    specs = _axes.prefix_leaves(out_axes, out, is_node_or_variable, "vmap out_axes")
-    leaves = jax.tree_util.tree_leaves(out, is_leaf=is_node_or_variable)
-    roots, others = [], []
-    for spec, leaf in zip(specs, leaves):
-        if is_node_or_variable(leaf):
-            roots.append(spec)
-        elif isinstance(spec, StateAxes):
-            raise ValueError(
-                f"vmap out_axes: {spec!r} is given for an output that is not a module or "
-                f"variable ({type(leaf).__name__}). Hint: use an int or None for arrays."
-            )
-        else:
-            others.append(spec)
-    return roots, others
-
-
 def _graph_leaves(tree: Any) -> list:
     return [x for x in jax.tree_util.tree_leaves(tree, is_leaf=is_node_or_variable)
             if is_node_or_variable(x)]
@@ -261,7 +243,7 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
                                    metadata, add=False)
             call_args, call_kwargs = rebuilt.tree
             out = f(*call_args, **call_kwargs)
-            out_roots, other_specs = _out_specs(out_axes, out)
+            out_roots, other_specs = _axes.out_specs(out_axes, out, "vmap", "an int or None")
             if tag:
                 _axes.retag_inputs(rebuilt.objects, layout.leaf_of_index, layout.graph_axes,
                                    metadata, add=True)

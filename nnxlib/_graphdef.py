@@ -1,0 +1,567 @@
+"""Graph structure: the node registry, ``GraphDef``, and the cached walk (``Plan``).
+
+This is the machinery under :mod:`nnxlib.graph`. A graph is walked once by a
+:class:`_Flattener` into a tree of definitions (``NodeDef``, ``PytreeDef``,
+``VariableDef``, ``NodeRef`` for a second reference to a shared object, ``ArrayLeaf``,
+``Static``) wrapped in an immutable :class:`GraphDef`, plus the list of leaves in order.
+:func:`build` (or the builder compiled once per ``GraphDef``) turns definitions and
+leaves back into objects. A :class:`Plan` caches one walk on its root object, valid while
+no object it covers has been structurally changed (see :mod:`nnxlib._tracking`).
+
+Example:
+    >>> import nnxlib as nnx
+    >>> from nnxlib._graphdef import plan_for
+    >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    >>> plan_for(model) is plan_for(model)      # cached while the structure is unchanged
+    True
+    >>> model.note = "new static attribute"
+    >>> plan_for(model).graphdef == nnx.graphdef(nnx.Linear(2, 3, rngs=nnx.Rngs(1)))
+    False
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Callable, Iterator, NamedTuple
+
+import jax
+import numpy as np
+
+from nnxlib import _tracking
+from nnxlib._frozen import Unhashable, freeze
+from nnxlib.state import key_order, partition_indices
+from nnxlib.variables import Variable, _new_variable, freeze_metadata, thaw_metadata
+
+
+# ------------------------------------------------------------------ node registry
+class NodeImpl(NamedTuple):
+    """How the graph walker reads and rebuilds one kind of node.
+
+    ``children(node)`` lists ``(key, value)`` pairs in a stable order. Mutable nodes
+    (``pytree=False``) have identity: ``create_empty(type, trace)`` makes a blank
+    instance belonging to JAX trace ``trace`` and
+    ``fill(node, pairs)`` sets its children without counting as a user mutation, which
+    lets cycles and shared references be rebuilt; ``keyed`` says the order of the pairs
+    given to ``fill`` does not matter. Immutable pytree-like nodes (``pytree=True``,
+    e.g. tuples) are rebuilt by ``build(type, keys, values)``.
+    """
+
+    children: Callable[[Any], list]
+    pytree: bool
+    create_empty: Callable[[type, Any], Any] | None = None
+    fill: Callable[[Any, list], None] | None = None
+    build: Callable[[type, tuple, list], Any] | None = None
+    set_raw: Callable[[Any, Any, Any], None] | None = None
+    keyed: bool = False
+
+
+_IMPLS: dict[type, NodeImpl | None] = {}
+
+
+def register_graph_node_type(typ: type, impl: NodeImpl) -> None:
+    """Teach the graph walker a new node type (subclasses inherit it).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> from nnxlib.graph import NodeImpl, register_graph_node_type
+        >>> class Pair:
+        ...     def __init__(self, a, b):
+        ...         self.a, self.b = a, b
+        >>> register_graph_node_type(Pair, NodeImpl(
+        ...     children=lambda p: [("a", p.a), ("b", p.b)], pytree=True,
+        ...     build=lambda t, keys, values: Pair(*values)))
+        >>> graphdef, state = nnx.split(Pair(nnx.Param(1.0), 2))
+        >>> list(state)
+        ['a']
+    """
+    _IMPLS.clear()  # subclasses may have cached a different answer
+    _REGISTERED[typ] = impl
+
+
+_REGISTERED: dict[type, NodeImpl] = {}
+
+
+def node_impl(typ: type) -> NodeImpl | None:
+    """The :class:`NodeImpl` for ``typ`` (searching its bases), or None for non-nodes."""
+    try:
+        return _IMPLS[typ]
+    except KeyError:
+        pass
+    impl = None
+    for base in typ.__mro__:
+        if base in _REGISTERED:
+            impl = _REGISTERED[base]
+            break
+    _IMPLS[typ] = impl
+    return impl
+
+
+def is_graph_node(x: Any) -> bool:
+    """True for modules, containers and other registered graph nodes (not variables).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.graph.is_graph_node(nnx.List([1])), nnx.graph.is_graph_node(1)
+        (True, False)
+    """
+    impl = node_impl(type(x))
+    return impl is not None and not impl.pytree
+
+
+def is_node_or_variable(x: Any) -> bool:
+    """True for mutable graph nodes and variables (the objects with identity)."""
+    return isinstance(x, Variable) or is_graph_node(x)
+
+
+def _sorted_items(d: dict) -> list:
+    return sorted(d.items(), key=lambda kv: key_order(kv[0]))
+
+
+register_graph_node_type(tuple, NodeImpl(
+    children=lambda t: list(enumerate(t)), pytree=True,
+    build=lambda typ, keys, values: typ(values) if typ is tuple else typ(*values)))
+register_graph_node_type(list, NodeImpl(
+    children=lambda t: list(enumerate(t)), pytree=True,
+    build=lambda typ, keys, values: list(values)))
+register_graph_node_type(dict, NodeImpl(
+    children=_sorted_items, pytree=True,
+    build=lambda typ, keys, values: dict(zip(keys, values))))
+
+
+def is_array(x: Any) -> bool:
+    """True for values that are state when held directly by a module attribute."""
+    return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
+
+
+# --------------------------------------------------------------- graph definition
+class NodeDef(NamedTuple):
+    """A mutable node: its type, identity index and attribute definitions."""
+
+    type: type
+    index: int
+    attributes: tuple
+    kind: str = "node"
+
+
+class PytreeDef(NamedTuple):
+    """An immutable container (tuple, plain list/dict inside a pytree root)."""
+
+    type: type
+    attributes: tuple
+    kind: str = "pytree"
+
+
+class VariableDef(NamedTuple):
+    """A variable: its kind, identity index and (frozen) metadata; consumes one leaf."""
+
+    type: type
+    index: int
+    metadata: tuple
+    kind: str = "variable"
+
+
+class NodeRef(NamedTuple):
+    """A second path to an object already defined at ``index`` (a shared reference)."""
+
+    index: int
+    kind: str = "ref"
+
+
+class ArrayLeaf(NamedTuple):
+    """A raw array held directly by an attribute; consumes one leaf."""
+
+    kind: str = "array"
+
+
+class Static(NamedTuple):
+    """A static (non-array) attribute value, part of the structure."""
+
+    value: Any
+    kind: str = "static"
+
+
+class GraphDef:
+    """The static structure of a graph: immutable, hashable, compares by value.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> a = nnx.graphdef(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        >>> b = nnx.graphdef(nnx.Linear(2, 3, rngs=nnx.Rngs(1)))
+        >>> a == b, hash(a) == hash(b)
+        (True, True)
+    """
+
+    __slots__ = ("root", "paths", "num_leaves", "_hash", "_builder")
+
+    def __init__(self, root: Any, paths: tuple):
+        set_ = object.__setattr__
+        set_(self, "root", root)
+        set_(self, "paths", paths)  # leaf paths in leaf order (derived; not in equality)
+        set_(self, "num_leaves", len(paths))
+        set_(self, "_hash", hash(root))
+        set_(self, "_builder", None)  # compiled lazily by build_fresh (a cache)
+
+    def build_fresh(self, leaves: list, objects: dict | None = None) -> Any:
+        """Build new objects from ``leaves`` (Variables are reused, raw values boxed).
+
+        Uses a builder compiled from the definition once, so repeated merges of the
+        same structure skip the interpretation work.
+        """
+        builder = self._builder
+        if builder is None:
+            builder = _compile(self.root)
+            object.__setattr__(self, "_builder", builder)
+        return builder(iter(leaves), {} if objects is None else objects,
+                       _tracking.current_trace())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"GraphDef is immutable: cannot set {name!r}.")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"GraphDef is immutable: cannot delete {name!r}.")
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (
+            isinstance(other, GraphDef) and self._hash == other._hash
+            and self.root == other.root
+        )
+
+    def __repr__(self) -> str:
+        return f"GraphDef({_def_repr(self.root, 0)})"
+
+    def __reduce__(self) -> tuple:
+        return (GraphDef, (self.root, self.paths))
+
+    def apply(self, state: Any, *states: Any) -> Any:
+        """Functional call helper: ``graphdef.apply(state).method(...)``.
+
+        Returns ``(output, (graphdef, state))`` like :func:`call`.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> graphdef, state = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+            >>> y, _ = graphdef.apply(state)(jnp.ones((1, 2)))
+            >>> y.shape
+            (1, 3)
+        """
+        from nnxlib.graph import call, merge_state_args  # the public layer sits above
+
+        return call((self, merge_state_args(state, *states)))
+
+
+# A GraphDef is static data: as a pytree it has no leaves and travels as auxiliary data,
+# so ``jax.jit(f)(graphdef, state)`` and ``jax.tree.map`` over ``(graphdef, state)`` work.
+jax.tree_util.register_static(GraphDef)
+
+
+def _def_repr(d: Any, depth: int) -> str:
+    pad = "  " * (depth + 1)
+    if isinstance(d, NodeDef) or isinstance(d, PytreeDef):
+        inner = ",\n".join(f"{pad}{k!r}: {_def_repr(v, depth + 1)}" for k, v in d.attributes)
+        index = f", index={d.index}" if isinstance(d, NodeDef) else ""
+        body = f"\n{inner}\n{'  ' * depth}" if inner else ""
+        return f"{d.type.__name__}({index.lstrip(', ')}){{{body}}}"
+    if isinstance(d, VariableDef):
+        meta = ", ".join(f"{k}={e!r}" for k, e in d.metadata)
+        return f"{d.type.__name__}(index={d.index}{', ' if meta else ''}{meta})"
+    if isinstance(d, NodeRef):
+        return f"<ref {d.index}>"
+    if isinstance(d, ArrayLeaf):
+        return "<array>"
+    return repr(d.value)
+
+
+# ------------------------------------------------------------------ flatten/build
+class _Flattener:
+    """One walk over a graph; collects definitions, leaves and the objects seen."""
+
+    __slots__ = ("index_of", "objects", "paths", "leaves", "slots", "stamped", "_next")
+
+    def __init__(self, seed: dict[int, int] | None = None, first_index: int = 0):
+        self.index_of: dict[int, int] = dict(seed) if seed else {}
+        self.objects: dict[int, Any] = {}  # index -> object (nodes and variables)
+        self.paths: list = []
+        self.leaves: list = []
+        self.slots: list = []  # (leaf position, owner, key, set_raw) for raw arrays
+        self.stamped: list = []  # every mutable object covered (for plan validation)
+        self._next = max(first_index, len(self.index_of))
+
+    def new_index(self, obj: Any) -> tuple[int, bool]:
+        key = id(obj)
+        index = self.index_of.get(key)
+        if index is not None:
+            if index not in self.objects:  # seeded (known from outside), first visit
+                self.objects[index] = obj
+                return index, True
+            return index, False
+        index = self._next
+        self._next += 1
+        self.index_of[key] = index
+        self.objects[index] = obj
+        return index, True
+
+    def flatten(self, value: Any, path: tuple, owner: Any = None, key: Any = None,
+                set_raw: Any = None) -> Any:
+        if isinstance(value, Variable):
+            index, first = self.new_index(value)
+            if not first:
+                return NodeRef(index)
+            self.stamped.append(value)
+            self.paths.append(path)
+            self.leaves.append(value)
+            return VariableDef(type(value), index, freeze_metadata(value._metadata))
+        impl = node_impl(type(value))
+        if impl is not None:
+            if impl.pytree:
+                attrs = tuple((k, self.flatten(v, path + (k,), value, k, None))
+                              for k, v in impl.children(value))
+                return PytreeDef(type(value), attrs)
+            index, first = self.new_index(value)
+            if not first:
+                return NodeRef(index)
+            self.stamped.append(value)
+            attrs = tuple((k, self.flatten(v, path + (k,), value, k, impl.set_raw))
+                          for k, v in impl.children(value))
+            return NodeDef(type(value), index, attrs)
+        if is_array(value):
+            if set_raw is not None:
+                self.slots.append((len(self.leaves), owner, key, set_raw))
+            self.paths.append(path)
+            self.leaves.append(value)
+            return ArrayLeaf()
+        return Static(freeze(value))
+
+
+def build(d: Any, leaves: Iterator, objects: dict[int, Any],
+          existing: dict[int, Any] | None = None) -> Any:
+    """Rebuild the object for definition ``d``, consuming ``leaves`` in order.
+
+    ``objects`` collects index -> object (for shared references). With ``existing``,
+    objects whose index is a key there are updated in place instead of created, which
+    is how a structural change made inside a transform reaches the caller's objects.
+    """
+    kind = d.kind
+    if kind == "variable":
+        leaf = next(leaves)
+        old = existing.get(d.index) if existing else None
+        if old is not None:
+            object.__setattr__(old, "_raw_value",
+                               leaf._raw_value if isinstance(leaf, Variable) else leaf)
+            metadata = thaw_metadata(d.metadata)
+            if metadata != old._metadata:
+                object.__setattr__(old, "_metadata", metadata)
+                object.__setattr__(old, "_nnx_stamp", _tracking.bump())
+            var = old
+        elif isinstance(leaf, Variable):
+            var = leaf
+        else:
+            var = _new_variable(d.type, leaf, thaw_metadata(d.metadata),
+                                _tracking.current_trace())
+        objects[d.index] = var
+        return var
+    if kind == "node":
+        impl = node_impl(d.type)
+        old = existing.get(d.index) if existing else None
+        node = old if old is not None else impl.create_empty(d.type, _tracking.current_trace())
+        objects[d.index] = node
+        pairs = [(k, build(v, leaves, objects, existing)) for k, v in d.attributes]
+        impl.fill(node, pairs)
+        if old is not None:
+            object.__setattr__(node, "_nnx_stamp", _tracking.bump())
+        return node
+    if kind == "ref":
+        try:
+            return objects[d.index]
+        except KeyError:
+            return existing[d.index]  # type: ignore[index]
+    if kind == "array":
+        leaf = next(leaves)
+        return leaf._raw_value if isinstance(leaf, Variable) else leaf
+    if kind == "pytree":
+        keys = tuple(k for k, _ in d.attributes)
+        values = [build(v, leaves, objects, existing) for _, v in d.attributes]
+        return node_impl(d.type).build(d.type, keys, values)
+    value = d.value
+    return value.value if isinstance(value, Unhashable) else value
+
+
+def _compile(d: Any) -> Callable[[Iterator, dict, Any], Any]:
+    """Turn a definition into a closure ``(leaves, objects, trace) -> object``.
+
+    Equivalent to :func:`build` without ``existing``; the dispatch on definition kinds
+    and the lookups of node implementations happen once here instead of per merge.
+    """
+    kind = d.kind
+    if kind == "variable":
+        var_type, index, frozen = d.type, d.index, d.metadata
+
+        def build_variable(leaves: Iterator, objects: dict, trace: Any) -> Any:
+            leaf = next(leaves)
+            if not isinstance(leaf, Variable):
+                leaf = _new_variable(var_type, leaf, thaw_metadata(frozen), trace)
+            objects[index] = leaf
+            return leaf
+
+        return build_variable
+    if kind == "node":
+        node_type, index = d.type, d.index
+        impl = node_impl(node_type)
+        create, fill = impl.create_empty, impl.fill
+        statics = [(k, _static_value(v)) for k, v in d.attributes if v.kind == "static"]
+        if impl.keyed:
+            dynamic = tuple((k, _compile(v)) for k, v in d.attributes if v.kind != "static")
+        else:  # order matters (lists): compile everything, statics included
+            statics = []
+            dynamic = tuple((k, _compile(v)) for k, v in d.attributes)
+
+        def build_node(leaves: Iterator, objects: dict, trace: Any) -> Any:
+            node = create(node_type, trace)
+            objects[index] = node
+            pairs = [(k, b(leaves, objects, trace)) for k, b in dynamic]
+            if statics:
+                pairs += statics
+            fill(node, pairs)
+            return node
+
+        return build_node
+    if kind == "ref":
+        ref_index = d.index
+        return lambda leaves, objects, trace: objects[ref_index]
+    if kind == "array":
+        def build_array(leaves: Iterator, objects: dict, trace: Any) -> Any:
+            leaf = next(leaves)
+            return leaf._raw_value if isinstance(leaf, Variable) else leaf
+
+        return build_array
+    if kind == "pytree":
+        pytree_type = d.type
+        make = node_impl(pytree_type).build
+        keys = tuple(k for k, _ in d.attributes)
+        children = tuple(_compile(v) for _, v in d.attributes)
+        return lambda leaves, objects, trace: make(
+            pytree_type, keys, [b(leaves, objects, trace) for b in children])
+    value = _static_value(d)
+    return lambda leaves, objects, trace: value
+
+
+def _static_value(d: Static) -> Any:
+    value = d.value
+    return value.value if isinstance(value, Unhashable) else value
+
+
+# -------------------------------------------------------------------- split plans
+class Plan:
+    """A cached walk of one root: its GraphDef and how to read its current leaves."""
+
+    __slots__ = ("epoch", "graphdef", "template", "slots", "stamped", "objects",
+                 "partitions", "path_index", "others", "writers", "__weakref__")
+
+    def __init__(self, graphdef: GraphDef, flat: _Flattener, others: tuple = ()):
+        self.epoch = _tracking.EPOCH[0]
+        self.graphdef = graphdef
+        self.template = flat.leaves  # Variables stay; raw-array positions are refreshed
+        self.slots = flat.slots
+        self.stamped = flat.stamped
+        self.objects = flat.objects
+        self.partitions: dict = {}
+        self.path_index: dict | None = None
+        self.others = others  # weak references to extra roots (multi-root plans)
+        self.writers: tuple | None = None  # transforms' write-back cache (see _lift)
+
+    def is_valid(self) -> bool:
+        epoch = _tracking.EPOCH[0]
+        if self.epoch == epoch:
+            return True
+        limit = self.epoch
+        for obj in self.stamped:
+            if obj._nnx_stamp > limit:
+                return False
+        self.epoch = epoch
+        return True
+
+    def leaves(self) -> list:
+        """Current leaves: the live variables, plus fresh reads of raw-array slots."""
+        leaves = list(self.template)
+        for position, owner, key, _ in self.slots:
+            leaves[position] = _read_child(owner, key)
+        return leaves
+
+    def partition(self, filters: tuple, leaves: list) -> list:
+        try:
+            return self.partitions[filters]
+        except (KeyError, TypeError):
+            pass
+        paths = self.graphdef.paths
+        groups = partition_indices(paths, leaves, filters)
+        result = [(tuple(paths[i] for i in idx), idx) for idx in groups]
+        try:
+            self.partitions[filters] = result
+        except TypeError:  # unhashable filter: just don't cache
+            pass
+        return result
+
+
+def _read_child(owner: Any, key: Any) -> Any:
+    d = getattr(owner, "__dict__", None)
+    if d is not None and isinstance(key, str) and key in d:
+        return d[key]
+    return owner[key]
+
+
+def plan_for(node: Any) -> Plan:
+    """Return the (cached) :class:`Plan` for a root node, re-walking only if needed."""
+    plan = getattr(node, "_nnx_plan", None)
+    if plan is not None and plan.is_valid():
+        return plan
+    plan = _walk((node,))
+    if is_graph_node(node):
+        object.__setattr__(node, "_nnx_plan", plan)
+    return plan
+
+
+def plan_for_many(nodes: tuple) -> Plan:
+    """A joint plan over several roots (shared references across them are kept).
+
+    The GraphDef's root is a ``PytreeDef`` tuple of the roots, leaf paths start with
+    the root's position. Cached on the first root (apart from its single-root plan).
+    """
+    first = nodes[0]
+    plan = getattr(first, "_nnx_joint", None)
+    if (plan is not None and len(plan.others) == len(nodes) - 1
+            and all(ref() is n for ref, n in zip(plan.others, nodes[1:]))
+            and plan.is_valid()):
+        return plan
+    plan = _walk(nodes, tuple(weakref.ref(n) for n in nodes[1:]), joint=True)
+    object.__setattr__(first, "_nnx_joint", plan)
+    return plan
+
+
+def _walk(nodes: tuple, others: tuple = (), joint: bool = False) -> Plan:
+    flat = _Flattener()
+    if not joint:
+        root = flat.flatten(nodes[0], ())
+    else:
+        root = PytreeDef(tuple, tuple((i, flat.flatten(n, (i,))) for i, n in enumerate(nodes)))
+    return Plan(GraphDef(root, tuple(flat.paths)), flat, others)
+
+
+def flatten(node: Any, seed: dict[int, int] | None = None
+            ) -> tuple[GraphDef, list, _Flattener]:
+    """Uncached walk: ``(graphdef, leaves, flattener)``; ``seed`` fixes known indices."""
+    flat = _Flattener(seed)
+    root = flat.flatten(node, ())
+    return GraphDef(root, tuple(flat.paths)), flat.leaves, flat
+
+
+def unflatten(graphdef: GraphDef, leaves: list, existing: dict[int, Any] | None = None
+              ) -> Any:
+    """Rebuild from a definition and leaves (raw values become fresh variables)."""
+    if len(leaves) != graphdef.num_leaves:
+        raise ValueError(
+            f"unflatten: expected {graphdef.num_leaves} leaves, got {len(leaves)}."
+        )
+    return build(graphdef.root, iter(leaves), {}, existing)
