@@ -375,30 +375,37 @@ def explain_mapped_shapes(items: list, where: str, length: int | None = None) ->
 
 
 # ------------------------------------------------------------------ axis metadata
-def retag_inputs(objects: dict, leaf_of_index: dict, graph_axes: list, metadata: Mapping,
-                 add: bool) -> None:
-    """Inside a trace: remove (``add=False``) or put back the mapped axis name in the
-    metadata of the rebuilt input variables whose axis is an int."""
-    fn = add_axis if add else remove_axis
-    for index, j in leaf_of_index.items():
-        axis = graph_axes[j]
-        if isinstance(axis, int) and axis is not Carry:
-            fn(objects[index], axis, metadata, quiet=True)
+def strip_mapped_axes(rebuilt: Any, layout: Any, metadata: Mapping) -> None:
+    """Inside a trace, before the user function: remove the mapped axis name from the
+    metadata of the rebuilt input variables whose axis is an int (the function sees
+    per-example variables)."""
+    _retag_inputs(rebuilt.objects, layout, metadata, remove_axis)
 
 
-def tag_new_variables(roots: list, specs: list, known: set, metadata: Mapping,
-                      where: str) -> None:
-    """Inside a trace: add the mapped axis name to variables created there.
-
-    ``roots`` are the input roots then the output roots, ``specs`` their axis entries;
-    variables whose id is in ``known`` (the inputs) are skipped.
+def restore_mapped_axes(rebuilt: Any, layout: Any, metadata: Mapping, out: Any,
+                        out_roots: list, where: str) -> None:
+    """Inside a trace, after the user function: put the mapped axis name back on the
+    input variables, and add it to variables the function created (found through the
+    input roots and the graph objects in ``out``, whose axis entries are ``out_roots``).
     """
-    for i, path, var in iter_variables(roots):
+    _retag_inputs(rebuilt.objects, layout, metadata, add_axis)
+    known = {id(rebuilt.objects[i]) for i in layout.leaf_of_index}
+    out_nodes = [x for x in jax.tree_util.tree_leaves(out, is_leaf=is_node_or_variable)
+                 if is_node_or_variable(x)]
+    specs = [*layout.root_specs, *out_roots]
+    for i, path, var in iter_variables([*rebuilt.nodes, *out_nodes]):
         if id(var) in known:
             continue
         axis = resolve(specs[i], path, var, where, allow_carry=True)
         if isinstance(axis, int):
             add_axis(var, axis, metadata, quiet=True)
+
+
+def _retag_inputs(objects: dict, layout: Any, metadata: Mapping, change: Callable) -> None:
+    for index, j in layout.leaf_of_index.items():
+        axis = layout.graph_axes[j]
+        if isinstance(axis, int) and axis is not Carry:
+            change(objects[index], axis, metadata, quiet=True)
 
 
 def _insert(fields: Any, index: int, value: Any) -> Any:

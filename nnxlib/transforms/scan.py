@@ -401,8 +401,7 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
                 others[i] = v
             rebuilt = _lift.rebuild(key, values, others)
             if tag:
-                _axes.retag_inputs(rebuilt.objects, layout.leaf_of_index, layout.graph_axes,
-                                   metadata, add=False)
+                _axes.strip_mapped_axes(rebuilt, layout, metadata)
             call_args = rebuilt.tree
             out = f(*call_args)
             carry_out, ys_tree = _split_out(out, out_axes, out_carry)
@@ -412,12 +411,8 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
                 new_carry_other = _check_carry(layout, carry_in, carry_out)
             out_roots, other_specs = _axes.out_specs(out_axes, ys_tree, "scan", "an int axis")
             if tag:
-                _axes.retag_inputs(rebuilt.objects, layout.leaf_of_index, layout.graph_axes,
-                                   metadata, add=True)
-                known = {id(rebuilt.objects[i]) for i in layout.leaf_of_index}
-                _axes.tag_new_variables([*rebuilt.nodes, *_graph_leaves(ys_tree)],
-                                        [*layout.root_specs, *out_roots], known, metadata,
-                                        "scan axes for new state")
+                _axes.restore_mapped_axes(rebuilt, layout, metadata, ys_tree, out_roots,
+                                          "scan axes for new state")
             info, send, other_out = _lift.collect(rebuilt, key, ys_tree)
             router = _Router(layout, list(carry_graph), values, template)
             _route(router, info, send, in_roots, out_roots)
@@ -475,10 +470,5 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
 
 def _to_front(x: Any, axis: int) -> Any:
     return x if axis == 0 else jnp.moveaxis(x, axis, 0)
-
-
-def _graph_leaves(tree: Any) -> list:
-    return [x for x in jax.tree_util.tree_leaves(tree, is_leaf=is_node_or_variable)
-            if is_node_or_variable(x)]
 
 

@@ -144,11 +144,6 @@ def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any) -> _L
                    leaf_names, other_names)
 
 
-def _graph_leaves(tree: Any) -> list:
-    return [x for x in jax.tree_util.tree_leaves(tree, is_leaf=is_node_or_variable)
-            if is_node_or_variable(x)]
-
-
 def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
                out_roots: list) -> tuple[list, list]:
     """The out axis and a readable location for each graph value sent out."""
@@ -239,18 +234,13 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
         def pure(values: list, others: list) -> tuple:
             rebuilt = _lift.rebuild(key, values, others)
             if tag:
-                _axes.retag_inputs(rebuilt.objects, layout.leaf_of_index, layout.graph_axes,
-                                   metadata, add=False)
+                _axes.strip_mapped_axes(rebuilt, layout, metadata)
             call_args, call_kwargs = rebuilt.tree
             out = f(*call_args, **call_kwargs)
             out_roots, other_specs = _axes.out_specs(out_axes, out, "vmap", "an int or None")
             if tag:
-                _axes.retag_inputs(rebuilt.objects, layout.leaf_of_index, layout.graph_axes,
-                                   metadata, add=True)
-                known = {id(rebuilt.objects[i]) for i in layout.leaf_of_index}
-                _axes.tag_new_variables([*rebuilt.nodes, *_graph_leaves(out)],
-                                        [*layout.root_specs, *out_roots], known, metadata,
-                                        "vmap axes for new state")
+                _axes.restore_mapped_axes(rebuilt, layout, metadata, out, out_roots,
+                                          "vmap axes for new state")
             info, send, other_out = _lift.collect(rebuilt, key, out)
             axes, names = _sent_axes(info, send, layout, in_roots, out_roots)
             lists: list = [[] for _ in buckets]
