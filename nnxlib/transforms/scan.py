@@ -470,5 +470,3 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
 
 def _to_front(x: Any, axis: int) -> Any:
     return x if axis == 0 else jnp.moveaxis(x, axis, 0)
-
-
