@@ -81,7 +81,15 @@ from nnxlib.variables import (
 
 
 class _Display:
-    """``nnx.display(x)`` shows values; ``nnx.display.render_to_html`` is also here."""
+    """``nnx.display(x)`` shows values; the display module's helpers are attributes.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.display(nnx.Param(1.0))
+        Param(
+          value=1.0,
+        )
+    """
 
     def __call__(self, *values):
         _display_module.display(*values)

@@ -205,7 +205,18 @@ class GraphDef:
         """Build new objects from ``leaves`` (Variables are reused, raw values boxed).
 
         Uses a builder compiled from the definition once, so repeated merges of the
-        same structure skip the interpretation work.
+        same structure skip the interpretation work. ``leaves`` are in
+        ``self.paths`` order.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> graphdef = nnx.graphdef(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+            >>> graphdef.paths
+            (('bias',), ('kernel',))
+            >>> layer = graphdef.build_fresh([jnp.zeros(3), jnp.ones((2, 3))])
+            >>> layer(jnp.ones((1, 2)))
+            Array([[2., 2., 2.]], dtype=float32)
         """
         builder = self._builder
         if builder is None:

@@ -51,7 +51,25 @@ EXPIRED = _ExpiredTrace()
 
 
 class TraceContextError(Exception):
-    """Raised when an object is mutated from inside a JAX trace it does not belong to."""
+    """Raised when an object is used from a JAX trace it does not belong to.
+
+    Two cases: mutating, inside a transform, a module captured from outside it (pass it
+    as an argument instead), and using a module created inside a transform after that
+    transform has returned (return it instead).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> counter = nnx.Variable(jnp.array(0))
+        >>> @jax.jit
+        ... def bump():
+        ...     counter[...] += 1          # captured, not passed: belongs to the outer level
+        >>> try:
+        ...     bump()
+        ... except nnx.TraceContextError:
+        ...     print("raised")
+        raised
+    """
 
 
 def check_trace(obj: object, what: str) -> None:

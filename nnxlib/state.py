@@ -96,7 +96,14 @@ class FlatState:
         return self.paths[index], self.leaves[index]
 
     def to_nested_state(self) -> "State":
-        """Return the nested :class:`State` with the same paths and leaves."""
+        """Return the nested :class:`State` with the same paths and leaves.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> flat = nnx.State({"a": {"b": nnx.Param(1.0)}}).flat_state()
+            >>> flat.to_nested_state()["a"]["b"][...]
+            1.0
+        """
         return State._from_flat(self.paths, list(self.leaves))
 
     def __repr__(self) -> str:

@@ -128,7 +128,15 @@ class Variable:
     # ------------------------------------------------------------------ value access
     @property
     def value(self) -> Any:
-        """The held value."""
+        """The held value (``v.value`` is ``v[...]``; assigning to it is ``set_value``).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> p = nnx.Param(1.0)
+            >>> p.value = 2.0
+            >>> p.value
+            2.0
+        """
         value = self._raw_value
         if value is ESCAPED:
             raise _escaped_error(self)
@@ -307,23 +315,51 @@ class Variable:
     # --------------------------------------------------------------- array protocol
     @property
     def shape(self) -> tuple[int, ...]:
-        """Shape of the held value."""
+        """Shape of the held value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.Param(jnp.zeros((2, 3))).shape
+            (2, 3)
+        """
         return np.shape(self.value)
 
     @property
     def dtype(self) -> Any:
-        """Dtype of the held value."""
+        """Dtype of the held value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.Param(jnp.zeros(2, jnp.bfloat16)).dtype
+            dtype(bfloat16)
+        """
         dtype = getattr(self.value, "dtype", None)
         return np.result_type(self.value) if dtype is None else dtype
 
     @property
     def ndim(self) -> int:
-        """Number of dimensions of the held value."""
+        """Number of dimensions of the held value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.Param(jnp.zeros((2, 3))).ndim
+            2
+        """
         return np.ndim(self.value)
 
     @property
     def size(self) -> int:
-        """Number of elements of the held value."""
+        """Number of elements of the held value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.Param(jnp.zeros((2, 3))).size
+            6
+        """
         return int(np.size(self.value))
 
     def __jax_array__(self) -> Any:

@@ -87,12 +87,24 @@ class StateAxes(Mapping):
 
     @property
     def filters(self) -> tuple:
-        """The filters, in matching order."""
+        """The filters, in matching order.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.StateAxes({nnx.Param: 0, ...: None}).filters
+            (<class 'nnxlib.variables.Param'>, Ellipsis)
+        """
         return self._filters
 
     @property
     def axes(self) -> tuple:
-        """The axes, one per filter."""
+        """The axes, one per filter.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.StateAxes({nnx.Param: 0, ...: None}).axes
+            (0, None)
+        """
         return self._axes
 
     def axis_for(self, path: tuple, leaf: Any, where: str = "StateAxes") -> Any:

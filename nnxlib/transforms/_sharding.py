@@ -39,7 +39,17 @@ class StateSharding:
         self._predicates = [(to_predicate(f), s) for f, s in self.filter_shardings.items()]
 
     def resolve(self, path: tuple, leaf: Any) -> Any:
-        """The sharding for the leaf at ``path`` (None if no filter matches)."""
+        """The sharding for the leaf at ``path`` (None if no filter matches).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> from jax.sharding import PartitionSpec as P
+            >>> spec = nnx.StateSharding({nnx.Param: P("model"), ...: P()})
+            >>> spec.resolve(("kernel",), nnx.Param(0.0)) == P("model")
+            True
+            >>> spec.resolve(("index",), nnx.Cache(0)) == P()
+            True
+        """
         for predicate, sharding in self._predicates:
             if predicate(path, leaf):
                 return sharding
