@@ -115,6 +115,13 @@ class Linear(Module):
             >>> layer(jnp.array([1.0, 2.0]))
             Array([3., 3.], dtype=float32)
         """
+        if jnp.shape(inputs)[-1:] != (self.in_features,):
+            raise ValueError(
+                f"Linear({self.in_features}, {self.out_features}): expected inputs whose "
+                f"last axis has in_features={self.in_features} entries, got shape "
+                f"{jnp.shape(inputs)}. Hint: check the previous layer's output size, or "
+                "reshape the inputs so that features come last."
+            )
         bias = None if self.bias is None else self.bias[...]
         x, kernel, bias = self.promote_dtype((inputs, self.kernel[...], bias), dtype=self.dtype)
         # Optional keywords are only passed when set, so a custom dot_general written

@@ -16,6 +16,7 @@ Array([[-0.99..., 0.99...],
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Callable
@@ -121,6 +122,24 @@ def _broadcastable(a: jax.Array, shape: list[int]) -> jax.Array:
     while trailing and trailing[0] == 1 and len(trailing) > a.ndim:
         trailing.pop(0)
     return a if list(a.shape) == trailing else a.reshape(shape)
+
+
+def _check_features(layer: Module, x: jax.Array, feature_axes: Axes) -> None:
+    """``x``'s feature axes must hold ``layer.num_features`` entries (the shape of its
+    parameters and statistics); say so instead of failing inside a reshape."""
+    axes = _axes(jnp.ndim(x), feature_axes)
+    if any(not 0 <= a < jnp.ndim(x) for a in axes):
+        got = f"inputs of shape {jnp.shape(x)} have no axis {feature_axes}"
+    else:
+        size = math.prod(jnp.shape(x)[a] for a in axes)
+        if size == layer.num_features:
+            return
+        got = f"got {size} (inputs of shape {jnp.shape(x)}, feature axes {axes})"
+    raise ValueError(
+        f"{type(layer).__name__}(num_features={layer.num_features}): the feature axes must "
+        f"hold {layer.num_features} entries; {got}. Hint: build the layer with the input's "
+        "feature size, or set its feature axis (axis= / feature_axes=) to the right axis."
+    )
 
 
 def _make_param(enabled: bool, init: Callable[..., Any], rngs: Rngs, shape: tuple,
@@ -243,6 +262,7 @@ class BatchNorm(Module):
                 "to BatchNorm(...) or to the call, or call model.train() / model.eval()."
             ),
         )
+        _check_features(self, x, self.axis)
         feature_axes = _axes(x.ndim, self.axis)
         reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
         scale = None if self.scale is None else self.scale[...]
@@ -338,6 +358,8 @@ class LayerNorm(Module):
             >>> nnx.LayerNorm(2, rngs=nnx.Rngs(0))(jnp.array([[1.0, 3.0]])).round(3)
             Array([[-1.,  1.]], dtype=float32)
         """
+        if self.scale is not None or self.bias is not None:
+            _check_features(self, x, self.feature_axes)
         scale = None if self.scale is None else self.scale[...]
         bias = None if self.bias is None else self.bias[...]
         x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
@@ -401,6 +423,8 @@ class RMSNorm(Module):
             >>> nnx.RMSNorm(1, epsilon=0.0, rngs=nnx.Rngs(0))(jnp.array([[-2.0]]))
             Array([[-1.]], dtype=float32)
         """
+        if self.scale is not None:
+            _check_features(self, x, self.feature_axes)
         scale = None if self.scale is None else self.scale[...]
         x, scale = self.promote_dtype((x, scale), dtype=self.dtype)
         mean, var = _statistics(

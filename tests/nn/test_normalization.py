@@ -355,3 +355,19 @@ def test_rmsnorm_does_not_center():
     np.testing.assert_allclose(rms(x), x, rtol=1e-6)  # LayerNorm would give zeros
     np.testing.assert_allclose(rms(jnp.array([[3.0, 4.0]])),
                                [[3.0 / np.sqrt(12.5), 4.0 / np.sqrt(12.5)]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("make, x", [
+    (lambda: nnx.BatchNorm(3, rngs=nnx.Rngs(0)), jnp.ones((2, 4))),
+    (lambda: nnx.BatchNorm(3, axis=2, rngs=nnx.Rngs(0)), jnp.ones((2, 3))),
+    (lambda: nnx.LayerNorm(3, rngs=nnx.Rngs(0)), jnp.ones((2, 4))),
+    (lambda: nnx.RMSNorm(3, rngs=nnx.Rngs(0)), jnp.ones((2, 4))),
+], ids=["batchnorm", "batchnorm-bad-axis", "layernorm", "rmsnorm"])
+def test_wrong_feature_size_is_a_clear_error_and_changes_nothing(make, x):
+    layer = make()
+    before = jax.tree.map(np.asarray, nnx.state(layer))
+    with pytest.raises(ValueError, match=r"num_features=3.*must hold 3 entries.*Hint"):
+        layer(x)
+    after = nnx.state(layer)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+        np.testing.assert_array_equal(a, b)
