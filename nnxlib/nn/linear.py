@@ -115,10 +115,13 @@ class Linear(Module):
             >>> layer(jnp.array([1.0, 2.0]))
             Array([3., 3.], dtype=float32)
         """
-        if jnp.shape(inputs)[-1:] != (self.in_features,):
+        # Compared with the kernel as it is (not in_features): inside shard_map the
+        # kernel and the inputs are both per-device shards.
+        expected = self.kernel.shape[:1]
+        if jnp.shape(inputs)[-1:] != expected:
             raise ValueError(
                 f"Linear({self.in_features}, {self.out_features}): expected inputs whose "
-                f"last axis has in_features={self.in_features} entries, got shape "
+                f"last axis has {expected[0]} entries (the kernel's first axis), got shape "
                 f"{jnp.shape(inputs)}. Hint: check the previous layer's output size, or "
                 "reshape the inputs so that features come last."
             )

@@ -124,20 +124,22 @@ def _broadcastable(a: jax.Array, shape: list[int]) -> jax.Array:
     return a if list(a.shape) == trailing else a.reshape(shape)
 
 
-def _check_features(layer: Module, x: jax.Array, feature_axes: Axes) -> None:
-    """``x``'s feature axes must hold ``layer.num_features`` entries (the shape of its
-    parameters and statistics); say so instead of failing inside a reshape."""
+def _check_features(layer: Module, x: jax.Array, feature_axes: Axes, stat: Any) -> None:
+    """``x``'s feature axes must hold as many entries as ``stat`` (a per-feature
+    parameter or statistic, as it is: per-device inside ``shard_map``); say so instead
+    of failing inside a reshape."""
+    want = math.prod(stat.shape)
     axes = _axes(jnp.ndim(x), feature_axes)
     if any(not 0 <= a < jnp.ndim(x) for a in axes):
         got = f"inputs of shape {jnp.shape(x)} have no axis {feature_axes}"
     else:
         size = math.prod(jnp.shape(x)[a] for a in axes)
-        if size == layer.num_features:
+        if size == want:
             return
         got = f"got {size} (inputs of shape {jnp.shape(x)}, feature axes {axes})"
     raise ValueError(
         f"{type(layer).__name__}(num_features={layer.num_features}): the feature axes must "
-        f"hold {layer.num_features} entries; {got}. Hint: build the layer with the input's "
+        f"hold {want} entries; {got}. Hint: build the layer with the input's "
         "feature size, or set its feature axis (axis= / feature_axes=) to the right axis."
     )
 
@@ -262,7 +264,7 @@ class BatchNorm(Module):
                 "to BatchNorm(...) or to the call, or call model.train() / model.eval()."
             ),
         )
-        _check_features(self, x, self.axis)
+        _check_features(self, x, self.axis, self.mean)
         feature_axes = _axes(x.ndim, self.axis)
         reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
         scale = None if self.scale is None else self.scale[...]
@@ -359,7 +361,8 @@ class LayerNorm(Module):
             Array([[-1.,  1.]], dtype=float32)
         """
         if self.scale is not None or self.bias is not None:
-            _check_features(self, x, self.feature_axes)
+            _check_features(self, x, self.feature_axes,
+                            self.scale if self.scale is not None else self.bias)
         scale = None if self.scale is None else self.scale[...]
         bias = None if self.bias is None else self.bias[...]
         x, scale, bias = self.promote_dtype((x, scale, bias), dtype=self.dtype)
@@ -424,7 +427,7 @@ class RMSNorm(Module):
             Array([[-1.]], dtype=float32)
         """
         if self.scale is not None:
-            _check_features(self, x, self.feature_axes)
+            _check_features(self, x, self.feature_axes, self.scale)
         scale = None if self.scale is None else self.scale[...]
         x, scale = self.promote_dtype((x, scale), dtype=self.dtype)
         mean, var = _statistics(

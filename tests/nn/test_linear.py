@@ -197,6 +197,6 @@ def test_property_affine_map(batch, n_in, n_out, use_bias, seed):
 def test_wrong_input_size_names_the_layer_and_both_sizes():
     layer = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
     before = layer.kernel[...]
-    with pytest.raises(ValueError, match=r"in_features=3.*shape \(5, 4\).*Hint"):
+    with pytest.raises(ValueError, match=r"Linear\(3, 2\).*3 entries.*shape \(5, 4\).*Hint"):
         layer(jnp.ones((5, 4)))
     assert layer.kernel[...] is before
