@@ -129,7 +129,7 @@ class Timing:
 class TimingConfig:
     """How long to measure: each repeat runs for at least ``min_time`` seconds."""
 
-    repeat: int = 5
+    repeat: int = 7
     min_time: float = 0.1
     warmup: int = 3
 
@@ -139,32 +139,51 @@ class TimingConfig:
 
 
 def time_call(fn: Callable[[], object], config: TimingConfig) -> Timing:
-    """Times ``fn()`` with :mod:`timeit` (garbage collection off while timing).
+    """Times ``fn()`` alone; see :func:`time_interleaved`."""
+    return time_interleaved({"fn": fn}, config)["fn"]
 
-    The number of calls per repeat is chosen like ``timeit``'s autorange so that
-    a repeat lasts at least ``config.min_time`` seconds.
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], config: TimingConfig
+) -> dict[str, Timing]:
+    """Times each ``fn()`` with :mod:`timeit` (garbage collection off while timing).
+
+    The number of calls per repeat is chosen per function like ``timeit``'s autorange,
+    so that a repeat lasts at least ``config.min_time`` seconds. The repeats of the
+    functions take turns (a, b, c, a, b, c, ...): on a shared 2-core machine the speed
+    of XLA's CPU runtime drifts over seconds, and interleaving spreads that drift over
+    all the functions compared instead of penalising whichever ran in a slow phase.
     """
-    for _ in range(config.warmup):
-        fn()
-    timer = timeit.Timer(fn, timer=time.perf_counter)
-    number = 1
-    while True:
-        elapsed = timer.timeit(number)
-        if elapsed >= config.min_time:
-            break
-        # Grow towards the target in one or two more steps.
-        if elapsed <= 0:
-            number *= 10
-        else:
-            number = max(number + 1, int(number * 1.2 * config.min_time / elapsed))
+    timers, numbers = {}, {}
+    for name, fn in fns.items():
+        for _ in range(config.warmup):
+            fn()
+        timer = timeit.Timer(fn, timer=time.perf_counter)
+        number = 1
+        while True:
+            elapsed = timer.timeit(number)
+            if elapsed >= config.min_time:
+                break
+            # Grow towards the target in one or two more steps.
+            if elapsed <= 0:
+                number *= 10
+            else:
+                number = max(number + 1, int(number * 1.2 * config.min_time / elapsed))
+        timers[name], numbers[name] = timer, number
     gc.collect()
-    per_call = [timer.timeit(number) / number * 1e6 for _ in range(config.repeat)]
-    return Timing(
-        min_us=min(per_call),
-        median_us=statistics.median(per_call),
-        number=number,
-        repeat=config.repeat,
-    )
+    per_call: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(config.repeat):
+        for name, timer in timers.items():
+            per_call[name].append(timer.timeit(numbers[name]) / numbers[name] * 1e6)
+    return {
+        name: Timing(
+            min_us=min(times),
+            median_us=statistics.median(times),
+            number=numbers[name],
+            repeat=config.repeat,
+        )
+        for name, times in per_call.items()
+    }
 
 
 # -------------------------------------------------------------------------- tables

@@ -400,12 +400,18 @@ def main(argv: list[str] | None = None) -> int:
             loss = float(impl.train(x, y))  # compile
             if not np.isfinite(loss):
                 raise AssertionError(f"depth {depth}: {name} loss is {loss}")
-            results[(depth, "train", name)] = t.time_call(
-                lambda impl=impl, x=x, y=y: jax.block_until_ready(impl.train(x, y)), config
-            ).get(args.stat)
-            results[(depth, "empty", name)] = t.time_call(
-                lambda impl=impl: jax.block_until_ready(impl.empty()), config
-            ).get(args.stat)
+        # Each kind of step is timed for all implementations with interleaved repeats.
+        steps = {
+            "train": lambda impl: jax.block_until_ready(impl.train(x, y)),
+            "empty": lambda impl: jax.block_until_ready(impl.empty()),
+        }
+        for kind, step in steps.items():
+            timings = t.time_interleaved(
+                {name: (lambda impl=impl, step=step: step(impl)) for name, impl in impls.items()},
+                config,
+            )
+            for name, timing in timings.items():
+                results[(depth, kind, name)] = timing.get(args.stat)
 
     header = ["depth / step"] + [f"{n} us" for n in names] + [f"{n} / raw" for n in names[1:]]
     rows = []

@@ -151,8 +151,14 @@ def _fill_dict(node: Dict, pairs: list) -> None:
 
 
 def _create_empty(cls: type, trace: Any) -> Any:
-    obj = cls.__new__(cls)
+    # Like Object's: a brand-new container is in no plan yet, so it takes the current
+    # epoch as its stamp instead of advancing it (which would make every cached plan
+    # re-validate on its next use).
+    obj = (list if issubclass(cls, list) else dict).__new__(cls)
+    object.__setattr__(obj, "_nnx_stamp", _tracking.EPOCH[0])
     object.__setattr__(obj, "_nnx_trace", trace)
+    object.__setattr__(obj, "_nnx_plan", None)
+    object.__setattr__(obj, "_nnx_joint", None)
     return obj
 
 

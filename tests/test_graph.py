@@ -693,3 +693,22 @@ def test_graphdef_is_a_static_pytree_usable_with_plain_jax_jit():
     assert len(traces) == 1
     mapped = jax.tree.map(lambda a: a * 0, (graphdef, state))
     assert mapped[0] is graphdef
+
+
+def test_merge_creates_objects_without_advancing_the_structure_epoch():
+    # New objects are in no cached plan, so building them must not invalidate the
+    # plans of other graphs (which would make their next split re-validate).
+    from nnxlib import _tracking
+
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.layers = nnx.List([nnx.Linear(2, 2, rngs=nnx.Rngs(0))])
+            self.table = nnx.Dict({"a": nnx.Param(jnp.ones(1))})
+
+    graphdef, state = nnx.split(Holder())
+    before = _tracking.EPOCH[0]
+    merged = nnx.merge(graphdef, state)
+    assert _tracking.EPOCH[0] == before
+    merged.layers.append(nnx.Linear(2, 2, rngs=nnx.Rngs(1)))  # still tracked afterwards
+    assert _tracking.EPOCH[0] > before
+    assert len(nnx.state(merged)["layers"]) == 2
