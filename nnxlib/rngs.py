@@ -208,10 +208,45 @@ def _split_size_for(name: str, stream: RngStream, split: Any) -> Any:
     return None
 
 
-def _streams(node: Any, only: Any) -> list[RngStream]:
+def _streams(node: Any, only: Any) -> list[tuple[tuple, RngStream]]:
     predicate = to_predicate(only)
-    return [s for path, s in graphlib.iter_graph(node)
+    return [(path, s) for path, s in graphlib.iter_graph(node)
             if isinstance(s, RngStream) and predicate(path, s.key)]
+
+
+def _redraw(node: Any, only: Any, splits: Any, where: str, *, keep_draw: bool) -> list:
+    """Draw a key from each stream of ``node`` matching ``only`` and make it (split into
+    ``splits`` keys, when given) the stream's new key, count zero.
+
+    Returns the backups for :func:`_restore`: with ``keep_draw`` they restore the stream
+    advanced past the key drawn here (``split_rngs``: the next draw differs), otherwise
+    exactly as it was. On an error every stream is left as it was.
+    """
+    backup: list = []
+    exact: list = []  # restores on an error, draws included
+    try:
+        for path, stream in _streams(node, only):
+            old_key = stream.key[...]
+            if jnp.ndim(old_key) != 0:
+                raise ValueError(
+                    f"{where}: the RNG stream at '{'/'.join(map(str, path)) or '<root>'}' "
+                    f"already holds a stack of keys (shape {jnp.shape(old_key)}), e.g. "
+                    "because it was created under vmap with split keys; it cannot be "
+                    "split again. Hint: pass the stacked module to vmap/scan with axis 0 "
+                    "as it is, without split_rngs."
+                )
+            old_count = stream.count[...]
+            exact.append((stream, old_key, old_count))
+            key = stream()
+            backup.append((stream, old_key, stream.count[...] if keep_draw else old_count))
+            if splits is not None:
+                key = jax.random.split(key, splits)
+            stream.key[...] = key
+            stream.count[...] = jnp.zeros(jnp.shape(key), jnp.uint32)
+    except BaseException:
+        _restore(exact)
+        raise
+    return backup
 
 
 class split_rngs(contextlib.ContextDecorator):
@@ -262,15 +297,7 @@ class split_rngs(contextlib.ContextDecorator):
 
 
 def _split(node: Any, splits: Any, only: Any, squeeze: bool) -> list:
-    backup = []
-    for stream in _streams(node, only):
-        old_key = stream.key[...]
-        key = stream()
-        new_key = key if squeeze else jax.random.split(key, splits)
-        backup.append((stream, old_key, stream.count[...]))
-        stream.key[...] = new_key
-        stream.count[...] = jnp.zeros(jnp.shape(new_key), jnp.uint32)
-    return backup
+    return _redraw(node, only, None if squeeze else splits, "split_rngs", keep_draw=True)
 
 
 def _restore(backup: list) -> None:
@@ -292,15 +319,7 @@ def fork_rngs(node: Any, *, split: Any = None) -> list:
         >>> bool(rngs.default.key[...] == old)
         False
     """
-    backups = []
-    for stream in _streams(node, ...):
-        backups.append((stream, stream.key[...], stream.count[...]))
-        key = stream()
-        if split is not None:
-            key = jax.random.split(key, split)
-        stream.key[...] = key
-        stream.count[...] = jnp.zeros(jnp.shape(key), jnp.uint32)
-    return backups
+    return _redraw(node, ..., split, "fork_rngs", keep_draw=False)
 
 
 def reseed(node: Any, /, **seeds: Any) -> None:
@@ -314,7 +333,7 @@ def reseed(node: Any, /, **seeds: Any) -> None:
         >>> bool((rngs() == first))
         True
     """
-    for stream in _streams(node, ...):
+    for _, stream in _streams(node, ...):
         if stream.tag in seeds:
             key = _as_key(seeds[stream.tag])
             stream.key[...] = key

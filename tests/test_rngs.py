@@ -325,3 +325,22 @@ class TestReseed:
         g = nnx.graphdef(rngs)
         nnx.reseed(rngs, default=3)
         assert nnx.graphdef(rngs) is g
+
+
+def test_split_rngs_of_already_stacked_keys_is_a_clear_error_and_changes_nothing():
+    class Holder(nnx.Module):
+        def __init__(self):
+            self.fresh = nnx.Rngs(1)
+            self.stacked = nnx.Rngs(0)
+
+    holder = Holder()
+    with nnx.split_rngs(holder.stacked, splits=4):
+        holder.stacked = nnx.clone(holder.stacked)  # keep a stacked copy past the block
+    fresh_key = jax.random.key_data(holder.fresh.default.key[...])
+    with pytest.raises(ValueError, match=r"stacked/default.*stack of keys.*shape \(4,\).*Hint"):
+        with nnx.split_rngs(holder, splits=2):
+            pass
+    # the stream visited before the error was put back exactly
+    np.testing.assert_array_equal(jax.random.key_data(holder.fresh.default.key[...]),
+                                  fresh_key)
+    assert int(holder.fresh.default.count[...]) == 0
