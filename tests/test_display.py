@@ -93,7 +93,17 @@ class TestTextReprs:
     def test_module_repr_marks_shared(self):
         text = repr(Model())
         assert "tied=<shared Block, shown above>" in text
-        assert "layers=List([\n    Block(\n" in text
+        assert "layers=List([\n    Block(  # Param: " in text
+
+    def test_module_repr_counts_variables_once_by_kind(self):
+        class Pair(nnx.Module):
+            def __init__(self):
+                self.a = nnx.Param(jnp.zeros((2, 3)))                 # 6 x 4 B
+                self.b = self.a                                       # shared: once
+                self.stat = nnx.BatchStat(jnp.zeros(2, jnp.int8))     # 2 x 1 B
+
+        first_line = repr(Pair()).splitlines()[0]
+        assert first_line == "Pair(  # Param: 6 (24 B), BatchStat: 2 (2 B)"
 
     def test_state_repr(self):
         text = repr(nnx.state(Block()))

@@ -399,10 +399,10 @@ class TestSetAttributes:
 class TestRepr:
     def test_readable(self):
         text = repr(Net(nnx.Rngs(0)))
-        assert text.startswith("Net(\n")
-        assert "  linear=Linear(\n" in text
+        assert text.startswith("Net(  # Param: ")
+        assert "  linear=Linear(  # Param: 9 (36 B)\n" in text  # kernel 2x3 + bias 3
         assert "    kernel=Param(" in text
-        assert "  heads=List([\n    Linear(\n" in text
+        assert "  heads=List([\n    Linear(  # Param: " in text
         assert "deterministic=False," in text
         assert text.endswith("\n)")
 
