@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import nnxlib as nnx
-from tests.transforms.jit_models import X, Linear, Net
+from tests.transforms.jit_models import Linear, Net, X
 
 pytestmark = pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
 
