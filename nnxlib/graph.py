@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+import jax.numpy as jnp
 import numpy as np
 
 from nnxlib import _tracking
@@ -191,18 +192,21 @@ def _fmt(path: tuple) -> str:
     return "/".join(map(str, path))
 
 
-def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
+def merge(graphdef: GraphDef, state: Any, /, *states: Any, copy: bool = False) -> Any:
     """Rebuild the object graph from a :class:`GraphDef` and its state(s).
 
-    Variables in the state are used as they are (not copied), as in ``flax.nnx``.
+    Variables in the state are used as they are (not copied), as in ``flax.nnx``;
+    with ``copy=True`` the graph gets copies of them (sharing inside it is kept).
 
     Example:
         >>> import nnxlib as nnx
         >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
         >>> graphdef, params = nnx.split(model)
-        >>> copy = nnx.merge(graphdef, params)
-        >>> type(copy).__name__, copy.kernel is model.kernel
+        >>> same = nnx.merge(graphdef, params)
+        >>> type(same).__name__, same.kernel is model.kernel
         ('Linear', True)
+        >>> nnx.merge(graphdef, params, copy=True).kernel is model.kernel
+        False
     """
     if not isinstance(graphdef, GraphDef):
         raise TypeError(
@@ -210,6 +214,8 @@ def merge(graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
             " Hint: use the graphdef returned by nnx.split."
         )
     leaves = _leaves_for(graphdef, (state, *states), "merge")
+    if copy:
+        leaves = [v.copy() if isinstance(v, Variable) else v for v in leaves]
     return graphdef.build_fresh(leaves)
 
 
@@ -371,8 +377,13 @@ def _edges(node: Any) -> Iterator[tuple[Any, Any, Any]]:
     yield from visit(node)
 
 
-def clone(node: Any) -> Any:
-    """Deep-copy a graph: new nodes and variables, same structure and sharing.
+def clone(node: Any, variables: bool = True, *, arrays: bool = False) -> Any:
+    """Copy a graph: new nodes, same structure and sharing.
+
+    ``variables=True`` (default) gives the copy its own ``Variable`` objects (holding
+    the same, immutable arrays); ``variables=False`` shares the variables with the
+    original. ``arrays=True`` also copies the array buffers, so the copy survives the
+    original's buffers being donated (``jit(donate_argnums=...)``).
 
     Example:
         >>> import nnxlib as nnx
@@ -380,10 +391,28 @@ def clone(node: Any) -> Any:
         >>> twin = nnx.clone(model)
         >>> twin.kernel is model.kernel, bool((twin.kernel[...] == model.kernel[...]).all())
         (False, True)
+        >>> nnx.clone(model, variables=False).kernel is model.kernel
+        True
     """
+    if arrays and not variables:
+        raise ValueError(
+            "clone: arrays=True copies the arrays held by variables, so it needs "
+            "variables=True. Hint: drop variables=False, or arrays=True."
+        )
     plan = plan_for(node)
-    leaves = [v.copy() if isinstance(v, Variable) else v for v in plan.leaves()]
+    leaves = plan.leaves()
+    if variables:
+        leaves = [_copy_leaf(v, arrays) for v in leaves]
     return plan.graphdef.build_fresh(leaves)
+
+
+def _copy_leaf(leaf: Any, arrays: bool) -> Any:
+    if isinstance(leaf, Variable):
+        copy = leaf.copy()
+        if arrays and is_array(leaf.value):
+            copy.set_value(jnp.array(leaf.value, copy=True))
+        return copy
+    return jnp.array(leaf, copy=True) if arrays and is_array(leaf) else leaf
 
 
 def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:

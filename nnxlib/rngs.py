@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from typing import Any, Callable, Iterator
 
 import jax
@@ -322,8 +323,13 @@ def fork_rngs(node: Any, *, split: Any = None) -> list:
     return _redraw(node, ..., split, "fork_rngs", keep_draw=False)
 
 
-def reseed(node: Any, /, **seeds: Any) -> None:
+def reseed(node: Any, /, *, policy: str | Callable = "scalars_only", **seeds: Any) -> None:
     """Reset the named streams in ``node`` to new seeds (counts back to zero).
+
+    ``policy`` says what to do with a stream holding a stack of keys (made by
+    ``split_rngs``/``vmap``): ``"scalars_only"`` (default) raises, ``"match_shape"``
+    splits the new key into that shape, and a callable ``policy(path, key, shape)``
+    returns the keys to use.
 
     Example:
         >>> import nnxlib as nnx
@@ -333,8 +339,29 @@ def reseed(node: Any, /, **seeds: Any) -> None:
         >>> bool((rngs() == first))
         True
     """
-    for _, stream in _streams(node, ...):
-        if stream.tag in seeds:
-            key = _as_key(seeds[stream.tag])
-            stream.key[...] = key
-            stream.count[...] = jnp.zeros(jnp.shape(key), jnp.uint32)
+    if not callable(policy) and policy not in ("scalars_only", "match_shape"):
+        raise ValueError(
+            f"reseed: unknown policy {policy!r}; expected 'scalars_only', 'match_shape' "
+            "or a callable (path, key, shape) -> keys."
+        )
+    updates = []  # computed first, so that an error leaves every stream as it was
+    for path, stream in _streams(node, ...):
+        if stream.tag not in seeds:
+            continue
+        key = _as_key(seeds[stream.tag])
+        shape = jnp.shape(stream.key[...])
+        if shape != ():
+            if callable(policy):
+                key = policy(path, key, shape)
+            elif policy == "match_shape":
+                key = jax.random.split(key, math.prod(shape)).reshape(shape)
+            else:
+                raise ValueError(
+                    f"reseed: the stream at '{'/'.join(map(str, path))}' holds keys of "
+                    f"shape {shape}, not one key. Hint: pass policy='match_shape' to "
+                    "split the new key into that shape."
+                )
+        updates.append((stream, key))
+    for stream, key in updates:
+        stream.key[...] = key
+        stream.count[...] = jnp.zeros(jnp.shape(key), jnp.uint32)

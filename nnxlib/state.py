@@ -266,7 +266,7 @@ class State(MutableMapping):
         """
         return merge_state(state, *states)
 
-    def to_pure_dict(self) -> dict:
+    def to_pure_dict(self, extract_fn: Callable[[Any], Any] | None = None) -> dict:
         """Nested plain dict with each variable replaced by its value.
 
         Example:
@@ -274,7 +274,7 @@ class State(MutableMapping):
             >>> nnx.State({"w": nnx.Param(1.0)}).to_pure_dict()
             {'w': 1.0}
         """
-        return to_pure_dict(self)
+        return to_pure_dict(self, extract_fn)
 
     def replace_by_pure_dict(self, pure_dict: Mapping, replace_fn: Callable | None = None
                              ) -> None:
@@ -455,18 +455,27 @@ def map_state(f: Callable[[tuple, Any], Any], state: Mapping) -> State:
     return State._from_flat(paths, [f(p, v) for p, v in zip(paths, leaves)])
 
 
-def to_pure_dict(state: Mapping) -> dict:
+def to_pure_dict(state: Mapping, extract_fn: Callable[[Any], Any] | None = None) -> dict:
     """Nested plain dict of values: variables are replaced by their values.
+
+    ``extract_fn(leaf)``, when given, computes each entry instead (e.g. to keep some
+    metadata next to the value).
 
     Example:
         >>> import nnxlib as nnx
-        >>> nnx.to_pure_dict(nnx.State({"a": {"w": nnx.Param(2.0)}}))
+        >>> state = nnx.State({"a": {"w": nnx.Param(2.0)}})
+        >>> nnx.to_pure_dict(state)
         {'a': {'w': 2.0}}
+        >>> nnx.to_pure_dict(state, lambda v: type(v).__name__)
+        {'a': {'w': 'Param'}}
     """
+    if extract_fn is None:
+        def extract_fn(v: Any) -> Any:
+            return v._raw_value if isinstance(v, Variable) else v
 
     def convert(node: dict) -> dict:
-        return {k: convert(v) if isinstance(v, dict) else
-                (v._raw_value if isinstance(v, Variable) else v) for k, v in node.items()}
+        return {k: convert(v) if isinstance(v, dict) else extract_fn(v)
+                for k, v in node.items()}
 
     return convert(_as_state(state)._nested())
 

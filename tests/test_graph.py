@@ -712,3 +712,35 @@ def test_merge_creates_objects_without_advancing_the_structure_epoch():
     merged.layers.append(nnx.Linear(2, 2, rngs=nnx.Rngs(1)))  # still tracked afterwards
     assert _tracking.EPOCH[0] > before
     assert len(nnx.state(merged)["layers"]) == 2
+
+
+# ------------------------------------------------ flax arguments of merge and clone
+class SharedPair(nnx.Module):
+    def __init__(self):
+        self.a = nnx.Param(jnp.arange(3.0))
+        self.b = self.a
+
+
+def test_merge_copy_gives_new_variables_and_keeps_sharing():
+    model = SharedPair()
+    graphdef, state = nnx.split(model)
+    copied = nnx.merge(graphdef, state, copy=True)
+    assert copied.a is not model.a and copied.a is copied.b
+    copied.a[...] = jnp.zeros(3)
+    np.testing.assert_array_equal(model.a[...], jnp.arange(3.0))
+
+
+def test_clone_variables_false_shares_variables_with_the_original():
+    model = SharedPair()
+    twin = nnx.clone(model, variables=False)
+    assert twin is not model and twin.a is model.a and twin.b is twin.a
+
+
+def test_clone_arrays_true_survives_donation_of_the_original():
+    model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    twin = nnx.clone(model, arrays=True)
+    assert twin.kernel[...] is not model.kernel[...]
+    assert twin.kernel[...].unsafe_buffer_pointer() != model.kernel[...].unsafe_buffer_pointer()
+    np.testing.assert_array_equal(twin.kernel[...], model.kernel[...])
+    with pytest.raises(ValueError, match="variables=True"):
+        nnx.clone(model, variables=False, arrays=True)

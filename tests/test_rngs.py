@@ -344,3 +344,40 @@ def test_split_rngs_of_already_stacked_keys_is_a_clear_error_and_changes_nothing
     np.testing.assert_array_equal(jax.random.key_data(holder.fresh.default.key[...]),
                                   fresh_key)
     assert int(holder.fresh.default.count[...]) == 0
+
+
+class TestReseedPolicy:
+    def stacked(self):
+        rngs = nnx.Rngs(0, dropout=1)
+        with nnx.split_rngs(rngs, splits=3, only="dropout"):
+            return nnx.clone(rngs)
+
+    def test_scalars_only_rejects_stacked_keys_and_changes_nothing(self):
+        rngs = self.stacked()
+        before = jax.random.key_data(rngs.default.key[...])
+        with pytest.raises(ValueError, match=r"dropout.*shape \(3,\).*match_shape"):
+            nnx.reseed(rngs, default=5, dropout=7)
+        np.testing.assert_array_equal(jax.random.key_data(rngs.default.key[...]), before)
+
+    def test_match_shape_splits_the_new_key(self):
+        rngs = self.stacked()
+        nnx.reseed(rngs, dropout=7, policy="match_shape")
+        assert rngs.dropout.key.shape == (3,) and rngs.dropout.count.shape == (3,)
+        expected = jax.random.split(jax.random.key(7), 3)
+        np.testing.assert_array_equal(jax.random.key_data(rngs.dropout.key[...]),
+                                      jax.random.key_data(expected))
+
+    def test_callable_policy(self):
+        rngs = self.stacked()
+        seen = []
+
+        def policy(path, key, shape):
+            seen.append((path, shape))
+            return jax.random.split(key, shape)
+
+        nnx.reseed(rngs, dropout=3, policy=policy)
+        assert seen == [(("dropout",), (3,))] and rngs.dropout.key.shape == (3,)
+
+    def test_unknown_policy(self):
+        with pytest.raises(ValueError, match="unknown policy"):
+            nnx.reseed(nnx.Rngs(0), default=1, policy="nope")

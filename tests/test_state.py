@@ -280,3 +280,11 @@ class TestPytree:
 
     def test_empty_state(self):
         assert jax.tree.leaves(nnx.State({})) == []
+
+
+def test_to_pure_dict_with_extract_fn():
+    state = nnx.State({"a": {"w": nnx.Param(2.0, note="x")}, "b": nnx.BatchStat(1.0)})
+    assert nnx.to_pure_dict(state, lambda v: (v.value, type(v).__name__)) == {
+        "a": {"w": (2.0, "Param")}, "b": (1.0, "BatchStat")}
+    assert state.to_pure_dict(lambda v: v.get_metadata().get("note")) == {
+        "a": {"w": "x"}, "b": None}
