@@ -129,16 +129,24 @@ class OfType(_FilterBase):
 class PathContains(_FilterBase):
     """Selects values whose path contains the key ``key``.
 
+    With ``exact=False`` a part of a path entry is enough (compared as strings).
+
     Example:
         >>> import nnxlib as nnx
         >>> nnx.PathContains("bias")(("linear", "bias"), nnx.Param(0.0))
         True
+        >>> nnx.PathContains("lin", exact=False)(("linear", "bias"), nnx.Param(0.0))
+        True
     """
 
     key: TAny
+    exact: bool = True
 
     def __call__(self, path: tuple, value: TAny) -> bool:
-        return self.key in path
+        if self.exact:
+            return self.key in path
+        key = str(self.key)
+        return any(key in str(entry) for entry in path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
 import jax
@@ -119,7 +120,8 @@ class RngStream(Object):
 class Rngs(Object):
     """A set of named :class:`RngStream` s; unknown names fall back to ``default``.
 
-    ``Rngs(0)`` makes a ``default`` stream; keyword arguments add named streams.
+    ``Rngs(0)`` makes a ``default`` stream; keyword arguments (or a mapping given as
+    the first argument) add named streams.
     Streams are read as attributes (``rngs.dropout()``), items (``rngs['dropout']()``)
     or, for the default stream, by calling ``rngs()``.
 
@@ -133,7 +135,9 @@ class Rngs(Object):
     """
 
     def __init__(self, default: Any = None, /, **rngs: Any):
-        if default is not None:
+        if isinstance(default, Mapping):
+            rngs = {**default, **rngs}
+        elif default is not None:
             rngs = {"default": default, **rngs}
         for name, value in rngs.items():
             stream = value if isinstance(value, RngStream) else RngStream(value, tag=name)

@@ -351,7 +351,7 @@ def to_flat_state(state: Mapping) -> FlatState:
     return _as_state(state).flat_state()
 
 
-def from_flat_state(flat: Any) -> State:
+def from_flat_state(flat_state: Any, *, cls: type[State] = State) -> State:
     """Build a nested :class:`State` from ``(path, leaf)`` pairs or a :class:`FlatState`.
 
     Example:
@@ -359,9 +359,8 @@ def from_flat_state(flat: Any) -> State:
         >>> nnx.from_flat_state([(("a", "b"), 1)])["a"]["b"]
         1
     """
-    if not isinstance(flat, FlatState):
-        flat = FlatState(flat)
-    return State._from_flat(flat.paths, list(flat.leaves))
+    flat = flat_state if isinstance(flat_state, FlatState) else FlatState(flat_state)
+    return cls._from_flat(flat.paths, list(flat.leaves))
 
 
 def _as_state(state: Mapping) -> State:

@@ -718,9 +718,11 @@ def with_metadata(initializer: Callable[..., Any], **metadata: Any) -> Callable[
 
 
 def with_partitioning(
-    initializer: Callable[..., Any], sharding: tuple, **metadata: Any
+    initializer: Callable[..., Any], sharding: tuple, mesh: Any = None, **metadata: Any
 ) -> Callable[..., Any]:
     """Shorthand for ``with_metadata(initializer, sharding_names=sharding, ...)``.
+
+    ``mesh``, when given, is kept as the ``mesh`` metadata entry.
 
     Example:
         >>> import jax
@@ -729,4 +731,6 @@ def with_partitioning(
         >>> nnx.Param(init(jax.random.key(0), (4,))).sharding_names
         ('embed',)
     """
+    if mesh is not None:
+        metadata["mesh"] = mesh
     return with_metadata(initializer, sharding_names=tuple(sharding), **metadata)

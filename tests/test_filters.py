@@ -234,3 +234,15 @@ class TestFiltersOnModules:
 
         _, stats, rest = nnx.split(Block(), Pred(), ...)
         assert paths(stats) == [("mean",)]
+
+
+def test_path_contains_exact_and_partial_like_flax():
+    from flax import nnx as flax_nnx
+
+    cases = [("ker", ("linear", "kernel")), ("kernel", ("linear", "kernel")),
+             (0, ("layers", 0, "w")), ("0", ("layers", 0, "w")), ("ear/ker", ("linear", "kernel"))]
+    for key, path in cases:
+        for exact in (True, False):
+            ours = nnx.PathContains(key, exact=exact)(path, nnx.Param(0.0))
+            theirs = flax_nnx.PathContains(key, exact=exact)(path, flax_nnx.Param(0.0))
+            assert ours == theirs, (key, path, exact)

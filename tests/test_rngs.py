@@ -381,3 +381,11 @@ class TestReseedPolicy:
     def test_unknown_policy(self):
         with pytest.raises(ValueError, match="unknown policy"):
             nnx.reseed(nnx.Rngs(0), default=1, policy="nope")
+
+
+def test_streams_from_a_mapping_or_a_default_keyword():
+    from_mapping = nnx.Rngs({"params": 0, "dropout": 1})
+    assert sorted(name for name, _ in from_mapping.items()) == ["dropout", "params"]
+    by_keyword = nnx.Rngs(default=3, params=1)
+    assert sorted(name for name, _ in by_keyword.items()) == ["default", "params"]
+    assert bool(by_keyword() == nnx.Rngs(3)())

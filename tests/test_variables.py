@@ -594,3 +594,10 @@ class TestRegistry:
 
         state = nnx.State({"a": Aux(1.0), "b": nnx.Param(2.0)})
         assert list(state.filter(name)) == ["a"]
+
+
+def test_with_partitioning_takes_a_mesh_positionally():
+    mesh = jax.make_mesh((1,), ("model",))
+    init = nnx.with_partitioning(nnx.initializers.ones, (None, "model"), mesh)
+    p = nnx.Param(init(jax.random.key(0), (2, 3)))
+    assert p.sharding_names == (None, "model") and p.get_metadata()["mesh"] is mesh

@@ -8,6 +8,7 @@ signature into one sharding per array.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -34,8 +35,14 @@ class StateSharding:
         True
     """
 
-    def __init__(self, filter_shardings: dict):
-        self.filter_shardings = dict(filter_shardings)
+    def __init__(self, filter_sharding: Any, /):
+        # A State of shardings (the model's paths) or filter -> sharding pairs (a
+        # mapping or an iterable of pairs), as flax.nnx.StateSharding accepts.
+        self._by_path = filter_sharding if isinstance(filter_sharding, State) else None
+        pairs = () if self._by_path is not None else (
+            filter_sharding.items() if isinstance(filter_sharding, Mapping)
+            else filter_sharding)
+        self.filter_shardings = dict(pairs)
         self._predicates = [(to_predicate(f), s) for f, s in self.filter_shardings.items()]
 
     def resolve(self, path: tuple, leaf: Any) -> Any:
@@ -50,13 +57,16 @@ class StateSharding:
             >>> spec.resolve(("index",), nnx.Cache(0)) == P()
             True
         """
+        if self._by_path is not None:
+            return _resolve(self._by_path, path, leaf)
         for predicate, sharding in self._predicates:
             if predicate(path, leaf):
                 return sharding
         return None
 
     def __repr__(self) -> str:
-        return f"StateSharding({self.filter_shardings!r})"
+        spec = self._by_path if self._by_path is not None else self.filter_shardings
+        return f"StateSharding({spec!r})"
 
 
 def argument_of_leaves(args: tuple, kwargs: dict) -> list:

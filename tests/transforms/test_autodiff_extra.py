@@ -2,7 +2,6 @@
 pytrees (and flax.nnx's custom_vjp on the same example), module cotangents are States,
 and state changed inside is written back."""
 
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -333,13 +332,3 @@ def test_custom_vjp_errors():
     assert not hasattr(m, "new")
     with pytest.raises(NotImplementedError):
         grows.defvjp(lambda m: None, lambda r, g: None, symbolic_zeros=True)
-
-
-@pytest.mark.parametrize("name", ['vjp', 'jvp', 'custom_vjp'])
-def test_signature_follows_flax(name):
-    flax_nnx = pytest.importorskip("flax.nnx")
-    ours = inspect.signature(getattr(nnx, name)).parameters
-    theirs = {k: p for k, p in inspect.signature(getattr(flax_nnx, name)).parameters.items()
-              if k not in ("graph", "graph_updates")}
-    assert list(ours)[:len(theirs)] == list(theirs)
-    assert all(ours[k].kind == theirs[k].kind for k in theirs)

@@ -1,7 +1,6 @@
 """Tests for ``nnx.checkify``: errors are returned as values, outputs equal plain
 ``jax.experimental.checkify`` on pytrees, and state changes are written back."""
 
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -101,13 +100,3 @@ def test_grad_of_checkified_function():
     assert int(model.calls[...]) == 1
     np.testing.assert_allclose(jax.grad(lambda w: plain(w, x).sum())(model.w[...]),
                                grads["w"][...])
-
-
-@pytest.mark.parametrize("name", ['checkify'])
-def test_signature_follows_flax(name):
-    flax_nnx = pytest.importorskip("flax.nnx")
-    ours = inspect.signature(getattr(nnx, name)).parameters
-    theirs = {k: p for k, p in inspect.signature(getattr(flax_nnx, name)).parameters.items()
-              if k not in ("graph", "graph_updates")}
-    assert list(ours)[:len(theirs)] == list(theirs)
-    assert all(ours[k].kind == theirs[k].kind for k in theirs)

@@ -1,7 +1,6 @@
 """Tests for ``nnx.eval_shape``: abstract outputs, abstract modules (the abstract-init
 pattern), agreement with eager construction, and that arguments are never changed."""
 
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -155,13 +154,3 @@ def test_errors_propagate_and_leave_arguments_alone():
     np.testing.assert_array_equal(model.kernel[...], kernel)
     with pytest.raises(ValueError, match="in_features|entries"):  # wrong input size
         nnx.eval_shape(lambda m: m(jnp.ones((1, 5))), model)
-
-
-@pytest.mark.parametrize("name", ['eval_shape'])
-def test_signature_follows_flax(name):
-    flax_nnx = pytest.importorskip("flax.nnx")
-    ours = inspect.signature(getattr(nnx, name)).parameters
-    theirs = {k: p for k, p in inspect.signature(getattr(flax_nnx, name)).parameters.items()
-              if k not in ("graph", "graph_updates")}
-    assert list(ours)[:len(theirs)] == list(theirs)
-    assert all(ours[k].kind == theirs[k].kind for k in theirs)

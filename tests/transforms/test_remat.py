@@ -2,7 +2,6 @@
 gradients equal those without rematerialisation and those of plain JAX, and state
 semantics (write-back, errors, nesting) match eager mode."""
 
-import inspect
 
 import jax
 import jax.numpy as jnp
@@ -201,13 +200,3 @@ def test_closure_captured_module_cannot_be_mutated():
     with pytest.raises(nnx.TraceContextError):
         nnx.remat(lambda x: block(x))(jnp.ones((1, 2)))
     assert int(block.count[...]) == 0
-
-
-@pytest.mark.parametrize("name", ['remat'])
-def test_signature_follows_flax(name):
-    flax_nnx = pytest.importorskip("flax.nnx")
-    ours = inspect.signature(getattr(nnx, name)).parameters
-    theirs = {k: p for k, p in inspect.signature(getattr(flax_nnx, name)).parameters.items()
-              if k not in ("graph", "graph_updates")}
-    assert list(ours)[:len(theirs)] == list(theirs)
-    assert all(ours[k].kind == theirs[k].kind for k in theirs)

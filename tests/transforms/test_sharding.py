@@ -262,3 +262,15 @@ def test_sharding_metadata_on_variables_survives(mesh1d):
     nnx.jit(step, in_shardings=(spec, None))(model, X)
     assert model.kernel.sharding_names == (None, "data")
     assert_placed(model.kernel[...], sharded)
+
+
+def test_state_sharding_from_a_state_or_from_pairs():
+    mesh = jax.make_mesh((1,), ("model",))
+    kernel_sharding = jax.sharding.NamedSharding(mesh, jax.P(None, "model"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    by_pairs = nnx.StateSharding([(nnx.PathContains("kernel"), kernel_sharding),
+                                  (..., replicated)])
+    by_state = nnx.StateSharding(nnx.State({"kernel": kernel_sharding, "bias": replicated}))
+    for spec in (by_pairs, by_state):
+        assert spec.resolve(("kernel",), nnx.Param(0.0)) is kernel_sharding
+        assert spec.resolve(("bias",), nnx.Param(0.0)) is replicated

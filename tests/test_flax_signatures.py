@@ -1,0 +1,105 @@
+"""Every public callable that nnxlib shares with flax.nnx accepts the calls flax's does.
+
+For each flax parameter, nnxlib must accept it the same way: at the same position when
+flax takes it positionally, by name when flax takes it by keyword (nnxlib may accept
+more, e.g. positional-or-keyword where flax is keyword-only). Deliberate differences
+are listed in ``NOT_SUPPORTED`` with the reason, so that a new gap fails here.
+"""
+
+import inspect
+
+import pytest
+from flax import nnx as flax_nnx
+
+import nnxlib as nnx
+
+P = inspect.Parameter
+# Parameters that select flax.nnx's tree mode (modules as plain pytrees, no graph
+# updates). nnxlib always runs in graph mode, whose cached fast path is what tree mode
+# exists for in flax.
+TREE_MODE = {"graph", "graph_updates"}
+NOT_SUPPORTED = {
+    # Internal representations differ (nnxlib's are documented in docs/graph.md).
+    "GraphDef": "different internal structure",
+    "FlatState": "built from pairs, not (items, sort)",
+    "VariableMetadata": "no on_* hooks",
+    "State": "flax's extra parameter is private (_copy)",
+    # Variable hooks (on_set_value, on_get_value, ...) are not implemented.
+    "with_metadata": "no on_* hooks",
+    "merge": "recreate_variables is not supported",
+    "merge_state": "no cls argument",
+    "Not": "argument named filter, positional use is the same",
+}
+
+
+def shared_callables():
+    for name in sorted(dir(flax_nnx)):
+        if name.startswith("_") or not hasattr(nnx, name) or name in NOT_SUPPORTED:
+            continue
+        ours, theirs = getattr(nnx, name), getattr(flax_nnx, name)
+        if not (callable(ours) and callable(theirs)):
+            continue
+        try:
+            signature_of(ours), signature_of(theirs)
+        except (TypeError, ValueError):
+            continue
+        yield name
+
+
+def signature_of(obj) -> inspect.Signature:
+    """A class by its ``__init__`` (flax's module metaclass hides it behind
+    ``(*args, **kwargs)``), anything else as it is."""
+    if inspect.isclass(obj):
+        sig = inspect.signature(obj.__init__)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+    return inspect.signature(obj)
+
+
+def accepts(ours: inspect.Signature, theirs: inspect.Signature) -> list[str]:
+    problems = []
+    our_params = list(ours.parameters.values())
+    positional = [p for p in our_params if p.kind in (P.POSITIONAL_ONLY,
+                                                      P.POSITIONAL_OR_KEYWORD)]
+    has_var_pos = any(p.kind is P.VAR_POSITIONAL for p in our_params)
+    has_var_kw = any(p.kind is P.VAR_KEYWORD for p in our_params)
+    flax_positional = [p for p in theirs.parameters.values()
+                       if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)
+                       and p.name not in TREE_MODE]
+    for index, param in enumerate(flax_positional):
+        if index >= len(positional) and not has_var_pos:
+            problems.append(f"{param.name}: flax takes it at position {index}")
+        elif (param.kind is P.POSITIONAL_OR_KEYWORD and index < len(positional)
+              and positional[index].name != param.name):
+            problems.append(f"position {index} is {positional[index].name!r}, flax's "
+                            f"is {param.name!r}")
+    for param in theirs.parameters.values():
+        if param.name in TREE_MODE:
+            continue
+        if param.kind in (P.KEYWORD_ONLY, P.POSITIONAL_OR_KEYWORD):
+            mine = ours.parameters.get(param.name)
+            if mine is None and not has_var_kw:
+                problems.append(f"{param.name}: flax accepts it by keyword")
+            elif mine is not None and mine.kind is P.POSITIONAL_ONLY and not has_var_kw:
+                problems.append(f"{param.name}: positional-only here")
+        if param.kind is P.VAR_POSITIONAL and not has_var_pos:
+            problems.append(f"*{param.name}: flax accepts extra positional arguments")
+        if param.kind is P.VAR_KEYWORD and not has_var_kw:
+            problems.append(f"**{param.name}: flax accepts extra keyword arguments")
+    return problems
+
+
+@pytest.mark.parametrize("name", list(shared_callables()))
+def test_accepts_the_calls_flax_accepts(name):
+    problems = accepts(signature_of(getattr(nnx, name)), signature_of(getattr(flax_nnx, name)))
+    assert not problems, f"nnx.{name}: " + "; ".join(problems)
+
+
+def test_the_check_catches_a_missing_argument():
+    def flax_like(f, *, argnums=0, has_aux=False):
+        pass
+
+    def ours(f, *, argnums=0):
+        pass
+
+    assert accepts(inspect.signature(ours), inspect.signature(flax_like)) == [
+        "has_aux: flax accepts it by keyword"]
