@@ -75,6 +75,7 @@ def register_graph_node_type(typ: type, impl: NodeImpl) -> None:
         ['a']
     """
     _IMPLS.clear()  # subclasses may have cached a different answer
+    _IS_OBJECT.clear()
     _REGISTERED[typ] = impl
 
 
@@ -109,8 +110,26 @@ def is_graph_node(x: Any) -> bool:
 
 
 def is_node_or_variable(x: Any) -> bool:
-    """True for mutable graph nodes and variables (the objects with identity)."""
-    return isinstance(x, Variable) or is_graph_node(x)
+    """True for mutable graph nodes and variables (the objects with identity).
+
+    Called for every pytree node of a transform's arguments on each call, so the
+    answer is cached per type.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> from nnxlib.graph import is_node_or_variable
+        >>> is_node_or_variable(nnx.Param(1.0)), is_node_or_variable((1, 2))
+        (True, False)
+    """
+    typ = type(x)
+    try:
+        return _IS_OBJECT[typ]
+    except KeyError:
+        answer = _IS_OBJECT[typ] = issubclass(typ, Variable) or is_graph_node(x)
+        return answer
+
+
+_IS_OBJECT: dict[type, bool] = {}
 
 
 def _sorted_items(d: dict) -> list:
@@ -566,10 +585,12 @@ def plan_for_many(nodes: tuple) -> Plan:
     """
     first = nodes[0]
     plan = getattr(first, "_nnx_joint", None)
-    if (plan is not None and len(plan.others) == len(nodes) - 1
-            and all(ref() is n for ref, n in zip(plan.others, nodes[1:]))
-            and plan.is_valid()):
-        return plan
+    if plan is not None and len(plan.others) == len(nodes) - 1 and plan.is_valid():
+        for ref, n in zip(plan.others, nodes[1:]):
+            if ref() is not n:
+                break
+        else:
+            return plan
     plan = _walk(nodes, tuple(weakref.ref(n) for n in nodes[1:]), joint=True)
     object.__setattr__(first, "_nnx_joint", plan)
     return plan

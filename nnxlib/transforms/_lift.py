@@ -63,7 +63,7 @@ class Extracted(NamedTuple):
 def extract(tree: Any) -> Extracted:
     """Flatten ``tree``; split the graph objects in it with one joint, cached plan."""
     leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=is_node_or_variable)
-    positions = tuple(i for i, leaf in enumerate(leaves) if is_node_or_variable(leaf))
+    positions = tuple([i for i, leaf in enumerate(leaves) if is_node_or_variable(leaf)])
     if not positions:
         return Extracted(treedef, (), None, [], leaves)
     plan = _joint_plan(tuple(leaves[i] for i in positions))
@@ -79,8 +79,9 @@ def extract(tree: Any) -> Extracted:
 def _joint_plan(nodes: tuple) -> Plan:
     """``plan_for_many``, except for bare variables among the roots: a Variable has no
     slot to cache a plan on and cannot be weakly referenced, so walk without caching."""
-    if any(isinstance(n, Variable) for n in nodes):
-        return _walk(nodes, (), joint=True)
+    for n in nodes:
+        if isinstance(n, Variable):
+            return _walk(nodes, (), joint=True)
     return plan_for_many(nodes)
 
 
