@@ -99,7 +99,10 @@ class Variable:
         (1, 'steps seen')
     """
 
-    __slots__ = ("_raw_value", "_metadata", "_nnx_stamp", "_nnx_trace")
+    # _nnx_joint (left unset until used) caches the joint plan of a transform call
+    # whose first argument is this variable; __weakref__ lets plans refer to it.
+    __slots__ = ("_raw_value", "_metadata", "_nnx_stamp", "_nnx_trace", "_nnx_joint",
+                 "__weakref__")
 
     def __init__(self, value: Any, **metadata: Any):
         if isinstance(value, Variable):

@@ -32,7 +32,6 @@ from nnxlib._graphdef import (
     Plan,
     PytreeDef,
     _Flattener,
-    _walk,
     build,
     is_node_or_variable,
     plan_for_many,
@@ -66,7 +65,7 @@ def extract(tree: Any) -> Extracted:
     positions = tuple([i for i, leaf in enumerate(leaves) if is_node_or_variable(leaf)])
     if not positions:
         return Extracted(treedef, (), None, [], leaves)
-    plan = _joint_plan(tuple(leaves[i] for i in positions))
+    plan = plan_for_many(tuple(leaves[i] for i in positions))
     values = plan_values(plan)
     if len(positions) == len(leaves):
         others = []
@@ -74,15 +73,6 @@ def extract(tree: Any) -> Extracted:
         chosen = set(positions)
         others = [leaf for i, leaf in enumerate(leaves) if i not in chosen]
     return Extracted(treedef, positions, plan, values, others)
-
-
-def _joint_plan(nodes: tuple) -> Plan:
-    """``plan_for_many``, except for bare variables among the roots: a Variable has no
-    slot to cache a plan on and cannot be weakly referenced, so walk without caching."""
-    for n in nodes:
-        if isinstance(n, Variable):
-            return _walk(nodes, (), joint=True)
-    return plan_for_many(nodes)
 
 
 def plan_values(plan: Plan) -> list:

@@ -759,3 +759,27 @@ def test_escaped_variable_raises_clear_error_in_every_array_use(use):
     f(Linear(3, 3, rngs=nnx.Rngs(0)))
     with pytest.raises(nnx.TraceContextError, match="return the module"):
         use(escaped[0])
+
+
+def test_variable_as_first_argument_is_not_rewalked_on_each_call(monkeypatch):
+    from nnxlib import _graphdef
+
+    walks = []
+    real_walk = _graphdef._walk
+    monkeypatch.setattr(_graphdef, "_walk", lambda *a, **k: walks.append(1) or real_walk(*a, **k))
+    counter = nnx.Variable(jnp.array(0))
+    model = Net()
+
+    @nnx.jit
+    def step(counter, model, x):
+        counter[...] += 1
+        return model(x)
+
+    for _ in range(3):
+        step(counter, model, X)
+    assert int(counter[...]) == 3
+    assert len(walks) == 1  # the joint plan is cached on the variable
+    model.extra = 1  # structure changed: walked again, once
+    step(counter, model, X)
+    step(counter, model, X)
+    assert len(walks) == 2
