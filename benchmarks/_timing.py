@@ -129,7 +129,7 @@ class Timing:
 class TimingConfig:
     """How long to measure: each repeat runs for at least ``min_time`` seconds."""
 
-    repeat: int = 7
+    repeat: int = 11
     min_time: float = 0.1
     warmup: int = 3
 
