@@ -32,6 +32,7 @@ from nnxlib._graphdef import (
     Plan,
     PytreeDef,
     _Flattener,
+    _read_child,
     build,
     is_node_or_variable,
     plan_for_many,
@@ -84,15 +85,8 @@ def plan_values(plan: Plan) -> list:
             pass
     values = [_raw(v) for v in plan.template]
     for position, owner, key, _ in plan.slots:
-        values[position] = _read(owner, key)
+        values[position] = _read_child(owner, key)
     return values
-
-
-def _read(owner: Any, key: Any) -> Any:
-    d = getattr(owner, "__dict__", None)
-    if d is not None and isinstance(key, str) and key in d:
-        return d[key]
-    return owner[key]
 
 
 _GET_RAW = operator.attrgetter("_raw_value")
