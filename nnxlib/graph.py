@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -551,9 +552,7 @@ class _CallProxy:
 
 def clone_state(state_: Any) -> State:
     """A state whose variables are copies (so a functional call cannot mutate inputs)."""
-    import jax as _jax
-
-    return _jax.tree.map(lambda x: x, state_)
+    return jax.tree.map(lambda x: x, state_)
 
 
 def call(graphdef_state: tuple) -> _CallProxy:
