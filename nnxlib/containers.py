@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+import jax
+
 from nnxlib import _tracking
+from nnxlib._pytree import register_node_pytree
 from nnxlib.graph import NodeImpl, register_graph_node_type
 from nnxlib.module import Module, _init_internal, _track_containers
 from nnxlib.state import key_order
@@ -162,13 +165,23 @@ def _create_empty(cls: type, trace: Any) -> Any:
     return obj
 
 
+def _list_children(node: List) -> list:
+    return list(enumerate(node))
+
+
+def _dict_children(node: Dict) -> list:
+    return sorted(dict.items(node), key=lambda kv: key_order(kv[0]))
+
+
 register_graph_node_type(List, NodeImpl(
-    children=lambda node: list(enumerate(node)), pytree=False,
+    children=_list_children, pytree=False,
     create_empty=_create_empty, fill=_fill_list, set_raw=list.__setitem__))
 register_graph_node_type(Dict, NodeImpl(
-    children=lambda node: sorted(dict.items(node), key=lambda kv: key_order(kv[0])),
-    pytree=False, create_empty=_create_empty, fill=_fill_dict, set_raw=dict.__setitem__,
-    keyed=True))
+    children=_dict_children, pytree=False, create_empty=_create_empty, fill=_fill_dict,
+    set_raw=dict.__setitem__, keyed=True))
+register_node_pytree(List, _list_children, _create_empty, _fill_list,
+                     jax.tree_util.SequenceKey)
+register_node_pytree(Dict, _dict_children, _create_empty, _fill_dict, jax.tree_util.DictKey)
 
 
 class Sequential(Module):

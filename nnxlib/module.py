@@ -37,6 +37,7 @@ import jax
 
 from nnxlib import _tracking
 from nnxlib import graph as graphlib
+from nnxlib._pytree import register_node_pytree
 from nnxlib.filters import to_predicate
 from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
 from nnxlib.state import key_order
@@ -69,6 +70,11 @@ class Object:
         obj = object.__new__(cls)
         _init_internal(obj)
         return obj
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        # JAX looks pytree types up exactly, so every subclass registers itself.
+        register_node_pytree(cls, _object_children, _object_create_empty, _object_fill)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _INTERNAL:
@@ -198,6 +204,7 @@ def _object_set_raw(obj: Object, key: str, value: Any) -> None:
 register_graph_node_type(Object, NodeImpl(
     children=_object_children, pytree=False, create_empty=_object_create_empty,
     fill=_object_fill, set_raw=_object_set_raw, keyed=True))
+register_node_pytree(Object, _object_children, _object_create_empty, _object_fill)
 
 
 def _object_repr(obj: Any, seen: set, depth: int) -> str:
