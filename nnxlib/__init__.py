@@ -41,7 +41,7 @@ from nnxlib.graph import (
     state,
     update,
 )
-from nnxlib.module import Module, Object, iter_children, iter_modules
+from nnxlib.module import Module, Object, data, iter_children, iter_modules, static
 from nnxlib.rngs import (
     RngCount,
     RngKey,

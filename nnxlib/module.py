@@ -34,16 +34,18 @@ import types
 from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from nnxlib import _tracking
 from nnxlib import graph as graphlib
-from nnxlib._pytree import register_node_pytree
+from nnxlib._pytree import holds_state, register_node_pytree
 from nnxlib.filters import to_predicate
 from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
 from nnxlib.state import key_order
 from nnxlib.variables import Perturbation, Variable
 
-__all__ = ["Object", "Module", "iter_modules", "iter_children", "first_from"]
+__all__ = ["Object", "Module", "iter_modules", "iter_children", "first_from", "data", "static"]
 
 _INTERNAL = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint")
 
@@ -460,4 +462,50 @@ def first_from(*values: Any, error_msg: str) -> Any:
         if value is not None:
             return value
     raise ValueError(error_msg)
+
+
+_SCALARS = (bool, int, float, complex, np.generic)
+
+
+def data(value: Any, /) -> Any:
+    """Mark an attribute value as state (flax.nnx 0.12's ``nnx.data``).
+
+    Arrays, variables, modules and containers of them already are state in nnxlib, so
+    they come back unchanged. A Python or NumPy scalar becomes a JAX array, so that it
+    is a state leaf too: it appears in ``nnx.state``, is traced by transforms and
+    updated in place, as in flax (which, like nnxlib, keeps scalars *inside*
+    containers static).
+
+    Example:
+        >>> import jax
+        >>> import nnxlib as nnx
+        >>> class Counter(nnx.Module):
+        ...     def __init__(self):
+        ...         self.steps = nnx.data(0)
+        ...         self.name = "counter"            # static
+        >>> counter = Counter()
+        >>> jax.tree.leaves(nnx.state(counter))
+        [Array(0, dtype=int32, weak_type=True)]
+    """
+    return jnp.asarray(value) if isinstance(value, _SCALARS) else value
+
+
+def static(value: Any, /) -> Any:
+    """Mark an attribute value as static (flax.nnx 0.12's ``nnx.static``).
+
+    Values without state are static in nnxlib already, so they come back unchanged; a
+    value holding state (an array, a variable, a module) is an error, as in flax.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> nnx.static((1, "two"))
+        (1, 'two')
+    """
+    if holds_state(value):
+        raise ValueError(
+            f"nnx.static: the {type(value).__name__} value holds state (arrays, "
+            "variables or modules), which cannot be static. Hint: assign it without "
+            "nnx.static (it is then state), or keep only non-array values in it."
+        )
+    return value
 

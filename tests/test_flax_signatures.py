@@ -29,6 +29,9 @@ NOT_SUPPORTED = {
     "merge": "recreate_variables is not supported",
     "merge_state": "no cls argument",
     "Not": "argument named filter, positional use is the same",
+    # The dataclass-field form (no value, dataclasses.field keywords) is not supported.
+    "data": "only nnx.data(value)",
+    "static": "only nnx.static(value)",
 }
 
 

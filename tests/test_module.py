@@ -486,3 +486,41 @@ class TestCopyPickle:
         assert nnx.graphdef(m) is g
         m.new = 1
         assert nnx.graphdef(m) is not g
+
+
+# ------------------------------------------------------------ nnx.data / nnx.static
+def test_data_and_static_markers_match_flax_state():
+    from flax import nnx as flax_nnx
+
+    def build(lib):
+        class M(lib.Module):
+            def __init__(self):
+                self.x = lib.data(1.5)
+                self.n = lib.static(3)
+                self.layers = lib.data([lib.Linear(1, 1, rngs=lib.Rngs(0))])
+                self.pair = lib.data((jnp.ones(1), 2))
+
+        return M()
+
+    ours, theirs = build(nnx), build(flax_nnx)
+    ours_flat = {p: v for p, v in nnx.to_flat_state(nnx.state(ours))}
+    theirs_flat = {p: v for p, v in flax_nnx.to_flat_state(flax_nnx.state(theirs))}
+    assert set(ours_flat) == set(theirs_flat)
+    for path in ours_flat:
+        np.testing.assert_allclose(jax.tree.leaves(ours_flat[path])[0],
+                                   jax.tree.leaves(theirs_flat[path])[0])
+    assert ours.n == 3
+
+    @nnx.jit
+    def bump(m):
+        m.x = m.x + 1
+
+    bump(ours)
+    assert float(ours.x) == 2.5
+
+
+def test_static_of_state_is_an_error():
+    with pytest.raises(ValueError, match="holds state.*Hint"):
+        nnx.static([nnx.Param(1.0)])
+    with pytest.raises(ValueError, match="holds state"):
+        nnx.static(jnp.ones(2))
