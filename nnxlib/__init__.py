@@ -41,7 +41,15 @@ from nnxlib.graph import (
     state,
     update,
 )
-from nnxlib.module import Module, Object, data, iter_children, iter_modules, static
+from nnxlib.module import (
+    Module,
+    Object,
+    Pytree,
+    data,
+    iter_children,
+    iter_modules,
+    static,
+)
 from nnxlib.rngs import (
     RngCount,
     RngKey,

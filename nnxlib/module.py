@@ -45,7 +45,7 @@ from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
 from nnxlib.state import key_order
 from nnxlib.variables import Perturbation, Variable
 
-__all__ = ["Object", "Module", "iter_modules", "iter_children", "first_from", "data", "static"]
+__all__ = ["Object", "Pytree", "Module", "iter_modules", "iter_children", "first_from", "data", "static"]
 
 _INTERNAL = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint")
 
@@ -54,7 +54,9 @@ class Object:
     """Base class of every mutable graph node with attributes (modules, ``Rngs``).
 
     Tracks structural changes (for split caching) and guards against mutation from a
-    foreign trace. Subclasses need not call ``super().__init__()``.
+    foreign trace. Subclasses need not call ``super().__init__()``. Subclasses are JAX
+    pytrees too (``class Foo(nnx.Object, pytree=False)`` opts out). ``nnx.Pytree`` is
+    the same class under flax.nnx 0.12's name.
 
     Example:
         >>> import nnxlib as nnx
@@ -73,10 +75,13 @@ class Object:
         _init_internal(obj)
         return obj
 
-    def __init_subclass__(cls, **kwargs: Any):
+    def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any):
         super().__init_subclass__(**kwargs)
-        # JAX looks pytree types up exactly, so every subclass registers itself.
-        register_node_pytree(cls, _object_children, _object_create_empty, _object_fill)
+        # JAX looks pytree types up exactly, so every subclass registers itself, unless
+        # it asks not to be a pytree (``class Foo(nnx.Pytree, pytree=False)``, as in
+        # flax): it is then a single leaf for JAX, still a graph node for nnxlib.
+        if pytree:
+            register_node_pytree(cls, _object_children, _object_create_empty, _object_fill)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _INTERNAL:
@@ -202,6 +207,8 @@ def _object_fill(obj: Object, pairs: list) -> None:
 def _object_set_raw(obj: Object, key: str, value: Any) -> None:
     obj.__dict__[key] = value
 
+
+Pytree = Object  # flax.nnx 0.12's name for the base class
 
 register_graph_node_type(Object, NodeImpl(
     children=_object_children, pytree=False, create_empty=_object_create_empty,

@@ -86,3 +86,19 @@ def test_same_leaves_as_flax_nnx():
     theirs = flax_nnx.Linear(3, 2, rngs=flax_nnx.Rngs(0))
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_pytree_base_class_and_opting_out_like_flax():
+    class Stats(nnx.Pytree):
+        def __init__(self):
+            self.mean = nnx.BatchStat(jnp.zeros(2))
+
+    class Opaque(nnx.Pytree, pytree=False):
+        def __init__(self):
+            self.mean = nnx.BatchStat(jnp.zeros(2))
+
+    assert nnx.Pytree is nnx.Object
+    assert [x.shape for x in jax.tree.leaves(Stats())] == [(2,)]
+    opaque = Opaque()
+    assert jax.tree.leaves(opaque) == [opaque]          # one leaf for JAX ...
+    assert list(nnx.state(opaque)) == ["mean"]          # ... still a graph node for nnxlib
