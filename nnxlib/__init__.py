@@ -37,18 +37,22 @@ from nnxlib.graph import (
     merge,
     pop,
     recursive_map,
+    set_metadata,
     split,
     state,
     update,
 )
+from nnxlib.graph import map_node as map  # noqa: A001  (flax.nnx's name)
 from nnxlib.module import (
     Module,
     Object,
     Pytree,
     data,
     iter_children,
+    iter_module_children,
     iter_modules,
     static,
+    view,
 )
 from nnxlib.rngs import (
     RngCount,
@@ -58,6 +62,7 @@ from nnxlib.rngs import (
     RngStream,
     fork_rngs,
     reseed,
+    restore_rngs,
     split_rngs,
 )
 from nnxlib.state import (

@@ -60,7 +60,8 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
     register_graph_node_type,
     unflatten,
 )
-from nnxlib.state import State
+from nnxlib.filters import to_predicate
+from nnxlib.state import State, map_state
 from nnxlib.variables import Variable
 
 __all__ = [
@@ -80,6 +81,8 @@ __all__ = [
     "recursive_map",
     "find_duplicates",
     "call",
+    "map_node",
+    "set_metadata",
 ]
 
 
@@ -493,6 +496,40 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any) -> Any:
         return result
 
     return visit((), node)
+
+
+def map_node(f: Callable[[tuple, Any], Any], node: Any, /) -> Any:
+    """A new graph like ``node`` with ``f(path, variable)`` as each state leaf
+    (``nnx.map``). ``f`` returns a Variable (e.g. ``v.replace(new_value)``) or a raw
+    value, which is boxed in the same kind of Variable; ``node`` is not changed.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> zeros = nnx.map(lambda path, v: v.replace(jnp.zeros_like(v)), model)
+        >>> float(zeros.kernel[...].sum()), float(model.kernel[...].sum()) != 0.0
+        (0.0, True)
+    """
+    graphdef_, state_ = split(node)
+    return merge(graphdef_, map_state(f, state_))
+
+
+def set_metadata(node: Any, /, *, only: Any = Variable, **metadata: Any) -> None:
+    """Set ``metadata`` on every Variable of ``node`` matching ``only``, in place.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> bn = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+        >>> nnx.set_metadata(bn, only=nnx.BatchStat, frozen=True)
+        >>> bn.mean.get_metadata()["frozen"], "frozen" in bn.scale.get_metadata()
+        (True, False)
+    """
+    predicate = to_predicate(only)
+    targets = [v for path, v in iter_graph(node)
+               if isinstance(v, Variable) and predicate(path, v)]
+    for var in targets:
+        var.set_metadata(**metadata)
 
 
 def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:

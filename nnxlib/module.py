@@ -45,7 +45,7 @@ from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
 from nnxlib.state import key_order
 from nnxlib.variables import Perturbation, Variable
 
-__all__ = ["Object", "Pytree", "Module", "iter_modules", "iter_children", "first_from", "data", "static"]
+__all__ = ["Object", "Pytree", "Module", "view", "iter_module_children", "iter_modules", "iter_children", "first_from", "data", "static"]
 
 _INTERNAL = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint")
 
@@ -388,20 +388,7 @@ class Module(Object):
             >>> [layer.deterministic for layer in model.layers]
             [True, True]
         """
-        predicates = [to_predicate(f) for f in filters]
-        remaining = set(attributes)
-        for path, module in iter_modules(self):
-            if predicates and not any(p(path, module) for p in predicates):
-                continue
-            for name, value in attributes.items():
-                if hasattr(module, name) and not isinstance(getattr(module, name), Object):
-                    setattr(module, name, value)
-                    remaining.discard(name)
-        if remaining and raise_if_not_found:
-            raise ValueError(
-                f"set_attributes: no submodule of {type(self).__name__} has attribute(s) "
-                f"{sorted(remaining)}. Hint: pass raise_if_not_found=False to ignore."
-            )
+        _set_attributes(self, filters, raise_if_not_found, attributes, "set_attributes")
 
     def train(self, **attributes: Any) -> None:
         """Switch to training mode (``deterministic=False``, ``use_running_average=False``).
@@ -442,6 +429,68 @@ def iter_modules(module: Any) -> Iterator[tuple[tuple, Module]]:
     for path, value in graphlib.iter_graph(module):
         if isinstance(value, Module):
             yield path, value
+
+
+def _set_attributes(root: Any, filters: tuple, raise_if_not_found: bool,
+                    attributes: dict, where: str) -> None:
+    """Set ``attributes`` on the modules under ``root`` (matching ``filters``) that have
+    them; an attribute found nowhere is an error raised before anything is set."""
+    predicates = [to_predicate(f) for f in filters]
+    writes, found = [], set()
+    for path, module in iter_modules(root):
+        if predicates and not any(p(path, module) for p in predicates):
+            continue
+        for name, value in attributes.items():
+            if hasattr(module, name) and not isinstance(getattr(module, name), Object):
+                writes.append((module, name, value))
+                found.add(name)
+    missing = sorted(set(attributes) - found)
+    if missing and raise_if_not_found:
+        raise ValueError(
+            f"{where}: no submodule of {type(root).__name__} has attribute(s) {missing}"
+            f"{' among those matching the filters' if filters else ''}; nothing was set. "
+            "Hint: check the names, or pass raise_if_not_found=False to ignore them."
+        )
+    for module, name, value in writes:
+        setattr(module, name, value)
+
+
+def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
+         **attributes: Any) -> Any:
+    """A copy of ``node`` with static attributes changed, e.g. an evaluation view.
+
+    The copy has its own modules and variables, holding the same arrays as ``node``;
+    ``node`` itself is not changed. ``only`` selects the modules to change.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> model = nnx.Sequential(nnx.Dropout(0.5), nnx.BatchNorm(2, rngs=nnx.Rngs(0)))
+        >>> evaluation = nnx.view(model, deterministic=True, use_running_average=True)
+        >>> evaluation.layers[0].deterministic, model.layers[0].deterministic
+        (True, False)
+        >>> nnx.view(model, only=nnx.Dropout, deterministic=True).layers[1].use_running_average
+        False
+    """
+    copy = graphlib.clone(node)
+    filters = () if only is ... else (only,)
+    _set_attributes(copy, filters, raise_if_not_found, attributes, "view")
+    return copy
+
+
+def iter_module_children(node: Any, /) -> Iterator[tuple[Any, "Module"]]:
+    """Yield ``(key, submodule)`` for the direct children of ``node`` that are modules.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> model = nnx.Sequential(nnx.Linear(1, 1, rngs=nnx.Rngs(0)))
+        >>> [(k, type(m).__name__) for k, m in nnx.iter_module_children(model.layers)]
+        [(0, 'Linear')]
+        >>> list(nnx.iter_module_children(nnx.Linear(1, 1, rngs=nnx.Rngs(0))))
+        []
+    """
+    for key, child in graphlib.iter_children(node):
+        if isinstance(child, Module):
+            yield key, child
 
 
 def iter_children(node: Any) -> Iterator[tuple[Any, Any]]:

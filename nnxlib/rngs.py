@@ -32,6 +32,7 @@ from nnxlib.module import Object
 from nnxlib.variables import Variable
 
 __all__ = ["RngState", "RngKey", "RngCount", "RngStream", "Rngs", "split_rngs", "fork_rngs",
+           "restore_rngs",
            "reseed"]
 
 
@@ -325,6 +326,22 @@ def fork_rngs(node: Any, *, split: Any = None) -> list:
         False
     """
     return _redraw(node, ..., split, "fork_rngs", keep_draw=False)
+
+
+def restore_rngs(backups: list, /) -> None:
+    """Put streams back as the backups from :func:`fork_rngs` (or ``split_rngs``) say.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> rngs = nnx.Rngs(0)
+        >>> backups = nnx.fork_rngs(rngs, split=4)
+        >>> rngs.default.key.shape
+        (4,)
+        >>> nnx.restore_rngs(backups)
+        >>> rngs.default.key.shape
+        ()
+    """
+    _restore(backups)
 
 
 def reseed(node: Any, /, *, policy: str | Callable = "scalars_only", **seeds: Any) -> None:

@@ -27,6 +27,7 @@ NOT_SUPPORTED = {
     # Variable hooks (on_set_value, on_get_value, ...) are not implemented.
     "with_metadata": "no on_* hooks",
     "merge": "recreate_variables is not supported",
+    "map": "recreate_variables is not supported",
     "merge_state": "no cls argument",
     "Not": "argument named filter, positional use is the same",
     # The dataclass-field form (no value, dataclasses.field keywords) is not supported.

@@ -744,3 +744,25 @@ def test_clone_arrays_true_survives_donation_of_the_original():
     np.testing.assert_array_equal(twin.kernel[...], model.kernel[...])
     with pytest.raises(ValueError, match="variables=True"):
         nnx.clone(model, variables=False, arrays=True)
+
+
+def test_map_builds_a_new_graph_and_keeps_sharing():
+    model = SharedPair()
+    doubled = nnx.map(lambda path, v: v.replace(v[...] * 2), model)
+    np.testing.assert_array_equal(doubled.a[...], 2 * jnp.arange(3.0))
+    np.testing.assert_array_equal(model.a[...], jnp.arange(3.0))
+    assert doubled.a is doubled.b and doubled.a is not model.a
+    raw = nnx.map(lambda path, v: v[...] + 1, nnx.Linear(2, 2, rngs=nnx.Rngs(0)))
+    assert isinstance(raw.kernel, nnx.Param)  # raw values are boxed as the same kind
+
+
+def test_set_metadata_only_on_matching_variables():
+    bn = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+    nnx.set_metadata(bn, only=nnx.Param, differentiable=False)
+    assert bn.scale.get_metadata()["differentiable"] is False
+    assert "differentiable" not in bn.mean.get_metadata()
+    graphdef = nnx.graphdef(bn)
+    nnx.set_metadata(bn, note="all")
+    assert nnx.graphdef(bn) != graphdef  # metadata is structure
+    assert all(v.get_metadata()["note"] == "all"
+               for _, v in nnx.iter_graph(bn) if isinstance(v, nnx.Variable))

@@ -524,3 +524,50 @@ def test_static_of_state_is_an_error():
         nnx.static([nnx.Param(1.0)])
     with pytest.raises(ValueError, match="holds state"):
         nnx.static(jnp.ones(2))
+
+
+# ------------------------------------------- view, set_attributes, module children
+class ViewBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.linear = nnx.Linear(2, 3, rngs=rngs)
+        self.dropout = nnx.Dropout(0.5, rngs=rngs)
+        self.bn = nnx.BatchNorm(3, rngs=rngs)
+
+
+def test_view_matches_flax_and_leaves_the_original_alone():
+    from flax import nnx as flax_nnx
+
+    class FlaxBlock(flax_nnx.Module):
+        def __init__(self, rngs):
+            self.linear = flax_nnx.Linear(2, 3, rngs=rngs)
+            self.dropout = flax_nnx.Dropout(0.5, rngs=rngs)
+            self.bn = flax_nnx.BatchNorm(3, rngs=rngs)
+
+    for lib, block in ((nnx, ViewBlock(nnx.Rngs(0))), (flax_nnx, FlaxBlock(flax_nnx.Rngs(0)))):
+        both = lib.view(block, deterministic=True, use_running_average=True)
+        only = lib.view(block, only=lib.Dropout, deterministic=True)
+        assert (both.dropout.deterministic, both.bn.use_running_average) == (True, True)
+        assert (only.dropout.deterministic, only.bn.use_running_average) == (True, False)
+        assert (block.dropout.deterministic, block.bn.use_running_average) == (False, False)
+    ours = ViewBlock(nnx.Rngs(0))
+    evaluation = nnx.view(ours, deterministic=True)
+    assert evaluation.linear.kernel is not ours.linear.kernel
+    assert evaluation.linear.kernel[...] is ours.linear.kernel[...]  # same arrays
+
+
+def test_set_attributes_with_an_unknown_name_sets_nothing():
+    block = ViewBlock(nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"\['detreministic'\].*nothing was set.*Hint"):
+        block.set_attributes(use_running_average=True, detreministic=True)
+    assert block.bn.use_running_average is False
+    with pytest.raises(ValueError, match="nothing was set"):
+        nnx.view(block, detreministic=True)
+    block.set_attributes(use_running_average=True, detreministic=True,
+                         raise_if_not_found=False)
+    assert block.bn.use_running_average is True
+
+
+def test_iter_module_children_lists_direct_submodules_only():
+    block = ViewBlock(nnx.Rngs(0))
+    assert [(k, type(m).__name__) for k, m in nnx.iter_module_children(block)] == [
+        ("bn", "BatchNorm"), ("dropout", "Dropout"), ("linear", "Linear")]

@@ -389,3 +389,15 @@ def test_streams_from_a_mapping_or_a_default_keyword():
     by_keyword = nnx.Rngs(default=3, params=1)
     assert sorted(name for name, _ in by_keyword.items()) == ["default", "params"]
     assert bool(by_keyword() == nnx.Rngs(3)())
+
+
+def test_restore_rngs_undoes_fork_rngs_exactly():
+    rngs = nnx.Rngs(0, dropout=1)
+    before = [(jax.random.key_data(s.key[...]), int(s.count[...])) for _, s in rngs.items()]
+    backups = nnx.fork_rngs(rngs, split=3)
+    assert rngs.dropout.key.shape == (3,)
+    nnx.restore_rngs(backups)
+    after = [(jax.random.key_data(s.key[...]), int(s.count[...])) for _, s in rngs.items()]
+    for (key_a, count_a), (key_b, count_b) in zip(before, after, strict=True):
+        np.testing.assert_array_equal(key_a, key_b)
+        assert count_a == count_b
