@@ -34,13 +34,18 @@ from nnxlib.variables import freeze_metadata, thaw_metadata
 __all__ = ["register_node_pytree"]
 
 
+def is_state_like(x: Any) -> bool:
+    """True for a variable, an array or a graph node (what makes a value state)."""
+    return is_node_or_variable(x) or is_array(x)
+
+
 def holds_state(value: Any) -> bool:
     """True when ``value`` is, or contains, a variable, an array or a graph node."""
-    if is_node_or_variable(value) or is_array(value):
+    if is_state_like(value):
         return True
     if isinstance(value, (list, tuple, dict)):
         leaves = jax.tree_util.tree_leaves(value, is_leaf=is_node_or_variable)
-        return any(is_node_or_variable(x) or is_array(x) for x in leaves)
+        return any(map(is_state_like, leaves))
     return False
 
 

@@ -25,7 +25,7 @@ import jax
 from nnxlib import _tracking
 from nnxlib._pytree import register_node_pytree
 from nnxlib.graph import NodeImpl, register_graph_node_type
-from nnxlib.module import Module, _init_internal, _track_containers
+from nnxlib.module import Module, _init_fresh, _init_internal, _track_containers
 from nnxlib.state import key_order
 
 __all__ = ["List", "Dict", "Sequential"]
@@ -154,14 +154,8 @@ def _fill_dict(node: Dict, pairs: list) -> None:
 
 
 def _create_empty(cls: type, trace: Any) -> Any:
-    # Like Object's: a brand-new container is in no plan yet, so it takes the current
-    # epoch as its stamp instead of advancing it (which would make every cached plan
-    # re-validate on its next use).
     obj = (list if issubclass(cls, list) else dict).__new__(cls)
-    object.__setattr__(obj, "_nnx_stamp", _tracking.EPOCH[0])
-    object.__setattr__(obj, "_nnx_trace", trace)
-    object.__setattr__(obj, "_nnx_plan", None)
-    object.__setattr__(obj, "_nnx_joint", None)
+    _init_fresh(obj, trace)
     return obj
 
 

@@ -39,13 +39,14 @@ import numpy as np
 
 from nnxlib import _tracking
 from nnxlib import graph as graphlib
-from nnxlib._pytree import holds_state, register_node_pytree
+from nnxlib._pytree import holds_state, is_state_like, register_node_pytree
 from nnxlib.filters import to_predicate
 from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
 from nnxlib.state import key_order
 from nnxlib.variables import Perturbation, Variable
 
-__all__ = ["Object", "Pytree", "Module", "view", "iter_module_children", "iter_modules", "iter_children", "first_from", "data", "static"]
+__all__ = ["Object", "Pytree", "Module", "view", "iter_module_children", "iter_modules",
+           "iter_children", "first_from", "data", "static"]
 
 _INTERNAL = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint")
 
@@ -127,8 +128,17 @@ _MISSING = object()
 
 
 def _init_internal(obj: Any) -> None:
+    """Bookkeeping of a node created by user code: a structural change (epoch bump)."""
+    _init_fresh(obj, _tracking.current_trace())
     object.__setattr__(obj, "_nnx_stamp", _tracking.bump())
-    object.__setattr__(obj, "_nnx_trace", _tracking.current_trace())
+
+
+def _init_fresh(obj: Any, trace: Any) -> None:
+    """Bookkeeping of a node built by merge/unflatten: it is in no cached plan yet, so it
+    takes the current epoch as its stamp instead of advancing it (which would make
+    every cached plan re-validate on its next use)."""
+    object.__setattr__(obj, "_nnx_stamp", _tracking.EPOCH[0])
+    object.__setattr__(obj, "_nnx_trace", trace)
     object.__setattr__(obj, "_nnx_plan", None)
     object.__setattr__(obj, "_nnx_joint", None)
 
@@ -145,13 +155,13 @@ def _track_containers(value: Any) -> Any:
 def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
     """Reject values that would hide state from the graph walker."""
     if isinstance(value, (set, frozenset)):
-        hidden = [v for v in value if _is_state_like(v)]
+        hidden = [v for v in value if is_state_like(v)]
     elif (graphlib.node_impl(type(value)) is None and not isinstance(value, Variable)
           and not is_array(value)):
         leaves = jax.tree_util.tree_leaves(value, is_leaf=graphlib.is_node_or_variable)
         single_leaf = len(leaves) == 1 and leaves[0] is value
         hidden = (_hidden_in_attributes(value) if single_leaf
-                  else [v for v in leaves if _is_state_like(v)])
+                  else [v for v in leaves if is_state_like(v)])
     else:
         return
     if hidden:
@@ -172,10 +182,6 @@ def _hidden_in_attributes(value: Any) -> list:
     if not isinstance(attrs, dict):
         return []
     return [v for v in attrs.values() if graphlib.is_node_or_variable(v)]
-
-
-def _is_state_like(x: Any) -> bool:
-    return graphlib.is_node_or_variable(x) or is_array(x)
 
 
 def _object_children(obj: Object) -> list:
