@@ -61,7 +61,7 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
     unflatten,
 )
 from nnxlib.filters import to_predicate
-from nnxlib.state import State, map_state
+from nnxlib.state import State, map_state, merge_state
 from nnxlib.variables import Variable
 
 __all__ = [
@@ -87,10 +87,8 @@ __all__ = [
 
 
 def merge_state_args(state: Any, *states: Any) -> Any:
-    from nnxlib.state import merge_state
-
+    """One state from ``merge``-style arguments (``state, *states``)."""
     return merge_state(state, *states) if states else state
-
 
 
 # ------------------------------------------------------------------ public API
