@@ -14,9 +14,9 @@ Example:
 """
 
 from nnxlib import display as _display_module
-from nnxlib import filters, graph
-from nnxlib._tracking import TraceContextError
+from nnxlib import errors, filters, graph
 from nnxlib.containers import Dict, List, Sequential
+from nnxlib.errors import TraceContextError
 from nnxlib.filters import (
     All,
     Any,

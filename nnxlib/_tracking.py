@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from jax.extend.core import get_opaque_trace_state as current_trace
 
+from nnxlib.errors import TraceContextError
+
 __all__ = ["EPOCH", "EXPIRED", "bump", "current_trace", "TraceContextError", "check_trace"]
 
 #: The global structure epoch, boxed in a list so that importers share one counter.
@@ -48,28 +50,6 @@ class _ExpiredTrace:
 
 
 EXPIRED = _ExpiredTrace()
-
-
-class TraceContextError(Exception):
-    """Raised when an object is used from a JAX trace it does not belong to.
-
-    Two cases: mutating, inside a transform, a module captured from outside it (pass it
-    as an argument instead), and using a module created inside a transform after that
-    transform has returned (return it instead).
-
-    Example:
-        >>> import jax, jax.numpy as jnp
-        >>> import nnxlib as nnx
-        >>> counter = nnx.Variable(jnp.array(0))
-        >>> @jax.jit
-        ... def bump():
-        ...     counter[...] += 1          # captured, not passed: belongs to the outer level
-        >>> try:
-        ...     bump()
-        ... except nnx.TraceContextError:
-        ...     print("raised")
-        raised
-    """
 
 
 def check_trace(obj: object, what: str) -> None:
