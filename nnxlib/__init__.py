@@ -15,7 +15,7 @@ Example:
 
 from nnxlib import display as _display_module
 from nnxlib import errors, filters, graph
-from nnxlib.containers import Dict, List, Sequential
+from nnxlib.containers import Dict, List
 from nnxlib.errors import TraceContextError
 from nnxlib.filters import (
     All,
@@ -47,6 +47,7 @@ from nnxlib.module import (
     Module,
     Object,
     Pytree,
+    Sequential,
     data,
     iter_children,
     iter_module_children,

@@ -30,7 +30,13 @@ import numpy as np
 from nnxlib import _tracking
 from nnxlib._frozen import Unhashable, freeze
 from nnxlib.state import key_order, partition_indices
-from nnxlib.variables import Variable, _new_variable, freeze_metadata, thaw_metadata
+from nnxlib.variables import (
+    Variable,
+    _new_variable,
+    aval_of,
+    freeze_metadata,
+    thaw_metadata,
+)
 
 
 # ------------------------------------------------------------------ node registry
@@ -210,12 +216,15 @@ class GraphDef:
         (True, True)
     """
 
-    __slots__ = ("root", "paths", "num_leaves", "_hash", "_builder")
+    __slots__ = ("root", "paths", "avals", "num_leaves", "_hash", "_builder")
 
-    def __init__(self, root: Any, paths: tuple):
+    def __init__(self, root: Any, paths: tuple, avals: tuple | None = None):
         set_ = object.__setattr__
         set_(self, "root", root)
         set_(self, "paths", paths)  # leaf paths in leaf order (derived; not in equality)
+        # (shape, dtype) of each leaf when the graph was walked, None for non-arrays:
+        # what merge checks a state against. Derived, so not part of equality either.
+        set_(self, "avals", avals if avals is not None else (None,) * len(paths))
         set_(self, "num_leaves", len(paths))
         set_(self, "_hash", hash(root))
         set_(self, "_builder", None)  # compiled lazily by build_fresh (a cache)
@@ -263,7 +272,7 @@ class GraphDef:
         return f"GraphDef({_def_repr(self.root, 0)})"
 
     def __reduce__(self) -> tuple:
-        return (GraphDef, (self.root, self.paths))
+        return (GraphDef, (self.root, self.paths, self.avals))
 
     def apply(self, state: Any, *states: Any) -> Any:
         """Functional call helper: ``graphdef.apply(state).method(...)``.
@@ -309,13 +318,15 @@ def _def_repr(d: Any, depth: int) -> str:
 class _Flattener:
     """One walk over a graph; collects definitions, leaves and the objects seen."""
 
-    __slots__ = ("index_of", "objects", "paths", "leaves", "slots", "stamped", "_next")
+    __slots__ = ("index_of", "objects", "paths", "leaves", "avals", "slots", "stamped",
+                 "_next")
 
     def __init__(self, seed: dict[int, int] | None = None, first_index: int = 0):
         self.index_of: dict[int, int] = dict(seed) if seed else {}
         self.objects: dict[int, Any] = {}  # index -> object (nodes and variables)
         self.paths: list = []
         self.leaves: list = []
+        self.avals: list = []
         self.slots: list = []  # (leaf position, owner, key, set_raw) for raw arrays
         self.stamped: list = []  # every mutable object covered (for plan validation)
         self._next = max(first_index, len(self.index_of))
@@ -343,6 +354,7 @@ class _Flattener:
             self.stamped.append(value)
             self.paths.append(path)
             self.leaves.append(value)
+            self.avals.append(aval_of(value._raw_value))
             return VariableDef(type(value), index, freeze_metadata(value._metadata))
         impl = node_impl(type(value))
         if impl is not None:
@@ -362,6 +374,7 @@ class _Flattener:
                 self.slots.append((len(self.leaves), owner, key, set_raw))
             self.paths.append(path)
             self.leaves.append(value)
+            self.avals.append(aval_of(value))
             return ArrayLeaf()
         return Static(freeze(value))
 
@@ -384,7 +397,7 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
             metadata = thaw_metadata(d.metadata)
             if metadata != old._metadata:
                 object.__setattr__(old, "_metadata", metadata)
-                object.__setattr__(old, "_nnx_stamp", _tracking.bump())
+                _tracking.structure_changed(old)
             var = old
         elif isinstance(leaf, Variable):
             var = leaf
@@ -401,7 +414,7 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
         pairs = [(k, build(v, leaves, objects, existing)) for k, v in d.attributes]
         impl.fill(node, pairs)
         if old is not None:
-            object.__setattr__(node, "_nnx_stamp", _tracking.bump())
+            _tracking.structure_changed(node)
         return node
     if kind == "ref":
         try:
@@ -509,28 +522,102 @@ def _static_value(d: Static) -> Any:
 
 # -------------------------------------------------------------------- split plans
 class Plan:
-    """A cached walk of one root: its GraphDef and how to read its current leaves."""
+    """A cached walk of one or more roots: the GraphDef and how to read current leaves.
 
-    __slots__ = ("epoch", "graphdef", "template", "slots", "stamped", "objects",
-                 "partitions", "path_index", "others", "writers", "__weakref__")
+    A plan is cached *on* its root (``_nnx_plan``, or ``_nnx_joint`` for several roots),
+    so it must never hold its roots strongly: that would be a reference cycle, and a
+    deleted model (with its device arrays) would wait for the cycle collector. Roots are
+    therefore kept as weak references, and the fields that can contain them
+    (``objects``, ``slots``, ``template``) are stored without them and completed on
+    access; everything below the roots is held normally.
+    """
 
-    def __init__(self, graphdef: GraphDef, flat: _Flattener, others: tuple = ()):
+    __slots__ = ("epoch", "graphdef", "_template", "_slots", "stamped", "_objects",
+                 "partitions", "path_index", "roots", "_root_leaves", "_root_owners",
+                 "_root_indices", "writers", "__weakref__")
+
+    def __init__(self, graphdef: GraphDef, flat: _Flattener, roots: tuple):
         self.epoch = _tracking.EPOCH[0]
         self.graphdef = graphdef
-        self.template = flat.leaves  # Variables stay; raw-array positions are refreshed
-        self.slots = flat.slots
-        self.stamped = flat.stamped
-        self.objects = flat.objects
+        self.roots = tuple(_weak(r) for r in roots)
+        root_ids = {id(r) for r in roots}
+        position = {id(r): i for i, r in enumerate(roots)}
+        # Variables stay; raw-array positions are refreshed from their slots.
+        template = flat.leaves
+        self._root_leaves = tuple((i, position[id(v)]) for i, v in enumerate(template)
+                                  if id(v) in root_ids)
+        for i, _ in self._root_leaves:
+            template[i] = None
+        self._template = template
+        slots = flat.slots
+        self._root_owners = tuple((k, position[id(slot[1])]) for k, slot in enumerate(slots)
+                                  if id(slot[1]) in root_ids)
+        for k, _ in self._root_owners:
+            slots[k] = (slots[k][0], None, *slots[k][2:])
+        self._slots = slots
+        self.stamped = [obj for obj in flat.stamped if id(obj) not in root_ids]
+        objects = flat.objects
+        self._root_indices = tuple((i, position[id(obj)]) for i, obj in objects.items()
+                                   if id(obj) in root_ids)
+        for i, _ in self._root_indices:
+            del objects[i]
+        self._objects = objects
         self.partitions: dict = {}
         self.path_index: dict | None = None
-        self.others = others  # weak references to extra roots (multi-root plans)
         self.writers: tuple | None = None  # transforms' write-back cache (see _lift)
+
+    def _root(self, k: int) -> Any:
+        root = self.roots[k]()
+        if root is None:  # only reachable through a plan whose root died mid-use
+            raise ReferenceError("the root of this split plan no longer exists")
+        return root
+
+    @property
+    def template(self) -> list:
+        """Leaf owners in leaf order: the live Variables (raw arrays as last read)."""
+        if not self._root_leaves:
+            return self._template
+        template = list(self._template)
+        for i, k in self._root_leaves:
+            template[i] = self._root(k)
+        return template
+
+    @property
+    def slots(self) -> list:
+        """``(leaf position, owner, key, set_raw)`` of raw arrays held by attributes."""
+        if not self._root_owners:
+            return self._slots
+        slots = list(self._slots)
+        for k, r in self._root_owners:
+            slots[k] = (slots[k][0], self._root(r), *slots[k][2:])
+        return slots
+
+    @property
+    def objects(self) -> dict:
+        """Identity index -> object, for every node and variable the plan covers."""
+        objects = dict(self._objects)
+        for i, k in self._root_indices:
+            objects[i] = self._root(k)
+        return objects
+
+    @property
+    def others(self) -> tuple:
+        """Weak references to the roots after the first (joint plans)."""
+        return self.roots[1:]
+
+    def holds_root_leaf(self) -> bool:
+        """True when a root is itself a leaf (a Variable passed as a root)."""
+        return bool(self._root_leaves)
 
     def is_valid(self) -> bool:
         epoch = _tracking.EPOCH[0]
         if self.epoch == epoch:
             return True
         limit = self.epoch
+        for ref in self.roots:
+            root = ref()
+            if root is None or root._nnx_stamp > limit:
+                return False
         for obj in self.stamped:
             if obj._nnx_stamp > limit:
                 return False
@@ -559,6 +646,25 @@ class Plan:
         return result
 
 
+class _Strong:
+    """Stands in for a weak reference to an object that does not support them."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    def __call__(self) -> Any:
+        return self.obj
+
+
+def _weak(obj: Any) -> Any:
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return _Strong(obj)
+
+
 def _read_child(owner: Any, key: Any) -> Any:
     d = getattr(owner, "__dict__", None)
     if d is not None and isinstance(key, str) and key in d:
@@ -577,32 +683,46 @@ def plan_for(node: Any) -> Plan:
     return plan
 
 
+#: How many joint plans (different companion arguments) one root keeps.
+JOINT_PLANS_PER_ROOT = 8
+
+
 def plan_for_many(nodes: tuple) -> Plan:
     """A joint plan over several roots (shared references across them are kept).
 
     The GraphDef's root is a ``PytreeDef`` tuple of the roots, leaf paths start with
-    the root's position. Cached on the first root (apart from its single-root plan).
+    the root's position. Cached on the first root, one plan per tuple of companion
+    roots (up to :data:`JOINT_PLANS_PER_ROOT`), so several transforms alternating on
+    the same first argument with different other arguments each keep theirs.
     """
     first = nodes[0]
-    plan = getattr(first, "_nnx_joint", None)
-    if plan is not None and len(plan.others) == len(nodes) - 1 and plan.is_valid():
-        for ref, n in zip(plan.others, nodes[1:]):
-            if ref() is not n:
-                break
-        else:
-            return plan
-    plan = _walk(nodes, tuple(weakref.ref(n) for n in nodes[1:]), joint=True)
-    object.__setattr__(first, "_nnx_joint", plan)
+    cache = getattr(first, "_nnx_joint", None)
+    key = tuple(map(id, nodes[1:]))
+    if cache is not None:
+        plan = cache.get(key)
+        if plan is not None and plan.is_valid():
+            for ref, n in zip(plan.others, nodes[1:]):
+                if ref() is not n:
+                    break
+            else:
+                return plan
+    else:
+        cache = {}
+        object.__setattr__(first, "_nnx_joint", cache)
+    plan = _walk(nodes, joint=True)
+    if len(cache) >= JOINT_PLANS_PER_ROOT and key not in cache:
+        del cache[next(iter(cache))]  # the oldest entry
+    cache[key] = plan
     return plan
 
 
-def _walk(nodes: tuple, others: tuple = (), joint: bool = False) -> Plan:
+def _walk(nodes: tuple, joint: bool = False) -> Plan:
     flat = _Flattener()
     if not joint:
         root = flat.flatten(nodes[0], ())
     else:
         root = PytreeDef(tuple, tuple((i, flat.flatten(n, (i,))) for i, n in enumerate(nodes)))
-    return Plan(GraphDef(root, tuple(flat.paths)), flat, others)
+    return Plan(GraphDef(root, tuple(flat.paths), tuple(flat.avals)), flat, nodes)
 
 
 def flatten(node: Any, seed: dict[int, int] | None = None
@@ -610,7 +730,7 @@ def flatten(node: Any, seed: dict[int, int] | None = None
     """Uncached walk: ``(graphdef, leaves, flattener)``; ``seed`` fixes known indices."""
     flat = _Flattener(seed)
     root = flat.flatten(node, ())
-    return GraphDef(root, tuple(flat.paths)), flat.leaves, flat
+    return GraphDef(root, tuple(flat.paths), tuple(flat.avals)), flat.leaves, flat
 
 
 def unflatten(graphdef: GraphDef, leaves: list, existing: dict[int, Any] | None = None

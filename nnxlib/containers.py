@@ -1,9 +1,18 @@
-"""Containers: ``List``, ``Dict`` and ``Sequential``.
+"""Containers: ``List`` and ``Dict``, and :func:`track`, the one container conversion.
 
 ``List`` and ``Dict`` are real ``list``/``dict`` subclasses that are also graph nodes:
-their items are walked by ``split`` and every in-place change (``append``, ``del``,
-``d[k] = v``, …) is recorded as a structural change, so cached split plans never go
-stale. Plain lists and dicts assigned to module attributes are converted to them.
+their items are walked by ``split``, and every method that changes them (``append``,
+``extend``, ``insert``, ``d[k] = v``, ``setdefault``, ``update``, ``del``, slices, ``+=``,
+``sort``, …) records a structural change, so a cached split plan can never go stale.
+
+**Container semantics.** A plain ``list`` or ``dict`` that enters a module graph, by
+any route (an attribute assignment, an item stored into a ``List``/``Dict``, an item of
+a tuple, a value nested in any of those), is *converted*: the graph holds a ``List`` /
+``Dict`` with the same items, not the object that was assigned. Mutate the container
+through the graph (``model.layers.append(...)``), not through a reference kept to the
+original plain list, which is no longer part of the model. Tuples are immutable and stay
+tuples (their list/dict items are converted). :func:`track` is that conversion, and it
+is the only one: every insertion path calls it.
 
 Example:
     >>> import nnxlib as nnx
@@ -25,26 +34,86 @@ import jax
 from nnxlib import _tracking
 from nnxlib._pytree import register_node_pytree
 from nnxlib.graph import NodeImpl, register_graph_node_type
-from nnxlib.module import Module, _init_fresh, _init_internal, _track_containers
 from nnxlib.state import key_order
 
-__all__ = ["List", "Dict", "Sequential"]
+__all__ = ["List", "Dict", "track"]
 
 
-def _mutation(name: str, base: type):
-    """Wrap ``base.name`` so that it checks the trace and records a structural change."""
+def track(value: Any) -> Any:
+    """Convert plain lists and dicts (also inside tuples) to ``List``/``Dict``.
+
+    Called on every value entering a module graph. Values of other types, and tuples
+    without list/dict items, come back as they are.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> converted = nnx.containers.track(([1], {"a": [2]}))
+        >>> type(converted[0]).__name__, type(converted[1]["a"]).__name__
+        ('List', 'List')
+    """
+    typ = type(value)
+    if typ is list:
+        return List(value)
+    if typ is dict:
+        return Dict(value)
+    if isinstance(value, tuple) and value:
+        items = [track(item) for item in value]
+        if any(new is not old for new, old in zip(items, value)):
+            return typ(items) if typ is tuple else typ(*items)  # namedtuples too
+    return value
+
+
+def _check_trace(node: Any, what: str) -> None:
+    if node._nnx_trace != _tracking.current_trace():
+        _tracking.check_trace(node, what)
+
+
+def _mutator(base: type, name: str, convert: Any = None) -> Any:
+    """``base.name`` with a trace check, ``convert`` applied to the arguments, and the
+    structural change recorded (even when the base method raises half-way)."""
     method = getattr(base, name)
 
-    def mutate(self, *args: Any, **kwargs: Any) -> Any:
-        if self._nnx_trace != _tracking.current_trace():
-            _tracking.check_trace(self, f"call {name}")
-        result = method(self, *args, **kwargs)
-        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+    def mutate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_trace(self, f"call {name}")
+        if convert is not None:
+            args, kwargs = convert(*args, **kwargs)
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            _tracking.structure_changed(self)
         return self if name.startswith("__i") else result
 
     mutate.__name__ = name
-    mutate.__doc__ = f"Like ``{base.__name__}.{name}``; recorded as a structural change."
+    mutate.__qualname__ = f"{base.__name__}.{name}"
+    mutate.__doc__ = (f"Like ``{base.__name__}.{name}``; recorded as a structural change"
+                      f"{' (plain lists/dicts stored are converted)' if convert else ''}.")
     return mutate
+
+
+def _one(x: Any) -> tuple:
+    return (track(x),), {}
+
+
+def _many(items: Iterable) -> tuple:
+    return ([track(x) for x in items],), {}
+
+
+def _list_insert(index: Any, x: Any) -> tuple:
+    return (index, track(x)), {}
+
+
+def _list_setitem(index: Any, value: Any) -> tuple:
+    if isinstance(index, slice):
+        return (index, [track(x) for x in value]), {}
+    return (index, track(value)), {}
+
+
+def _dict_setitem(key: Any, value: Any) -> tuple:
+    return (key, track(value)), {}
+
+
+def _dict_update(*args: Any, **kwargs: Any) -> tuple:
+    return ({k: track(v) for k, v in dict(*args, **kwargs).items()},), {}
 
 
 class List(list):
@@ -62,20 +131,24 @@ class List(list):
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "List":
         obj = list.__new__(cls)
-        _init_internal(obj)
+        _tracking.init_tracked(obj)
         return obj
 
     def __init__(self, items: Iterable = ()):
-        list.__init__(self, (_track_containers(x) for x in items))
+        list.__init__(self, [track(x) for x in items])
 
-    for _name in ("append", "extend", "insert", "pop", "remove", "clear", "sort",
-                  "reverse", "__setitem__", "__delitem__", "__iadd__", "__imul__"):
-        locals()[_name] = _mutation(_name, list)
-    del _name
-
-    def append(self, item: Any) -> None:  # type: ignore[no-redef]
-        """Append ``item`` (plain lists/dicts inside are tracked too)."""
-        _LIST_APPEND(self, _track_containers(item))
+    append = _mutator(list, "append", _one)
+    extend = _mutator(list, "extend", _many)
+    __iadd__ = _mutator(list, "__iadd__", _many)
+    insert = _mutator(list, "insert", _list_insert)
+    __setitem__ = _mutator(list, "__setitem__", _list_setitem)
+    __delitem__ = _mutator(list, "__delitem__")
+    __imul__ = _mutator(list, "__imul__")
+    pop = _mutator(list, "pop")
+    remove = _mutator(list, "remove")
+    clear = _mutator(list, "clear")
+    sort = _mutator(list, "sort")
+    reverse = _mutator(list, "reverse")
 
     def __getitem__(self, index: Any) -> Any:
         result = list.__getitem__(self, index)
@@ -88,9 +161,6 @@ class List(list):
 
     def __repr__(self) -> str:
         return f"List({list.__repr__(self)})"
-
-
-_LIST_APPEND = _mutation("append", list)
 
 
 class Dict(dict):
@@ -107,16 +177,27 @@ class Dict(dict):
 
     def __new__(cls, /, *args: Any, **kwargs: Any) -> "Dict":  # `/`: Dict(cls=...) works
         obj = dict.__new__(cls)
-        _init_internal(obj)
+        _tracking.init_tracked(obj)
         return obj
 
     def __init__(self, /, *args: Any, **kwargs: Any):
-        dict.__init__(self, {k: _track_containers(v) for k, v in dict(*args, **kwargs).items()})
+        dict.__init__(self, {k: track(v) for k, v in dict(*args, **kwargs).items()})
 
-    for _name in ("__setitem__", "__delitem__", "pop", "popitem", "clear", "update",
-                  "setdefault", "__ior__"):
-        locals()[_name] = _mutation(_name, dict)
-    del _name
+    __setitem__ = _mutator(dict, "__setitem__", _dict_setitem)
+    update = _mutator(dict, "update", _dict_update)
+    __ior__ = _mutator(dict, "__ior__", _dict_update)
+    __delitem__ = _mutator(dict, "__delitem__")
+    pop = _mutator(dict, "pop")
+    popitem = _mutator(dict, "popitem")
+    clear = _mutator(dict, "clear")
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """Like ``dict.setdefault``; the stored (converted) value is returned, so
+        ``d.setdefault(k, []).append(x)`` changes the graph."""
+        if key in self:
+            return dict.__getitem__(self, key)
+        self[key] = default
+        return dict.__getitem__(self, key)
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -130,7 +211,7 @@ class Dict(dict):
         if name in Dict.__slots__:
             object.__setattr__(self, name, value)
         else:
-            self[name] = _track_containers(value)
+            self[name] = value
 
     def __delattr__(self, name: str) -> None:
         del self[name]
@@ -155,7 +236,7 @@ def _fill_dict(node: Dict, pairs: list) -> None:
 
 def _create_empty(cls: type, trace: Any) -> Any:
     obj = (list if issubclass(cls, list) else dict).__new__(cls)
-    _init_fresh(obj, trace)
+    _tracking.init_fresh(obj, trace)
     return obj
 
 
@@ -176,31 +257,3 @@ register_graph_node_type(Dict, NodeImpl(
 register_node_pytree(List, _list_children, _create_empty, _fill_list,
                      jax.tree_util.SequenceKey)
 register_node_pytree(Dict, _dict_children, _create_empty, _fill_dict, jax.tree_util.DictKey)
-
-
-class Sequential(Module):
-    """Apply layers (any callables) one after another.
-
-    The first layer receives all arguments; a tuple output is unpacked into the next
-    layer's arguments.
-
-    Example:
-        >>> import jax
-        >>> import jax.numpy as jnp
-        >>> import nnxlib as nnx
-        >>> model = nnx.Sequential(nnx.Linear(2, 4, rngs=nnx.Rngs(0)), jax.nn.relu,
-        ...                        nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
-        >>> model(jnp.ones((3, 2))).shape
-        (3, 1)
-    """
-
-    def __init__(self, *fns: Any):
-        self.layers = List(fns)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.layers:
-            raise ValueError("Sequential has no layers. Hint: Sequential(layer1, layer2).")
-        out = self.layers[0](*args, **kwargs)
-        for layer in self.layers[1:]:
-            out = layer(*out) if isinstance(out, tuple) else layer(out)
-        return out

@@ -18,14 +18,13 @@ from typing import Any
 __all__ = ["display", "render_to_html", "render_object", "render_variable", "render_state"]
 
 
-def render_object(obj: Any, path: str | None, subtree_renderer: Any) -> Any:
-    """treescope hook for modules and other graph objects."""
+def render_object(obj: Any, attributes: dict, path: str | None,
+                  subtree_renderer: Any) -> Any:
+    """treescope hook for modules and other graph objects (``attributes`` in order)."""
     from treescope import repr_lib
 
-    from nnxlib.module import _object_children
-
     return repr_lib.render_object_constructor(
-        object_type=type(obj), attributes=dict(_object_children(obj)), path=path,
+        object_type=type(obj), attributes=attributes, path=path,
         subtree_renderer=subtree_renderer, roundtrippable=False)
 
 

@@ -62,7 +62,8 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
 )
 from nnxlib.filters import to_predicate
 from nnxlib.state import State, map_state, merge_state
-from nnxlib.variables import Variable
+from nnxlib.errors import StateMismatchError, format_path
+from nnxlib.variables import Variable, aval_of
 
 __all__ = [
     "GraphDef",
@@ -181,7 +182,7 @@ def _leaves_for(graphdef: GraphDef, states: tuple, where: str) -> list:
             parts.append(f"missing paths {[_fmt(p) for p in missing[:5]]}")
         if extra:
             parts.append(f"unexpected paths {sorted(_fmt(p) for p in extra)[:5]}")
-        raise ValueError(
+        raise StateMismatchError(
             f"{where}: the state does not match the graph definition: "
             f"{'; '.join(parts)}. Expected {len(graphdef.paths)} leaves, got "
             f"{len(by_path)}. Hint: pass every state returned by split (e.g. "
@@ -191,7 +192,38 @@ def _leaves_for(graphdef: GraphDef, states: tuple, where: str) -> list:
 
 
 def _fmt(path: tuple) -> str:
-    return "/".join(map(str, path))
+    return format_path(path)
+
+
+def _check_avals(graphdef: GraphDef, leaves: list) -> None:
+    """Every concrete leaf must have the shape and dtype the graph was split with.
+
+    Traced leaves are not checked: under ``jax.lax.scan``/``jax.vmap`` a slice of a
+    stacked state legitimately meets the stacked model's graph definition.
+    """
+    bad = []
+    for path, expected, leaf in zip(graphdef.paths, graphdef.avals, leaves):
+        if expected is None:
+            continue
+        value = leaf._raw_value if isinstance(leaf, Variable) else leaf
+        if isinstance(value, jax.core.Tracer):
+            continue
+        actual = aval_of(value)
+        if actual is not None and actual != expected:
+            bad.append(f"{_fmt(path)}: expected {_aval_str(expected)}, got "
+                       f"{_aval_str(actual)}")
+    if bad:
+        raise StateMismatchError(
+            f"merge: the state does not fit the graph definition at {len(bad)} path(s): "
+            f"{'; '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}. Hint: merge a state "
+            "split from the same model (or one built with the same sizes); to change "
+            "dtypes, merge first and cast with nnx.map or `v.value = v.value.astype(...)`."
+        )
+
+
+def _aval_str(aval: tuple) -> str:
+    shape, dtype = aval
+    return f"{getattr(dtype, 'name', dtype)}{list(shape)}"
 
 
 def merge(graphdef: GraphDef, state: Any, /, *states: Any, copy: bool = False) -> Any:
@@ -216,6 +248,7 @@ def merge(graphdef: GraphDef, state: Any, /, *states: Any, copy: bool = False) -
             " Hint: use the graphdef returned by nnx.split."
         )
     leaves = _leaves_for(graphdef, (state, *states), "merge")
+    _check_avals(graphdef, leaves)
     if copy:
         leaves = [v.copy() if isinstance(v, Variable) else v for v in leaves]
     return graphdef.build_fresh(leaves)
@@ -247,13 +280,14 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         for path, new in zip(*_flat_of(s)):
             i = index.get(path)
             if i is None:
-                raise ValueError(
+                raise StateMismatchError(
                     f"update: path {_fmt(path)!r} is not in the "
                     f"{type(node).__name__}; known paths include "
                     f"{[_fmt(p) for p in plan.graphdef.paths[:5]]}. Hint: update with a "
                     "state taken from this model (nnx.state(model)) or its filtered part."
                 )
             _check_compatible(path, current[i], new, "update")
+            _check_writable(path, current[i], new, node)
             writes.append((i, new))
     slot_at = {position: (owner, key, set_raw) for position, owner, key, set_raw in plan.slots}
     for i, new in writes:
@@ -272,6 +306,17 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
                 set_raw(owner, key, value)
             else:  # a raw array inside an immutable container (e.g. a tuple attribute)
                 _write_into_pytree(node, plan.graphdef.paths[i], value)
+
+
+def _check_writable(path: tuple, target: Any, new: Any, root: Any) -> None:
+    """update may only write into objects of the current trace, and never a tracer
+    of a finished transform (checked for every entry before anything is written)."""
+    value = new._raw_value if isinstance(new, Variable) else new
+    owner = target if isinstance(target, Variable) else root
+    trace = owner._nnx_trace
+    if trace is not None and trace != _tracking.current_trace():
+        _tracking.check_trace(owner, f"update {_fmt(path)!r}")
+    _tracking.check_value(owner, value, f"update {_fmt(path)!r}")
 
 
 def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:
@@ -302,7 +347,7 @@ def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:
 
     container = dict(impl.children(owner))[owner_key]
     impl.set_raw(owner, owner_key, rebuild(container, rest))
-    object.__setattr__(owner, "_nnx_stamp", _tracking.bump())
+    _tracking.structure_changed(owner)
 
 
 def _check_compatible(path: tuple, old: Any, new: Any, where: str) -> None:
@@ -314,12 +359,12 @@ def _check_compatible(path: tuple, old: Any, new: Any, where: str) -> None:
     except AttributeError:  # not arrays (python scalars, tuples from sow): no check
         return
     if tuple(old_value.shape) != tuple(new_value.shape):
-        raise ValueError(
+        raise StateMismatchError(
             f"{where}: shape mismatch at {_fmt(path)!r}: expected "
             f"{tuple(old_value.shape)}, got {tuple(new_value.shape)}. Hint: the state must "
             "come from a model with the same layer sizes."
         )
-    raise ValueError(
+    raise StateMismatchError(
         f"{where}: dtype mismatch at {_fmt(path)!r}: expected {old_value.dtype}, got "
         f"{new_value.dtype}. Hint: cast the state first (jax.tree.map(lambda x: "
         f"x.astype({old_value.dtype}), state)), or set variable.value to change the dtype "
@@ -485,7 +530,7 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any) -> Any:
             memo[key] = value  # cycles see the original until the mapped node exists
             new_children = [(k, visit(path + (k,), v)) for k, v in impl.children(value)]
             impl.fill(value, new_children)
-            object.__setattr__(value, "_nnx_stamp", _tracking.bump())
+            _tracking.structure_changed(value)
             result = f(path, value)
         else:
             result = f(path, value)

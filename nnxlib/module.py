@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 import types
 from typing import Any, Callable, Iterator
@@ -40,12 +41,14 @@ import numpy as np
 from nnxlib import _tracking
 from nnxlib import graph as graphlib
 from nnxlib._pytree import holds_state, is_state_like, register_node_pytree
+from nnxlib.containers import List, track
+from nnxlib.display import render_object
 from nnxlib.filters import to_predicate
 from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
 from nnxlib.state import key_order
-from nnxlib.variables import Perturbation, Variable
+from nnxlib.variables import Perturbation, Variable, same_aval
 
-__all__ = ["Object", "Pytree", "Module", "view", "iter_module_children", "iter_modules",
+__all__ = ["Object", "Pytree", "Module", "Sequential", "view", "iter_module_children", "iter_modules",
            "iter_children", "first_from", "data", "static"]
 
 _INTERNAL = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint")
@@ -73,7 +76,7 @@ class Object:
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Object":
         obj = object.__new__(cls)
-        _init_internal(obj)
+        _tracking.init_tracked(obj)
         return obj
 
     def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any):
@@ -90,15 +93,16 @@ class Object:
             return
         if self._nnx_trace != _tracking.current_trace():
             _tracking.check_trace(self, f"set attribute {name!r}")
-        value = _track_containers(value)
+        value = track(value)
         _check_attribute_value(self, name, value)
         d = self.__dict__
         old = d.get(name, _MISSING)
         d[name] = value
         # Re-assigning the same object (``self.count += 1`` on a Variable) or a new array
-        # in place of an array changes no structure.
-        if value is not old and not (is_array(value) and is_array(old)):
-            object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+        # of the same shape and dtype in place of an array changes no structure.
+        if value is not old and not (is_array(value) and is_array(old)
+                                     and same_aval(value, old)):
+            _tracking.structure_changed(self)
 
     def __delattr__(self, name: str) -> None:
         if name not in self.__dict__:
@@ -106,50 +110,23 @@ class Object:
         if self._nnx_trace != _tracking.current_trace():
             _tracking.check_trace(self, f"delete attribute {name!r}")
         del self.__dict__[name]
-        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+        _tracking.structure_changed(self)
 
     def __getstate__(self) -> dict:
         return dict(self.__dict__)
 
     def __setstate__(self, state: dict) -> None:
-        _init_internal(self)
+        _tracking.init_tracked(self)
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return _object_repr(self, set(), 0)
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        from nnxlib.display import render_object
-
-        return render_object(self, path, subtree_renderer)
+        return render_object(self, dict(_object_children(self)), path, subtree_renderer)
 
 
 _MISSING = object()
-
-
-def _init_internal(obj: Any) -> None:
-    """Bookkeeping of a node created by user code: a structural change (epoch bump)."""
-    _init_fresh(obj, _tracking.current_trace())
-    object.__setattr__(obj, "_nnx_stamp", _tracking.bump())
-
-
-def _init_fresh(obj: Any, trace: Any) -> None:
-    """Bookkeeping of a node built by merge/unflatten: it is in no cached plan yet, so it
-    takes the current epoch as its stamp instead of advancing it (which would make
-    every cached plan re-validate on its next use)."""
-    object.__setattr__(obj, "_nnx_stamp", _tracking.EPOCH[0])
-    object.__setattr__(obj, "_nnx_trace", trace)
-    object.__setattr__(obj, "_nnx_plan", None)
-    object.__setattr__(obj, "_nnx_joint", None)
-
-
-def _track_containers(value: Any) -> Any:
-    """Plain lists and dicts become ``List``/``Dict`` so their mutations are seen."""
-    if type(value) is list or type(value) is dict:
-        from nnxlib.containers import Dict, List
-
-        return List(value) if type(value) is list else Dict(value)
-    return value
 
 
 def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
@@ -571,3 +548,30 @@ def static(value: Any, /) -> Any:
         )
     return value
 
+
+class Sequential(Module):
+    """Apply layers (any callables) one after another.
+
+    The first layer receives all arguments; a tuple output is unpacked into the next
+    layer's arguments.
+
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> model = nnx.Sequential(nnx.Linear(2, 4, rngs=nnx.Rngs(0)), jax.nn.relu,
+        ...                        nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
+        >>> model(jnp.ones((3, 2))).shape
+        (3, 1)
+    """
+
+    def __init__(self, *fns: Any):
+        self.layers = List(fns)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.layers:
+            raise ValueError("Sequential has no layers. Hint: Sequential(layer1, layer2).")
+        out = self.layers[0](*args, **kwargs)
+        for layer in itertools.islice(self.layers, 1, None):
+            out = layer(*out) if isinstance(out, tuple) else layer(out)
+        return out

@@ -247,8 +247,8 @@ def _redraw(node: Any, only: Any, splits: Any, where: str, *, keep_draw: bool) -
             backup.append((stream, old_key, stream.count[...] if keep_draw else old_count))
             if splits is not None:
                 key = jax.random.split(key, splits)
-            stream.key[...] = key
-            stream.count[...] = jnp.zeros(jnp.shape(key), jnp.uint32)
+            stream.key.value = key
+            stream.count.value = jnp.zeros(jnp.shape(key), jnp.uint32)
     except BaseException:
         _restore(exact)
         raise
@@ -308,8 +308,8 @@ def _split(node: Any, splits: Any, only: Any, squeeze: bool) -> list:
 
 def _restore(backup: list) -> None:
     for stream, key, count in backup:
-        stream.key[...] = key
-        stream.count[...] = count
+        stream.key.value = key
+        stream.count.value = count
 
 
 def fork_rngs(node: Any, *, split: Any = None) -> list:
@@ -384,5 +384,5 @@ def reseed(node: Any, /, *, policy: str | Callable = "scalars_only", **seeds: An
                 )
         updates.append((stream, key))
     for stream, key in updates:
-        stream.key[...] = key
-        stream.count[...] = jnp.zeros(jnp.shape(key), jnp.uint32)
+        stream.key.value = key
+        stream.count.value = jnp.zeros(jnp.shape(key), jnp.uint32)

@@ -23,14 +23,18 @@ its type and metadata.
 
 from __future__ import annotations
 
+import copy
 import operator
 from typing import Any, Callable, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nnxlib import _tracking
 from nnxlib._frozen import freeze
+from nnxlib.display import render_variable
+from nnxlib.errors import ShapeMismatchError
 
 __all__ = [
     "Variable",
@@ -160,7 +164,10 @@ class Variable:
         return self.value
 
     def set_value(self, new: Any) -> None:
-        """Replace the held value (not structural: cached plans stay valid).
+        """Replace the held value (any shape or dtype; ``v.value = x`` is the same).
+
+        Checked at assignment: the variable must belong to the current trace, and the
+        value must not be a tracer of a transform that has already returned.
 
         Example:
             >>> import nnxlib as nnx
@@ -174,7 +181,13 @@ class Variable:
         trace = self._nnx_trace
         if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "set the value")
+        _tracking.check_value(self, new, "set the value")
+        old = self._raw_value
         object.__setattr__(self, "_raw_value", new)
+        if not same_aval(old, new):
+            # Graph definitions record each leaf's shape and dtype (merge checks states
+            # against them), so a new shape or dtype is a structural change.
+            _tracking.structure_changed(self)
 
     def __getitem__(self, key: Any) -> Any:
         value = self._raw_value
@@ -183,16 +196,14 @@ class Variable:
         return value if key is Ellipsis else value[key]
 
     def __setitem__(self, key: Any, new: Any) -> None:
-        if key is Ellipsis:
-            self.set_value(new)
-            return
-        old = self._raw_value
-        if hasattr(old, "at"):
-            self.set_value(old.at[key].set(new))
-        else:
-            updated = np.array(old, copy=True)
-            updated[key] = new
-            self.set_value(updated)
+        """``v[key] = x`` writes into the held array with JAX indexing semantics.
+
+        The array keeps its shape and dtype: ``x`` is cast to the dtype and broadcast to
+        the indexed shape; a shape that does not broadcast raises
+        :class:`~nnxlib.errors.ShapeMismatchError` and leaves the value as it was. To
+        replace the value with one of another shape or dtype use ``v.value = x``.
+        """
+        self.set_value(_written(self, key, _unbox(new)))
 
     # --------------------------------------------------------------------- metadata
     def get_metadata(self, name: Any = _MISSING, default: Any = _MISSING) -> Any:
@@ -232,7 +243,7 @@ class Variable:
         if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "change the metadata")
         object.__setattr__(self, "_metadata", {**self._metadata, **updates})
-        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+        _tracking.structure_changed(self)
 
     def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails: metadata first, then the value's own
@@ -265,7 +276,7 @@ class Variable:
         metadata = dict(self._metadata)
         del metadata[name]
         object.__setattr__(self, "_metadata", metadata)
-        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+        _tracking.structure_changed(self)
 
     # ----------------------------------------------------------------- construction
     def replace(self: V, value: Any = _MISSING, **metadata: Any) -> V:
@@ -296,8 +307,6 @@ class Variable:
         return self.copy()
 
     def __deepcopy__(self: V, memo: dict) -> V:
-        import copy
-
         new = _new_variable(
             type(self),
             copy.deepcopy(self._raw_value, memo),
@@ -312,7 +321,7 @@ class Variable:
     def __setstate__(self, state: dict) -> None:
         object.__setattr__(self, "_raw_value", state["value"])
         object.__setattr__(self, "_metadata", state["metadata"])
-        object.__setattr__(self, "_nnx_stamp", _tracking.bump())
+        object.__setattr__(self, "_nnx_stamp", _tracking.EPOCH[0])  # new: in no plan
         object.__setattr__(self, "_nnx_trace", _tracking.current_trace())
 
     # --------------------------------------------------------------- array protocol
@@ -407,8 +416,6 @@ class Variable:
         return "\n".join(lines)
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        from nnxlib.display import render_variable
-
         return render_variable(self, path, subtree_renderer)
 
 
@@ -441,6 +448,101 @@ def _escaped_error(var: Variable) -> Exception:
 
 def _unbox(x: Any) -> Any:
     return x.value if isinstance(x, Variable) else x
+
+
+_SCALAR_TYPES = (bool, int, float, complex)
+
+
+def aval_of(value: Any) -> tuple | None:
+    """``(shape, dtype)`` of an array-like value (arrays, tracers, ``ShapeDtypeStruct``),
+    None for anything else (Python values, tuples recorded by ``sow``, ...)."""
+    dtype = getattr(value, "dtype", None)
+    shape = getattr(value, "shape", None)
+    if dtype is None or shape is None:
+        return None
+    return tuple(shape), dtype
+
+
+def same_aval(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` have the same shape and dtype (or neither is an array)."""
+    if a is b:
+        return True
+    return aval_of(a) == aval_of(b)
+
+
+def _written(var: Variable, key: Any, new: Any) -> Any:
+    """The value ``var`` holds after ``var[key] = new`` (JAX indexing semantics)."""
+    old = var.value
+    if isinstance(old, _SCALAR_TYPES) and key is Ellipsis:
+        if np.shape(new) != ():
+            raise _shape_error(var, (), np.shape(new), key)
+        return new
+    if not hasattr(old, "shape") or not hasattr(old, "dtype"):
+        if key is Ellipsis:  # a non-array value (None, a tuple, ...): replaced
+            return new
+        updated = np.array(old, copy=True)
+        updated[key] = new
+        return updated
+    if key is Ellipsis:
+        shape = tuple(old.shape)
+        new_shape = np.shape(new)
+        if new_shape != shape:
+            try:
+                fits = np.broadcast_shapes(new_shape, shape) == shape
+            except ValueError:
+                fits = False
+            if not fits:
+                raise _shape_error(var, shape, new_shape, key)
+        elif getattr(new, "dtype", None) == old.dtype and isinstance(
+                new, (jax.Array, np.ndarray)) and isinstance(new, type(old)):
+            return new  # already the right array: store it as it is
+        if isinstance(old, np.ndarray):
+            return np.array(np.broadcast_to(np.asarray(new, old.dtype), shape))
+        result = jnp.broadcast_to(jnp.asarray(new, old.dtype), shape)
+        return _placed_like(result, old)
+    try:
+        if isinstance(old, np.ndarray):
+            updated = np.array(old, copy=True)
+            updated[key] = new
+            return updated
+        if _is_multi_device(old):  # keep the placement (explicit meshes insist on it)
+            return old.at[key].set(new, out_sharding=old.sharding)
+        return old.at[key].set(new)
+    except (ValueError, TypeError) as error:
+        raise ShapeMismatchError(
+            f"Cannot write a value of shape {np.shape(new)} into {type(var).__name__}"
+            f"[{_key_repr(key)}] (array of shape {tuple(old.shape)}, dtype {old.dtype}): "
+            f"{error}. Hint: the value must broadcast to the indexed shape; use "
+            "`v.value = x` to replace the whole array with one of another shape."
+        ) from None
+
+
+def _is_multi_device(value: Any) -> bool:
+    """A concrete array placed on several devices (not a tracer)."""
+    if isinstance(value, jax.core.Tracer):
+        return False
+    sharding = getattr(value, "sharding", None)
+    return sharding is not None and len(sharding.device_set) > 1
+
+
+def _placed_like(result: Any, old: Any) -> Any:
+    """Keep a concrete sharded array's placement (eager writes must not gather it)."""
+    if not _is_multi_device(old) or result.sharding == old.sharding:
+        return result
+    return jax.device_put(result, old.sharding)
+
+
+def _key_repr(key: Any) -> str:
+    return "..." if key is Ellipsis else repr(key)
+
+
+def _shape_error(var: Variable, expected: tuple, actual: tuple, key: Any) -> Exception:
+    return ShapeMismatchError(
+        f"Cannot write a value of shape {actual} into {type(var).__name__}"
+        f"[{_key_repr(key)}]: expected shape {expected} (or one that broadcasts to it). "
+        "`v[...] = x` keeps the variable's shape and dtype and the value is unchanged. "
+        "Hint: use `v.value = x` to replace the array with one of another shape."
+    )
 
 
 def _short_repr(value: Any) -> str:

@@ -76,7 +76,7 @@ class TestMerge:
             nnx.merge(graphdef, params)
         msg = str(info.value)
         assert "merge" in msg and "missing paths" in msg
-        assert "blocks/0/mean" in msg  # where
+        assert "blocks[0].mean" in msg  # where
         assert "Expected 7 leaves, got 3" in msg  # expected vs actual
         assert "Hint:" in msg and "merge(graphdef, params, rest)" in msg
         assert_unchanged(model, before)
@@ -88,7 +88,7 @@ class TestMerge:
         with pytest.raises(ValueError) as info:
             nnx.merge(graphdef, state)
         msg = str(info.value)
-        assert "unexpected paths ['head/bogus']" in msg
+        assert "unexpected paths ['head.bogus']" in msg
         assert "Expected 7 leaves, got 8" in msg and "Hint:" in msg
         assert_unchanged(model, before)
 
@@ -111,7 +111,7 @@ class TestUpdate:
         with pytest.raises(ValueError) as info:
             nnx.update(model, {"head": {"kernal": jnp.zeros((2, 2))}})
         msg = str(info.value)
-        assert "'head/kernal' is not in the Model" in msg  # what and where
+        assert "'head.kernal' is not in the Model" in msg  # what and where
         assert "known paths include" in msg and "Hint:" in msg
         assert_unchanged(model, before)
 
@@ -120,7 +120,7 @@ class TestUpdate:
         with pytest.raises(ValueError) as info:
             nnx.update(model, {"blocks": {1: {"kernel": jnp.zeros((2, 2))}}})
         msg = str(info.value)
-        assert "shape mismatch at 'blocks/1/kernel'" in msg
+        assert "shape mismatch at 'blocks[1].kernel'" in msg
         assert "expected (3, 3), got (2, 2)" in msg and "Hint:" in msg
         assert_unchanged(model, before)
 
@@ -129,7 +129,7 @@ class TestUpdate:
         with pytest.raises(ValueError) as info:
             nnx.update(model, {"head": {"mean": jnp.zeros(2, jnp.int32)}})
         msg = str(info.value)
-        assert "dtype mismatch at 'head/mean'" in msg
+        assert "dtype mismatch at 'head.mean'" in msg
         assert "expected float32, got int32" in msg
         assert "Hint:" in msg and "astype(float32)" in msg
         assert_unchanged(model, before)
@@ -138,7 +138,7 @@ class TestUpdate:
         before = snapshot(model)
         good = {"blocks": {0: {"kernel": jnp.full((2, 2), 9.0)}}}
         bad = {"head": {"kernel": jnp.zeros((5, 5))}}
-        with pytest.raises(ValueError, match="shape mismatch at 'head/kernel'"):
+        with pytest.raises(ValueError, match="shape mismatch at 'head.kernel'"):
             nnx.update(model, good, bad)
         assert_unchanged(model, before)
         with pytest.raises(ValueError, match="not in the Model"):
@@ -167,7 +167,7 @@ class TestFilters:
         assert_unchanged(model, before)
 
     def test_state_split_with_non_exhaustive_filters(self, model):
-        with pytest.raises(ValueError, match=r"'blocks/0/mean' \(BatchStat\) matches none"):
+        with pytest.raises(ValueError, match=r"'blocks[0].mean' \(BatchStat\) matches none"):
             nnx.state(model).split(nnx.Param)
 
     @pytest.mark.parametrize("bad", [3, 2.5, b"params", object()])

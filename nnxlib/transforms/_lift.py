@@ -25,6 +25,7 @@ import operator
 from typing import Any, NamedTuple
 
 import jax
+from jax.core import Tracer
 
 from nnxlib import _tracking
 from nnxlib._graphdef import (
@@ -38,7 +39,7 @@ from nnxlib._graphdef import (
     plan_for_many,
 )
 from nnxlib.graph import _write_into_pytree
-from nnxlib.variables import Variable, expire_variable
+from nnxlib.variables import Variable, expire_variable, same_aval
 
 __all__ = ["Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",
            "OutInfo"]
@@ -163,11 +164,15 @@ def collect(rebuilt: Rebuilt, key: tuple, out: Any) -> tuple[OutInfo, list, list
     unchanged = graphdef is None or PytreeDef(tuple, root_defs[:num_inputs]) == graphdef.root
     if unchanged:
         changed = tuple(i for i in range(n) if values[i] is not in_values[i])
+        # A value whose shape or dtype changed is a structural change (graph definitions
+        # record leaf shapes): the slow path rebuilds, which records it outside.
+        unchanged = all(same_aval(values[i], in_values[i]) for i in changed)
+    if unchanged:
         send = [values[i] for i in changed] + values[n:]
         info = OutInfo(True, changed, None, tuple(d for _, d in root_defs[num_inputs:]),
                        num_inputs, out_treedef, out_positions)
     else:
-        joint = GraphDef(PytreeDef(tuple, root_defs), tuple(flat.paths))
+        joint = GraphDef(PytreeDef(tuple, root_defs), tuple(flat.paths), tuple(flat.avals))
         send = values
         info = OutInfo(False, (), joint, (), num_inputs, out_treedef, out_positions)
     chosen = set(out_positions)
@@ -204,10 +209,11 @@ def expire(objects: Any) -> None:
 # ------------------------------------------------------------------------- outside
 def apply_outputs(plan: Plan | None, info: OutInfo, values: list, others: list) -> Any:
     """Write changed state back into the caller's objects and rebuild ``fn``'s output."""
-    existing = plan.objects if plan is not None else {}
     if info.fast:
         changed = info.changed
         if changed:
+            if any(isinstance(v, Tracer) for v in values[:len(changed)]):
+                _check_write_back(plan, changed)  # type: ignore[arg-type]
             targets = _write_targets(plan, info)  # type: ignore[arg-type]
             if targets is not None:  # all Variables: one C-level loop
                 list(map(_SET_RAW, targets, values))
@@ -222,10 +228,15 @@ def apply_outputs(plan: Plan | None, info: OutInfo, values: list, others: list) 
         if info.out_defs:
             rest = iter(values[len(changed):])
             objects: dict = {}
+            existing = plan.objects if plan is not None else {}
             out_nodes = [build(d, rest, objects, existing) for d in info.out_defs]
         else:
             out_nodes = []
     else:
+        existing = plan.objects if plan is not None else {}
+        if plan is not None:
+            for obj in existing.values():
+                _check_owner(obj)
         rebuilt = build(info.joint.root, iter(values), {}, existing)  # type: ignore[union-attr]
         out_nodes = list(rebuilt[info.num_inputs:])
     if not info.out_positions:
@@ -237,6 +248,23 @@ def apply_outputs(plan: Plan | None, info: OutInfo, values: list, others: list) 
 
 
 _SET_RAW = Variable._raw_value.__set__  # type: ignore[attr-defined]
+
+
+def _check_owner(obj: Any) -> None:
+    trace = obj._nnx_trace
+    if trace is not None and trace != _tracking.current_trace():
+        _tracking.check_trace(obj, "write the transform's results into the value")
+
+
+def _check_write_back(plan: Plan, changed: tuple) -> None:
+    """Traced results (the transform runs inside another one) may only go into objects
+    of the current trace: a module captured by closure from outside the enclosing
+    transform would otherwise keep its tracers. Checked before anything is written."""
+    template = plan.template
+    for i in changed:
+        target = template[i]
+        if isinstance(target, Variable):
+            _check_owner(target)
 
 
 def _write_targets(plan: Plan, info: OutInfo) -> list | None:
@@ -251,7 +279,8 @@ def _write_targets(plan: Plan, info: OutInfo) -> list | None:
     targets = [template[i] for i in info.changed]
     if not all(isinstance(t, Variable) for t in targets):
         targets = None  # type: ignore[assignment]
-    plan.writers = (info, targets)
+    if not plan.holds_root_leaf():  # a cached root would be a cycle back to the root
+        plan.writers = (info, targets)
     return targets
 
 
