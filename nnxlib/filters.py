@@ -340,4 +340,7 @@ def _filter_repr(f: Filter) -> str:
         return "..."
     if isinstance(f, type):
         return f.__name__
+    if isinstance(f, (list, tuple)):
+        inner = ", ".join(map(_filter_repr, f))
+        return f"[{inner}]" if isinstance(f, list) else f"({inner})"
     return repr(f)

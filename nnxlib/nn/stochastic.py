@@ -146,6 +146,8 @@ class Dropout(Module):
 def _check_rate(rate: Any, where: str) -> Any:
     """``rate`` unchanged if it is a number in [0, 1]; raise otherwise."""
     try:
+        if isinstance(rate, (str, bytes)):  # float("0.1") would accept it
+            raise TypeError
         value = float(rate)
     except jax.errors.ConcretizationTypeError:
         raise  # a traced rate: JAX's own message says what to do
