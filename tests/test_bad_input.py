@@ -52,6 +52,9 @@ class TestJitStaticGraphObjects:
         assert "static argument model is a Linear" in msg
         assert "hashable constants" in msg and "would be ignored" in msg
         assert "Hint: pass it as a regular argument" in msg
+        with pytest.raises(InvalidArgumentError):  # every time, not only on the first call
+            forward(model, jnp.ones((1, 2)))
+        assert forward._entries == {}  # nothing was compiled with the module baked in
         assert_unchanged(model, before)
 
     def test_module_by_static_argnames_positional_and_keyword(self):

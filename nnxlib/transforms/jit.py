@@ -165,6 +165,11 @@ class JitWrapped:
     # ----------------------------------------------------------------- per signature
     def _make_entry(self, ext: _lift.Extracted, statics: tuple, args: tuple,
                     kwargs: dict) -> _Entry:
+        if statics:
+            for i, value in statics[0]:
+                _reject_graph_objects(value, self._arg_name(i))
+            for name, value in statics[1]:
+                _reject_graph_objects(value, name)
         fun = self.fun
         key = ext.key
         static_positions = self._static_positions(args, kwargs, statics)
@@ -240,6 +245,7 @@ class JitWrapped:
             nums = nums + tuple(i for i, p in enumerate(params[:n]) if p in names)
         statics = tuple((i, _hashable_static(args[i], self._arg_name(i)))
                         for i in sorted(set(nums)))
+        # Graph objects among them are rejected in _make_entry: once per signature.
         static_kw = tuple(sorted((k, _hashable_static(v, k)) for k, v in kwargs.items()
                                  if k in names))
         static_nums = {i for i, _ in statics}
@@ -362,15 +368,11 @@ class _Unhashed:
         return isinstance(other, _Unhashed) and other.value is self.value
 
 
-_PLAIN_STATICS = (int, float, str, bool, type(None))
-
-
 def _hashable_static(value: Any, where: str) -> Any:
-    if type(value) not in _PLAIN_STATICS:
-        _reject_graph_objects(value, where)
     try:
         hash(value)
     except TypeError:
+        _reject_graph_objects(value, where)  # the clearer message, when it applies
         raise ValueError(
             f"jit: static argument {where!r} must be hashable, got a "
             f"{type(value).__name__}. Hint: pass a tuple instead of a list, or make it a "
