@@ -32,6 +32,8 @@ __all__ = [
     "MissingRngStreamError",
     "ShardingError",
     "LazyInitError",
+    "InvalidArgumentError",
+    "NotSupportedError",
     "format_path",
 ]
 
@@ -144,12 +146,18 @@ class InvalidFilterError(NNXError, ValueError):
     """
 
 
-class MissingRngStreamError(NNXError, KeyError):
+class MissingRngStreamError(NNXError, KeyError, AttributeError):
     """An RNG stream is asked for that the ``Rngs`` object does not have (and no default).
+
+    It is a ``KeyError`` for ``rngs['name']`` and an ``AttributeError`` for
+    ``rngs.name``, so ``hasattr`` and ``getattr(rngs, name, default)`` keep working.
 
     Example:
         >>> issubclass(MissingRngStreamError, KeyError)
         True
+        >>> import nnxlib as nnx
+        >>> hasattr(nnx.Rngs(params=0), "dropout")
+        False
     """
 
     def __str__(self) -> str:  # KeyError quotes its message; show it as written
@@ -171,4 +179,31 @@ class LazyInitError(NNXError, RuntimeError):
     Example:
         >>> issubclass(LazyInitError, RuntimeError)
         True
+    """
+
+
+class InvalidArgumentError(NNXError, ValueError):
+    """An argument has a value the function cannot take (a rate outside [0, 1], a split
+    size below 1, a module where only hashable constants may go).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> try:
+        ...     nnx.Dropout(1.5)
+        ... except nnx.errors.InvalidArgumentError:
+        ...     print("raised")
+        raised
+    """
+
+
+class NotSupportedError(NNXError, NotImplementedError):
+    """An option that nnxlib (or the JAX underneath it) does not support was given.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> try:
+        ...     nnx.jit(lambda x: x, abstracted_axes=({0: "n"},))
+        ... except nnx.errors.NotSupportedError:
+        ...     print("raised")
+        raised
     """

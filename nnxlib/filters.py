@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any as TAny
 from typing import Callable
 
+from nnxlib.errors import InvalidFilterError
 from nnxlib.variables import Variable, variable_name_from_type
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Not",
     "Everything",
     "Nothing",
+    "check_partition_filters",
 ]
 
 Filter = TAny  # type, str, Ellipsis, bool, None, callable, or a filter object below
@@ -286,3 +288,59 @@ class Nothing(_FilterBase):
 
     def __repr__(self) -> str:
         return "Nothing()"
+
+
+def _matches_everything(predicate: Predicate) -> bool:
+    """True when ``predicate`` is known to select every value, whatever it is given."""
+    if isinstance(predicate, Everything):
+        return True
+    if isinstance(predicate, Any):
+        return builtins.any(_matches_everything(p) for p in predicate.predicates)
+    if isinstance(predicate, All):
+        return builtins.all(_matches_everything(p) for p in predicate.predicates)
+    if isinstance(predicate, Not):
+        return isinstance(predicate.predicate, Nothing)
+    return False
+
+
+def check_partition_filters(filters: tuple, where: str = "split") -> None:
+    """Raise :class:`~nnxlib.errors.InvalidFilterError` when a filter that selects
+    everything (``...``, ``True``, ``Everything()``, or an ``Any`` holding one) is
+    followed by more filters.
+
+    A partition gives each value to the first filter that matches it, so filters after
+    a catch-all could never receive anything: that is a mistake in the call, not an
+    empty group.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> check_partition_filters((nnx.Param, ...))          # fine: ... comes last
+        >>> try:
+        ...     check_partition_filters((..., nnx.BatchStat))
+        ... except nnx.errors.InvalidFilterError as e:
+        ...     print(str(e).split(" but")[0])
+        split: filter 0 (...) selects everything,
+    """
+    for index, f in enumerate(filters[:-1]):
+        if _matches_everything(to_predicate(f)):
+            rest = ", ".join(map(_filter_repr, filters[index + 1:]))
+            reordered = (*filters[:index], *filters[index + 1:], f)
+            raise InvalidFilterError(
+                f"{where}: filter {index} ({_filter_repr(f)}) selects everything, but "
+                f"{len(filters) - index - 1} filter(s) follow it ({rest}) and would "
+                "receive nothing. Expected a filter that selects everything only in last "
+                f"place; got the filters ({', '.join(map(_filter_repr, filters))}). Hint: "
+                "put the catch-all last: "
+                f"({', '.join(map(_filter_repr, reordered))})."
+            )
+
+
+def _filter_repr(f: Filter) -> str:
+    if f is Ellipsis:
+        return "..."
+    if isinstance(f, type):
+        return f.__name__
+    if isinstance(f, (list, tuple)):
+        inner = ", ".join(map(_filter_repr, f))
+        return f"[{inner}]" if isinstance(f, list) else f"({inner})"
+    return repr(f)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import operator
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from nnxlib import graph as graphlib
+from nnxlib.errors import InvalidArgumentError, MissingRngStreamError
 from nnxlib.filters import to_predicate
 from nnxlib.module import Object
 from nnxlib.variables import Variable
@@ -112,6 +114,7 @@ class RngStream(Object):
             >>> nnx.RngStream(0, tag="a").fork(split=4).key.shape
             (4,)
         """
+        split = _check_split(split, "RngStream.fork", "split")  # before the count moves
         key = self()
         if split is not None:
             key = jax.random.split(key, split)
@@ -152,7 +155,7 @@ class Rngs(Object):
         default = streams.get("default")
         if isinstance(default, RngStream):
             return default
-        raise AttributeError(
+        raise MissingRngStreamError(
             f"No RNG stream named {name!r} and no 'default' stream to fall back to; "
             f"streams are {sorted(n for n, s in streams.items() if isinstance(s, RngStream))}"
             f". Hint: create it with nnx.Rngs(..., {name}=seed) or give a default seed: "
@@ -198,11 +201,36 @@ class Rngs(Object):
             >>> nnx.Rngs(0).fork(split=3).default.key.shape
             (3,)
         """
-        forked = {}
-        for name, stream in self.items():
-            size = _split_size_for(name, stream, split)
-            forked[name] = stream.fork(split=size)
-        return Rngs(**forked)
+        # Every size is checked before any stream advances: a bad one changes nothing.
+        sizes = [(name, stream, _check_split(_split_size_for(name, stream, split),
+                                             "Rngs.fork", f"split for stream {name!r}"))
+                 for name, stream in self.items()]
+        return Rngs(**{name: stream.fork(split=size) for name, stream, size in sizes})
+
+
+def _check_split(split: Any, where: str, what: str) -> Any:
+    """``split`` as ``None``, an int or a tuple of ints, each at least 1; raise
+    :class:`InvalidArgumentError` otherwise (nothing has been drawn yet)."""
+    if split is None:
+        return None
+    dims = split if isinstance(split, (tuple, list)) else (split,)
+    try:
+        if any(isinstance(d, bool) for d in dims):
+            raise TypeError
+        sizes = tuple(operator.index(d) for d in dims)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{where}: {what} must be an int or a tuple of ints (the number or shape of "
+            f"keys to make), got {split!r} of type {type(split).__name__}. Hint: e.g. "
+            "split=4 or split=(2, 3)."
+        ) from None
+    if any(d < 1 for d in sizes):
+        raise InvalidArgumentError(
+            f"{where}: {what} must be at least 1 in every dimension, got {split!r}. Hint: "
+            "pass the number of keys wanted (the batch size or number of steps), e.g. "
+            "split=4; leave split out to get a single key."
+        )
+    return sizes if isinstance(split, (tuple, list)) else sizes[0]
 
 
 def _split_size_for(name: str, stream: RngStream, split: Any) -> Any:
@@ -228,6 +256,7 @@ def _redraw(node: Any, only: Any, splits: Any, where: str, *, keep_draw: bool) -
     advanced past the key drawn here (``split_rngs``: the next draw differs), otherwise
     exactly as it was. On an error every stream is left as it was.
     """
+    splits = _check_split(splits, where, "splits")  # before any stream advances
     backup: list = []
     exact: list = []  # restores on an error, draws included
     try:
@@ -274,7 +303,7 @@ class split_rngs(contextlib.ContextDecorator):
     def __init__(self, node: Any = None, *, splits: int | tuple[int, ...], only: Any = ...,
                  squeeze: bool = False):
         self.node = node
-        self.splits = splits
+        self.splits = _check_split(splits, "split_rngs", "splits")
         self.only = only
         self.squeeze = squeeze
         self._backups: list = []

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import jax
 
 from nnxlib import filters as filterlib
+from nnxlib.errors import StateMismatchError, format_path
 from nnxlib.variables import Variable
 
 __all__ = [
@@ -276,9 +277,12 @@ class State(MutableMapping):
         """
         return to_pure_dict(self, extract_fn)
 
-    def replace_by_pure_dict(self, pure_dict: Mapping, replace_fn: Callable | None = None
-                             ) -> None:
+    def replace_by_pure_dict(self, pure_dict: Mapping, replace_fn: Callable | None = None,
+                             *, partial: bool = False) -> None:
         """Replace leaf values from a pure dict (as made by :meth:`to_pure_dict`).
+
+        The dict must fit the state (see :func:`replace_by_pure_dict`; ``partial=True``
+        lets it leave paths out).
 
         Example:
             >>> import nnxlib as nnx
@@ -287,7 +291,7 @@ class State(MutableMapping):
             >>> s["w"].value
             5.0
         """
-        replace_by_pure_dict(self, pure_dict, replace_fn)
+        replace_by_pure_dict(self, pure_dict, replace_fn, partial=partial)
 
 
 def _to_nested_dict(mapping: Any) -> dict:
@@ -408,6 +412,7 @@ def split_state(state: Mapping, first: Any, /, *filters: Any) -> Any:
 
 def partition_indices(paths: tuple, leaves: list, filters: tuple) -> list[list[int]]:
     """Leaf indices per filter, first match wins; raise if a leaf matches none."""
+    filterlib.check_partition_filters(filters)
     predicates = [filterlib.to_predicate(f) for f in filters]
     groups: list[list[int]] = [[] for _ in filters]
     for i, (path, leaf) in enumerate(zip(paths, leaves)):
@@ -480,7 +485,8 @@ def to_pure_dict(state: Mapping, extract_fn: Callable[[Any], Any] | None = None)
 
 
 def replace_by_pure_dict(state: State, pure_dict: Mapping,
-                         replace_fn: Callable | None = None) -> None:
+                         replace_fn: Callable | None = None, *, partial: bool = False
+                         ) -> None:
     """Replace the leaves of ``state`` in place from a pure dict of values.
 
     Variables are replaced by copies holding the new value (the originals, which may
@@ -488,29 +494,107 @@ def replace_by_pure_dict(state: State, pure_dict: Mapping,
     the values into a model. Keys may be strings where the state has ints (as after a
     round trip through a checkpoint format that stringifies keys).
 
+    The pure dict must fit the state: every path of the state present (unless
+    ``partial=True``; a leaf that is still abstract, a ``ShapeDtypeStruct``, must be
+    given even then), no path the state lacks, and (with the default ``replace_fn``)
+    each value of the same shape and dtype as the leaf it replaces. Otherwise a
+    :class:`~nnxlib.errors.StateMismatchError` lists every mismatched path and the state
+    is left unchanged. (``flax.nnx`` skips missing paths silently and does not compare
+    shapes: a forgotten key then leaves an abstract placeholder in the model.)
+
     Example:
         >>> import nnxlib as nnx
-        >>> s = nnx.State({"w": nnx.Param(1.0)})
-        >>> nnx.replace_by_pure_dict(s, {"w": 3.0})
+        >>> s = nnx.State({"w": nnx.Param(1.0), "b": nnx.Param(0.0)})
+        >>> nnx.replace_by_pure_dict(s, {"w": 3.0, "b": 1.0})
         >>> s["w"].value
         3.0
+        >>> nnx.replace_by_pure_dict(s, {"w": 4.0}, partial=True)   # "b" is kept
+        >>> s["w"].value, s["b"].value
+        (4.0, 1.0)
     """
+    check_values = replace_fn is None
     if replace_fn is None:
         def replace_fn(old: Any, new: Any) -> Any:
             return old.replace(new) if isinstance(old, Variable) else new
     current = dict(zip(*state._flat()))
     by_string = {tuple(map(str, p)): p for p in current}
-    updated = dict(current)
+    replacements: dict = {}
+    extra, wrong = [], []
     for path, value in State(pure_dict).flat_state():
         target = path if path in current else by_string.get(tuple(map(str, path)))
         if target is None:
-            raise ValueError(
-                f"replace_by_pure_dict: path {'/'.join(map(str, path))!r} is not in the "
-                f"state; known paths include {sorted(map(str, current))[:5]}. Hint: build "
-                "the pure dict with state.to_pure_dict() to get matching keys."
-            )
+            extra.append(path)
+            continue
+        replacements[target] = value
+        if check_values:
+            problem = _value_mismatch(current[target], value)
+            if problem:
+                wrong.append((target, problem))
+    missing = [p for p, leaf in current.items() if p not in replacements
+               and (not partial or _is_abstract(leaf))]
+    if extra or missing or wrong:
+        raise _pure_dict_mismatch(extra, missing, wrong, list(current))
+    updated = dict(current)
+    for target, value in replacements.items():
         updated[target] = replace_fn(current[target], value)
     new = from_flat_state(updated.items())
     object.__setattr__(state, "_dict", new._nested())
     object.__setattr__(state, "_paths", None)
     object.__setattr__(state, "_leaves", None)
+
+
+def _raw_leaf(leaf: Any) -> Any:
+    return leaf._raw_value if isinstance(leaf, Variable) else leaf
+
+
+def _is_abstract(leaf: Any) -> bool:
+    return isinstance(_raw_leaf(leaf), jax.ShapeDtypeStruct)
+
+
+def _shape_and_dtype(x: Any) -> tuple[tuple, Any] | None:
+    """``(shape, canonical dtype)`` of an array-like; dtype None for a Python number
+    (it takes the leaf's dtype); None for anything without a shape."""
+    if isinstance(x, (bool, int, float, complex)):
+        return (), None
+    shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
+    if shape is None or dtype is None:
+        return None
+    try:
+        dtype = jax.dtypes.canonicalize_dtype(dtype)
+    except (TypeError, ValueError):  # e.g. a key dtype: compare it as it is
+        pass
+    return tuple(shape), dtype
+
+
+def _value_mismatch(leaf: Any, value: Any) -> str:
+    """Why ``value`` cannot replace ``leaf`` ('' when it can)."""
+    old, new = _shape_and_dtype(_raw_leaf(leaf)), _shape_and_dtype(value)
+    if old is None or new is None:
+        return ""
+    if old[0] != new[0]:
+        return f"expected shape {old[0]}, got {new[0]}"
+    if old[1] is not None and new[1] is not None and old[1] != new[1]:
+        return f"expected dtype {old[1]}, got {new[1]}"
+    return ""
+
+
+def _pure_dict_mismatch(extra: list, missing: list, wrong: list,
+                        known: list) -> StateMismatchError:
+    lines = [f"  {format_path(p)}: not in the state" for p in extra]
+    lines += [f"  {format_path(p)}: missing from the pure dict" for p in missing]
+    lines += [f"  {format_path(p)}: {problem}" for p, problem in wrong]
+    hints = []
+    if extra or missing:
+        shown = ", ".join(format_path(p) for p in sorted(known, key=str)[:8])
+        hints.append(f"the state's paths are {shown}{', ...' if len(known) > 8 else ''}; "
+                     "build the pure dict with state.to_pure_dict() to get matching keys")
+    if missing and not extra:
+        hints.append("pass partial=True to keep the leaves the dict leaves out")
+    if wrong:
+        hints.append("the pure dict probably comes from a model built with other sizes "
+                     "or dtypes; build the state from the same model configuration")
+    return StateMismatchError(
+        f"replace_by_pure_dict: the pure dict does not fit the state at "
+        f"{len(lines)} path(s); nothing was replaced:\n" + "\n".join(lines)
+        + "\nHint: " + "; ".join(hints) + "."
+    )

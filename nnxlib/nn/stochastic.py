@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nnxlib.errors import InvalidArgumentError
 from nnxlib.module import Module, first_from
 from nnxlib.rngs import Rngs, RngStream
 
@@ -63,7 +64,7 @@ class Dropout(Module):
         rng_collection: str = "dropout",
         rngs: Rngs | RngStream | None = None,
     ):
-        self.rate = rate
+        self.rate = _check_rate(rate, "Dropout(rate)")
         self.broadcast_dims = tuple(broadcast_dims)
         self.deterministic = deterministic
         self.rng_collection = rng_collection
@@ -104,6 +105,8 @@ class Dropout(Module):
                 "or to the call, or call model.train() / model.eval()."
             ),
         )
+        # The attribute may have been reassigned since construction.
+        _check_rate(self.rate, "Dropout.rate")
         if deterministic or self.rate == 0.0:
             return inputs
         if self.rate == 1.0:
@@ -138,3 +141,25 @@ class Dropout(Module):
             f"Dropout: rngs must be an nnx.Rngs, an nnx.RngStream or a jax key, got "
             f"{type(source).__name__}."
         )
+
+
+def _check_rate(rate: Any, where: str) -> Any:
+    """``rate`` unchanged if it is a number in [0, 1]; raise otherwise."""
+    try:
+        if isinstance(rate, (str, bytes)):  # float("0.1") would accept it
+            raise TypeError
+        value = float(rate)
+    except jax.errors.ConcretizationTypeError:
+        raise  # a traced rate: JAX's own message says what to do
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{where} must be a number in [0, 1] (the probability of dropping an entry), "
+            f"got {rate!r} of type {type(rate).__name__}. Hint: e.g. nnx.Dropout(0.1)."
+        ) from None
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise InvalidArgumentError(
+            f"{where} must be in [0, 1] (the probability of dropping an entry), got "
+            f"{rate!r}. Hint: pass the drop probability, not a percentage or the keep "
+            "probability: nnx.Dropout(0.1) drops 10% of the entries."
+        )
+    return rate

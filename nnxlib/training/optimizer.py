@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from nnxlib import graph as graphlib
+from nnxlib.errors import InvalidFilterError, format_path
 from nnxlib.filters import to_predicate
 from nnxlib.module import Object
 from nnxlib.state import State, from_flat_state, to_flat_state
@@ -211,7 +212,8 @@ class Optimizer(Object):
     Args:
         model: the model (any graph node) whose variables are optimised.
         tx: the optax transformation.
-        wrt: filter choosing the variables; use the same filter as ``nnx.grad``.
+        wrt: filter choosing the variables; use the same filter as ``nnx.grad``. A
+            filter that selects nothing raises ``InvalidFilterError`` (flax.nnx accepts it).
         graph: accepted for ``flax.nnx`` compatibility; nnxlib always walks the graph.
 
     Example:
@@ -228,6 +230,18 @@ class Optimizer(Object):
     def __init__(self, model: Any, tx: optax.GradientTransformation, *, wrt: Any = Param,
                  graph: bool | None = None):
         pairs = _selected(model, wrt)
+        if not pairs:  # an optimizer of nothing would silently never train anything
+            kinds: dict = {}
+            for path, leaf in to_flat_state(graphlib.state(model)):
+                kinds.setdefault(type(leaf).__name__, []).append(format_path(path))
+            found = "; ".join(f"{len(paths)} {kind} (e.g. {paths[0]})"
+                              for kind, paths in kinds.items()) or "no variables at all"
+            raise InvalidFilterError(
+                f"Optimizer: wrt={getattr(wrt, '__name__', repr(wrt))} selects no variable of the {type(model).__name__}"
+                f" model. Expected at least one variable to optimise; the model holds "
+                f"{found}. Hint: pass the kind of its trainable variables, e.g. "
+                "wrt=nnx.Param (and the same filter to nnx.grad)."
+            )
         params = from_flat_state([(p, v[...]) for p, v in pairs])
         layout, storage = _to_storage(tx.init(params), dict(pairs))
         self.step = OptState(jnp.array(0, dtype=jnp.uint32))

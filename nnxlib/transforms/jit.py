@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import jax
 
+from nnxlib.errors import InvalidArgumentError, NotSupportedError, format_path
+from nnxlib.graph import is_node_or_variable
 from nnxlib.transforms import _lift
 from nnxlib.transforms._sharding import (
     StateSharding,
@@ -75,6 +77,7 @@ class JitWrapped:
                  donate_argnums: Any = None, donate_argnames: Any = None,
                  keep_unused: bool = False, device: Any = None, backend: Any = None,
                  inline: bool = False, abstracted_axes: Any = None):
+        _reject_abstracted_axes(abstracted_axes)
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.in_shardings = in_shardings
@@ -162,6 +165,11 @@ class JitWrapped:
     # ----------------------------------------------------------------- per signature
     def _make_entry(self, ext: _lift.Extracted, statics: tuple, args: tuple,
                     kwargs: dict) -> _Entry:
+        if statics:
+            for i, value in statics[0]:
+                _reject_graph_objects(value, self._arg_name(i))
+            for name, value in statics[1]:
+                _reject_graph_objects(value, name)
         fun = self.fun
         key = ext.key
         static_positions = self._static_positions(args, kwargs, statics)
@@ -235,13 +243,25 @@ class JitWrapped:
         if self._signature is not None:  # static_argnames may name positional args
             params = list(self._signature.parameters)
             nums = nums + tuple(i for i, p in enumerate(params[:n]) if p in names)
-        statics = tuple((i, _hashable_static(args[i], i)) for i in sorted(set(nums)))
+        statics = tuple((i, _hashable_static(args[i], self._arg_name(i)))
+                        for i in sorted(set(nums)))
+        # Graph objects among them are rejected in _make_entry: once per signature.
         static_kw = tuple(sorted((k, _hashable_static(v, k)) for k, v in kwargs.items()
                                  if k in names))
         static_nums = {i for i, _ in statics}
         args = tuple(a for i, a in enumerate(args) if i not in static_nums)
         kwargs = {k: v for k, v in kwargs.items() if k not in names}
         return args, kwargs, (statics, static_kw)
+
+    def _arg_name(self, position: int) -> str:
+        """The parameter name of positional argument ``position`` (for messages)."""
+        if self._signature is not None:
+            params = list(self._signature.parameters.values())
+            if position < len(params) and params[position].kind in (
+                    inspect.Parameter.POSITIONAL_ONLY,
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD):
+                return params[position].name
+        return f"args[{position}]"
 
     def _static_positions(self, args: tuple, kwargs: dict, statics: tuple) -> tuple:
         return statics
@@ -348,16 +368,57 @@ class _Unhashed:
         return isinstance(other, _Unhashed) and other.value is self.value
 
 
-def _hashable_static(value: Any, where: Any) -> Any:
+def _hashable_static(value: Any, where: str) -> Any:
     try:
         hash(value)
     except TypeError:
+        _reject_graph_objects(value, where)  # the clearer message, when it applies
         raise ValueError(
             f"jit: static argument {where!r} must be hashable, got a "
             f"{type(value).__name__}. Hint: pass a tuple instead of a list, or make it a "
             "regular (traced) argument."
         ) from None
     return value
+
+
+def _reject_graph_objects(value: Any, where: str) -> None:
+    """Raise if a static argument holds a module, variable or container: its arrays
+    would be frozen into the compiled function as constants, and later changes to them
+    silently ignored (flax.nnx raises for this too)."""
+    entries, _ = jax.tree_util.tree_flatten_with_path(value, is_leaf=is_node_or_variable)
+    for key_path, leaf in entries:
+        if is_node_or_variable(leaf):
+            path = tuple(_key_of(k) for k in key_path)
+            raise InvalidArgumentError(
+                f"jit: the static argument {format_path(path, root=where)} is a "
+                f"{type(leaf).__name__}. Expected static arguments to be hashable "
+                "constants (ints, strings, tuples of them); a module, variable or nnx "
+                "container there would be compiled in with the values it has now, and "
+                "later changes to its state would be ignored. Hint: pass it as a regular "
+                f"argument (drop {where!r} from static_argnums/static_argnames); nnx.jit "
+                "handles its state, and its static attributes are part of the cache key."
+            )
+
+
+def _key_of(entry: Any) -> Any:
+    """The plain key of one jax key-path entry (SequenceKey, DictKey, GetAttrKey...)."""
+    for attr in ("idx", "key", "name"):
+        if hasattr(entry, attr):
+            return getattr(entry, attr)
+    return str(entry)
+
+
+def _reject_abstracted_axes(abstracted_axes: Any) -> None:
+    if abstracted_axes is not None:
+        raise NotSupportedError(
+            f"jit: abstracted_axes={abstracted_axes!r} is not supported: jax.jit (JAX "
+            f"{jax.__version__}) no longer has this experimental option (shape-polymorphic "
+            "tracing), so it cannot be passed on, and dropping it silently would compile "
+            "one program per input shape anyway. Hint: remove abstracted_axes; jit "
+            "retraces for each new shape (pad inputs to a few fixed sizes to bound the "
+            "number of compilations), or use jax.export with symbolic shapes for "
+            "shape-polymorphic programs."
+        )
 
 
 def _unwrap_static(value: Any) -> Any:
@@ -394,6 +455,11 @@ def jit(fun: Callable | None = None, *, in_shardings: Any = None, out_shardings:
     shardings, or a State of shardings. ``out_shardings`` constrains the returned
     values (a pytree prefix of the output).
 
+    Static arguments (``static_argnums``/``static_argnames``) must be hashable constants:
+    one holding a module, variable or container raises ``InvalidArgumentError`` (its
+    state would be frozen into the compiled function). ``abstracted_axes`` raises
+    ``NotSupportedError``: ``jax.jit`` no longer has that option.
+
     Example:
         >>> import jax.numpy as jnp
         >>> import nnxlib as nnx
@@ -408,6 +474,7 @@ def jit(fun: Callable | None = None, *, in_shardings: Any = None, out_shardings:
         >>> _ = c.step(2); int(c.step(3))
         5
     """
+    _reject_abstracted_axes(abstracted_axes)  # at decoration time, not at the first call
     options = dict(in_shardings=in_shardings, out_shardings=out_shardings,
                    static_argnums=static_argnums, static_argnames=static_argnames,
                    donate_argnums=donate_argnums, donate_argnames=donate_argnames,
