@@ -28,15 +28,10 @@ import jax
 import numpy as np
 
 from nnxlib import _tracking
+from nnxlib._arrays import aval_of
 from nnxlib._frozen import Unhashable, freeze
 from nnxlib.state import key_order, partition_indices
-from nnxlib.variables import (
-    Variable,
-    _new_variable,
-    aval_of,
-    freeze_metadata,
-    thaw_metadata,
-)
+from nnxlib.variables import Variable, _new_variable, freeze_metadata, thaw_metadata
 
 
 # ------------------------------------------------------------------ node registry

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnxlib import _tracking
+from nnxlib._arrays import aval_of
 from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vocabulary)
     ArrayLeaf,
     GraphDef,
@@ -60,10 +61,10 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
     register_graph_node_type,
     unflatten,
 )
+from nnxlib.errors import StateMismatchError, format_path
 from nnxlib.filters import to_predicate
 from nnxlib.state import State, map_state, merge_state
-from nnxlib.errors import StateMismatchError, format_path
-from nnxlib.variables import Variable, aval_of
+from nnxlib.variables import Variable
 
 __all__ = [
     "GraphDef",
@@ -179,9 +180,9 @@ def _leaves_for(graphdef: GraphDef, states: tuple, where: str) -> list:
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"missing paths {[_fmt(p) for p in missing[:5]]}")
+            parts.append(f"missing paths {[format_path(p) for p in missing[:5]]}")
         if extra:
-            parts.append(f"unexpected paths {sorted(_fmt(p) for p in extra)[:5]}")
+            parts.append(f"unexpected paths {sorted(format_path(p) for p in extra)[:5]}")
         raise StateMismatchError(
             f"{where}: the state does not match the graph definition: "
             f"{'; '.join(parts)}. Expected {len(graphdef.paths)} leaves, got "
@@ -189,10 +190,6 @@ def _leaves_for(graphdef: GraphDef, states: tuple, where: str) -> list:
             "merge(graphdef, params, rest)) and do not add or drop entries."
         )
     return [by_path[p] for p in graphdef.paths]
-
-
-def _fmt(path: tuple) -> str:
-    return format_path(path)
 
 
 def _check_avals(graphdef: GraphDef, leaves: list) -> None:
@@ -210,7 +207,7 @@ def _check_avals(graphdef: GraphDef, leaves: list) -> None:
             continue
         actual = aval_of(value)
         if actual is not None and actual != expected:
-            bad.append(f"{_fmt(path)}: expected {_aval_str(expected)}, got "
+            bad.append(f"{format_path(path)}: expected {_aval_str(expected)}, got "
                        f"{_aval_str(actual)}")
     if bad:
         raise StateMismatchError(
@@ -281,9 +278,9 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
             i = index.get(path)
             if i is None:
                 raise StateMismatchError(
-                    f"update: path {_fmt(path)!r} is not in the "
+                    f"update: path {format_path(path)!r} is not in the "
                     f"{type(node).__name__}; known paths include "
-                    f"{[_fmt(p) for p in plan.graphdef.paths[:5]]}. Hint: update with a "
+                    f"{[format_path(p) for p in plan.graphdef.paths[:5]]}. Hint: update with a "
                     "state taken from this model (nnx.state(model)) or its filtered part."
                 )
             _check_compatible(path, current[i], new, "update")
@@ -315,8 +312,8 @@ def _check_writable(path: tuple, target: Any, new: Any, root: Any) -> None:
     owner = target if isinstance(target, Variable) else root
     trace = owner._nnx_trace
     if trace is not None and trace != _tracking.current_trace():
-        _tracking.check_trace(owner, f"update {_fmt(path)!r}")
-    _tracking.check_value(owner, value, f"update {_fmt(path)!r}")
+        _tracking.check_trace(owner, f"update {format_path(path)!r}")
+    _tracking.check_value(owner, value, f"update {format_path(path)!r}")
 
 
 def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:
@@ -333,7 +330,7 @@ def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:
     impl = node_impl(type(owner))
     if impl.set_raw is None:
         raise TypeError(
-            f"update: cannot write the array at {_fmt(path)!r}: its owner "
+            f"update: cannot write the array at {format_path(path)!r}: its owner "
             f"{type(owner).__name__} has no set_raw in its NodeImpl."
         )
 
@@ -360,12 +357,12 @@ def _check_compatible(path: tuple, old: Any, new: Any, where: str) -> None:
         return
     if tuple(old_value.shape) != tuple(new_value.shape):
         raise StateMismatchError(
-            f"{where}: shape mismatch at {_fmt(path)!r}: expected "
+            f"{where}: shape mismatch at {format_path(path)!r}: expected "
             f"{tuple(old_value.shape)}, got {tuple(new_value.shape)}. Hint: the state must "
             "come from a model with the same layer sizes."
         )
     raise StateMismatchError(
-        f"{where}: dtype mismatch at {_fmt(path)!r}: expected {old_value.dtype}, got "
+        f"{where}: dtype mismatch at {format_path(path)!r}: expected {old_value.dtype}, got "
         f"{new_value.dtype}. Hint: cast the state first (jax.tree.map(lambda x: "
         f"x.astype({old_value.dtype}), state)), or set variable.value to change the dtype "
         "on purpose."

@@ -40,13 +40,14 @@ import numpy as np
 
 from nnxlib import _tracking
 from nnxlib import graph as graphlib
+from nnxlib._arrays import same_aval
 from nnxlib._pytree import holds_state, is_state_like, register_node_pytree
 from nnxlib.containers import List, track
 from nnxlib.display import render_object
 from nnxlib.filters import to_predicate
 from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
 from nnxlib.state import key_order
-from nnxlib.variables import Perturbation, Variable, same_aval
+from nnxlib.variables import Perturbation, Variable
 
 __all__ = ["Object", "Pytree", "Module", "Sequential", "view", "iter_module_children", "iter_modules",
            "iter_children", "first_from", "data", "static"]

@@ -422,7 +422,7 @@ def partition_indices(paths: tuple, leaves: list, filters: tuple) -> list[list[i
                 break
         else:
             raise ValueError(
-                f"The leaf at path {'/'.join(map(str, path))!r} "
+                f"The leaf at path {format_path(path)!r} "
                 f"({type(leaf).__name__}) matches none of the filters {filters!r}. "
                 "Hint: add `...` as the last filter to collect the remaining state."
             )

@@ -28,13 +28,12 @@ import operator
 from typing import Any, Callable, TypeVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nnxlib import _tracking
+from nnxlib._arrays import same_aval, written_value
 from nnxlib._frozen import freeze
 from nnxlib.display import render_variable
-from nnxlib.errors import ShapeMismatchError
 
 __all__ = [
     "Variable",
@@ -203,7 +202,10 @@ class Variable:
         :class:`~nnxlib.errors.ShapeMismatchError` and leaves the value as it was. To
         replace the value with one of another shape or dtype use ``v.value = x``.
         """
-        self.set_value(_written(self, key, _unbox(new)))
+        value = self._raw_value
+        if value is ESCAPED:
+            raise _escaped_error(self)
+        self.set_value(written_value(value, key, _unbox(new), type(self).__name__))
 
     # --------------------------------------------------------------------- metadata
     def get_metadata(self, name: Any = _MISSING, default: Any = _MISSING) -> Any:
@@ -448,101 +450,6 @@ def _escaped_error(var: Variable) -> Exception:
 
 def _unbox(x: Any) -> Any:
     return x.value if isinstance(x, Variable) else x
-
-
-_SCALAR_TYPES = (bool, int, float, complex)
-
-
-def aval_of(value: Any) -> tuple | None:
-    """``(shape, dtype)`` of an array-like value (arrays, tracers, ``ShapeDtypeStruct``),
-    None for anything else (Python values, tuples recorded by ``sow``, ...)."""
-    dtype = getattr(value, "dtype", None)
-    shape = getattr(value, "shape", None)
-    if dtype is None or shape is None:
-        return None
-    return tuple(shape), dtype
-
-
-def same_aval(a: Any, b: Any) -> bool:
-    """True when ``a`` and ``b`` have the same shape and dtype (or neither is an array)."""
-    if a is b:
-        return True
-    return aval_of(a) == aval_of(b)
-
-
-def _written(var: Variable, key: Any, new: Any) -> Any:
-    """The value ``var`` holds after ``var[key] = new`` (JAX indexing semantics)."""
-    old = var.value
-    if isinstance(old, _SCALAR_TYPES) and key is Ellipsis:
-        if np.shape(new) != ():
-            raise _shape_error(var, (), np.shape(new), key)
-        return new
-    if not hasattr(old, "shape") or not hasattr(old, "dtype"):
-        if key is Ellipsis:  # a non-array value (None, a tuple, ...): replaced
-            return new
-        updated = np.array(old, copy=True)
-        updated[key] = new
-        return updated
-    if key is Ellipsis:
-        shape = tuple(old.shape)
-        new_shape = np.shape(new)
-        if new_shape != shape:
-            try:
-                fits = np.broadcast_shapes(new_shape, shape) == shape
-            except ValueError:
-                fits = False
-            if not fits:
-                raise _shape_error(var, shape, new_shape, key)
-        elif getattr(new, "dtype", None) == old.dtype and isinstance(
-                new, (jax.Array, np.ndarray)) and isinstance(new, type(old)):
-            return new  # already the right array: store it as it is
-        if isinstance(old, np.ndarray):
-            return np.array(np.broadcast_to(np.asarray(new, old.dtype), shape))
-        result = jnp.broadcast_to(jnp.asarray(new, old.dtype), shape)
-        return _placed_like(result, old)
-    try:
-        if isinstance(old, np.ndarray):
-            updated = np.array(old, copy=True)
-            updated[key] = new
-            return updated
-        if _is_multi_device(old):  # keep the placement (explicit meshes insist on it)
-            return old.at[key].set(new, out_sharding=old.sharding)
-        return old.at[key].set(new)
-    except (ValueError, TypeError) as error:
-        raise ShapeMismatchError(
-            f"Cannot write a value of shape {np.shape(new)} into {type(var).__name__}"
-            f"[{_key_repr(key)}] (array of shape {tuple(old.shape)}, dtype {old.dtype}): "
-            f"{error}. Hint: the value must broadcast to the indexed shape; use "
-            "`v.value = x` to replace the whole array with one of another shape."
-        ) from None
-
-
-def _is_multi_device(value: Any) -> bool:
-    """A concrete array placed on several devices (not a tracer)."""
-    if isinstance(value, jax.core.Tracer):
-        return False
-    sharding = getattr(value, "sharding", None)
-    return sharding is not None and len(sharding.device_set) > 1
-
-
-def _placed_like(result: Any, old: Any) -> Any:
-    """Keep a concrete sharded array's placement (eager writes must not gather it)."""
-    if not _is_multi_device(old) or result.sharding == old.sharding:
-        return result
-    return jax.device_put(result, old.sharding)
-
-
-def _key_repr(key: Any) -> str:
-    return "..." if key is Ellipsis else repr(key)
-
-
-def _shape_error(var: Variable, expected: tuple, actual: tuple, key: Any) -> Exception:
-    return ShapeMismatchError(
-        f"Cannot write a value of shape {actual} into {type(var).__name__}"
-        f"[{_key_repr(key)}]: expected shape {expected} (or one that broadcasts to it). "
-        "`v[...] = x` keeps the variable's shape and dtype and the value is unchanged. "
-        "Hint: use `v.value = x` to replace the array with one of another shape."
-    )
 
 
 def _short_repr(value: Any) -> str:

@@ -167,7 +167,7 @@ class TestFilters:
         assert_unchanged(model, before)
 
     def test_state_split_with_non_exhaustive_filters(self, model):
-        with pytest.raises(ValueError, match=r"'blocks[0].mean' \(BatchStat\) matches none"):
+        with pytest.raises(ValueError, match=r"'blocks\[0\]\.mean' \(BatchStat\) matches none"):
             nnx.state(model).split(nnx.Param)
 
     @pytest.mark.parametrize("bad", [3, 2.5, b"params", object()])

@@ -164,7 +164,7 @@ class TestOperations:
         assert len(paths(a)) + len(paths(b)) == 6
 
     def test_split_requires_exhaustive_filters(self):
-        with pytest.raises(ValueError, match=r"layer/mean.*matches none.*\.\.\."):
+        with pytest.raises(ValueError, match=r"layer\.mean.*matches none.*\.\.\."):
             make_state().split(nnx.Param)
 
     def test_merge(self):

@@ -6,7 +6,6 @@ fresh, uncached walk of the graph gives, and a jitted function must see the muta
 
 import copy
 
-import jax
 import jax.numpy as jnp
 import pytest
 

@@ -183,10 +183,6 @@ def _write_storage(layout: _Layout, storage: Any, tree: Any) -> None:
 
 
 # ------------------------------------------------------------------------ helpers
-def _fmt(path: tuple) -> str:
-    return "/".join(map(str, path))
-
-
 def _unbox(tree: Any) -> Any:
     is_var = lambda x: isinstance(x, Variable)  # noqa: E731
     return jax.tree.map(lambda x: x[...] if is_var(x) else x, tree, is_leaf=is_var)
@@ -327,23 +323,23 @@ class Optimizer(Object):
                  if not isinstance(g, Variable) or predicate(path, g)}
         expected = [p for p, _ in pairs]
         missing = [p for p in expected if p not in given]
-        unexpected = sorted(set(given) - set(expected), key=_fmt)
+        unexpected = sorted(set(given) - set(expected), key=format_path)
         problems = []
         if missing:
-            problems.append(f"missing gradients for {[_fmt(p) for p in missing[:5]]}")
+            problems.append(f"missing gradients for {[format_path(p) for p in missing[:5]]}")
         if unexpected:
-            problems.append(f"unexpected gradients for {[_fmt(p) for p in unexpected[:5]]}")
+            problems.append(f"unexpected gradients for {[format_path(p) for p in unexpected[:5]]}")
         for path, target in pairs:
             if path in given:
                 want, got = jnp.shape(target[...]), jnp.shape(given[path])
                 if want != got:
-                    problems.append(f"grads[{_fmt(path)!r}] has shape {got}, the parameter "
+                    problems.append(f"grads[{format_path(path)!r}] has shape {got}, the parameter "
                                     f"has shape {want}")
         if problems:
             raise ValueError(
                 f"Optimizer.update: the gradients do not match the variables selected by "
                 f"wrt={self.wrt!r}: {'; '.join(problems)}. Expected {len(expected)} "
-                f"entries {[_fmt(p) for p in expected[:8]]}, got {len(given)}. Hint: use "
+                f"entries {[format_path(p) for p in expected[:8]]}, got {len(given)}. Hint: use "
                 "the same wrt filter for nnx.grad and nnx.Optimizer, and differentiate "
                 "with respect to the model passed to update."
             )

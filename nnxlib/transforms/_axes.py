@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import jax
 
+from nnxlib.errors import format_path
 from nnxlib.filters import to_predicate
 from nnxlib.graph import GraphDef, is_node_or_variable, node_impl
 from nnxlib.rngs import RngState
@@ -163,14 +164,6 @@ def _filter_repr(f: Any) -> str:
 
 def _axis_repr(axis: Any) -> str:
     return "Carry" if axis is Carry else repr(axis)
-
-
-def format_path(path: tuple) -> str:
-    """A state path as ``a.b[0].c`` (for error messages)."""
-    out = ""
-    for key in path:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
-    return out or "<root>"
 
 
 # ------------------------------------------------------------------ prefix handling

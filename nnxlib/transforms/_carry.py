@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 
+from nnxlib.errors import format_path
 from nnxlib.graph import Plan, is_graph_node
 from nnxlib.transforms import _lift
 from nnxlib.variables import Variable
@@ -85,8 +86,8 @@ def describe_change(old_key: tuple, new_key: tuple) -> str:
     single = len(old_positions) == 1  # leaf paths start with the root's position
     old_paths = {p[single:] for p in old_def.paths} if old_def is not None else set()
     new_paths = {p[single:] for p in new_def.paths} if new_def is not None else set()
-    added = sorted(_fmt(p) for p in new_paths - old_paths)
-    removed = sorted(_fmt(p) for p in old_paths - new_paths)
+    added = sorted(format_path(p) for p in new_paths - old_paths)
+    removed = sorted(format_path(p) for p in old_paths - new_paths)
     parts = []
     if added:
         parts.append(f"new state at {added[:5]}")
@@ -96,10 +97,6 @@ def describe_change(old_key: tuple, new_key: tuple) -> str:
         parts.append("static attributes, variable types or metadata, or shared "
                      "references changed")
     return "; ".join(parts)
-
-
-def _fmt(path: tuple) -> str:
-    return "/".join(map(str, path))
 
 
 def detach(out: Any, where: str) -> Any:

@@ -28,6 +28,7 @@ import jax
 from jax.core import Tracer
 
 from nnxlib import _tracking
+from nnxlib._arrays import same_aval
 from nnxlib._graphdef import (
     GraphDef,
     Plan,
@@ -39,7 +40,7 @@ from nnxlib._graphdef import (
     plan_for_many,
 )
 from nnxlib.graph import _write_into_pytree
-from nnxlib.variables import Variable, expire_variable, same_aval
+from nnxlib.variables import Variable, expire_variable
 
 __all__ = ["Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",
            "OutInfo"]

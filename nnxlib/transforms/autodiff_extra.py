@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from nnxlib import graph as graphlib
+from nnxlib.errors import format_path
 from nnxlib.filters import to_predicate
 from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.state import State, to_flat_state
@@ -118,7 +119,7 @@ class _Layout:
         for path, value in pairs:
             j = self.path_index.get((r, *path))
             if j is None:
-                known = ["/".join(map(str, self.paths[k][1:])) for k in self.root_leaves[r]]
+                known = [format_path(self.paths[k][1:]) for k in self.root_leaves[r]]
                 raise ValueError(
                     f"{where}: got a value at {'/'.join(map(str, path))!r} for argument "
                     f"{self.root_owner[r]}, which has no state there; its state paths are "

@@ -29,6 +29,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.rngs import RngState
 from nnxlib.transforms import _axes, _lift
@@ -224,7 +225,7 @@ class _Router:
             return
         kind = "carried" if axis is Carry else "broadcast"
         raise ValueError(
-            f"scan: a {type(leaf).__name__} was created at {_axes.format_path(path)!r} inside "
+            f"scan: a {type(leaf).__name__} was created at {format_path(path)!r} inside "
             f"the scanned function in state that is {kind}; only scanned (stacked) state can "
             "gain new variables inside the loop, because the carry must keep its structure "
             "from step to step. Hint: create the variable before calling the scan."

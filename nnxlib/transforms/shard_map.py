@@ -38,6 +38,7 @@ from typing import Any, Callable
 import jax
 from jax.sharding import PartitionSpec
 
+from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.state import State
 from nnxlib.transforms import _carry, _lift
@@ -110,7 +111,7 @@ def _leaf_specs(in_specs: Any, args: tuple, ext: _lift.Extracted) -> tuple[list,
         return [], other_specs
     root_specs = [flat_specs[p] for p in ext.node_positions]
     value_specs = [
-        _resolve(root_specs[path[0]], path[1:], leaf, "/".join(map(str, path[1:])))
+        _resolve(root_specs[path[0]], path[1:], leaf, format_path(path[1:]))
         for path, leaf in zip(ext.plan.graphdef.paths, ext.plan.template)
     ]
     return value_specs, other_specs

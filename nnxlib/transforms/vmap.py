@@ -29,6 +29,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
+from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms._axes import Carry, StateAxes
@@ -174,7 +175,7 @@ def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
                 leaf = _axes.probe(leaf_def, send[position])
                 axes.append(_axes.resolve(spec, path[1:], leaf,
                                           f"vmap {label} for new state", False))
-                names.append(f"new state {_axes.format_path(path)}")
+                names.append(f"new state {format_path(path)}")
             position += 1
     return axes, names
 
