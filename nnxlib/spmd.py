@@ -46,7 +46,8 @@ from nnxlib._placement import (
     use_eager_sharding,
     using_eager_sharding,
 )
-from nnxlib.errors import ShardingError, format_path
+from nnxlib.errors import format_path
+from nnxlib.state import State, map_state
 from nnxlib.variables import Variable, with_metadata, with_partitioning
 
 __all__ = [
@@ -171,6 +172,9 @@ def variable_spec(var: Variable, path: tuple = (), mesh: Any = None) -> Partitio
 
 
 def _map_variables(f: Callable[[tuple, Any], Any], tree: Any) -> Any:
+    if isinstance(tree, State):  # its own paths (its pytree keys are flat indices)
+        return map_state(f, tree)
+
     def visit(keypath: tuple, x: Any) -> Any:
         return f(tuple(_key_name(k) for k in keypath), x)
 
@@ -237,7 +241,9 @@ def with_sharding_constraint(x: Any, spec: Any, mesh: Any = None) -> Any:
     ``spec`` is a ``PartitionSpec`` or a tuple of names (mesh axes, or logical names
     resolved by the active :class:`logical_axis_rules`), or a ``NamedSharding``. The
     mesh is ``mesh`` or the one of ``jax.set_mesh``. Inside ``jit`` this is a sharding
-    constraint (``reshard`` for Explicit mesh axes); outside, a ``device_put``.
+    constraint (``reshard`` for Explicit mesh axes); outside, a ``device_put``. With no
+    mesh at all it returns ``x`` unchanged (as ``flax.linen.with_logical_constraint``
+    does), so the same model code runs on one device and on a mesh.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -253,10 +259,7 @@ def with_sharding_constraint(x: Any, spec: Any, mesh: Any = None) -> Any:
         return jax.tree.map(lambda a: _placement.put(a, spec), x)
     mesh = mesh if mesh is not None else _placement.context_mesh()
     if mesh is None:
-        raise ShardingError(
-            f"with_sharding_constraint: no mesh to place {spec!r} on. Hint: call it "
-            "under `with jax.set_mesh(mesh):` or pass mesh=."
-        )
+        return x
     metadata = {"out_sharding": tuple(spec)}
 
     def constrain(a: Any) -> Any:
