@@ -269,23 +269,6 @@ class GraphDef:
     def __reduce__(self) -> tuple:
         return (GraphDef, (self.root, self.paths, self.avals))
 
-    def apply(self, state: Any, *states: Any) -> Any:
-        """Functional call helper: ``graphdef.apply(state).method(...)``.
-
-        Returns ``(output, (graphdef, state))`` like :func:`call`.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import nnxlib as nnx
-            >>> graphdef, state = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
-            >>> y, _ = graphdef.apply(state)(jnp.ones((1, 2)))
-            >>> y.shape
-            (1, 3)
-        """
-        from nnxlib.graph import call, merge_state_args  # the public layer sits above
-
-        return call((self, merge_state_args(state, *states)))
-
 
 # A GraphDef is static data: as a pytree it has no leaves and travels as auxiliary data,
 # so ``jax.jit(f)(graphdef, state)`` and ``jax.tree.map`` over ``(graphdef, state)`` work.

@@ -63,7 +63,7 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
 )
 from nnxlib.errors import StateMismatchError, format_path
 from nnxlib.filters import to_predicate
-from nnxlib.state import State, map_state, merge_state
+from nnxlib.state import State, filter_state, map_state, merge_state
 from nnxlib.variables import Variable
 
 __all__ = [
@@ -86,6 +86,27 @@ __all__ = [
     "map_node",
     "set_metadata",
 ]
+
+
+def _graphdef_apply(self: GraphDef, state: Any, *states: Any) -> Any:
+    """Functional call helper: ``graphdef.apply(state).method(...)``.
+
+    Returns ``(output, (graphdef, state))`` like :func:`call`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> graphdef, state = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        >>> y, _ = graphdef.apply(state)(jnp.ones((1, 2)))
+        >>> y.shape
+        (1, 3)
+    """
+    return call((self, merge_state_args(state, *states)))
+
+
+# Defined at this layer (it needs merge and split) and attached to the class, so that
+# _graphdef.py, below this module, never imports it.
+GraphDef.apply = _graphdef_apply  # type: ignore[attr-defined]
 
 
 def merge_state_args(state: Any, *states: Any) -> Any:
@@ -161,8 +182,6 @@ def state(node: Any, *filters: Any) -> Any:
     paths = plan.graphdef.paths
     if not filters:
         return _state_of(paths, leaves)
-    from nnxlib.state import filter_state
-
     return filter_state(State._from_flat(paths, leaves), *filters)
 
 
@@ -195,8 +214,9 @@ def _leaves_for(graphdef: GraphDef, states: tuple, where: str) -> list:
 def _check_avals(graphdef: GraphDef, leaves: list) -> None:
     """Every concrete leaf must have the shape and dtype the graph was split with.
 
-    Traced leaves are not checked: under ``jax.lax.scan``/``jax.vmap`` a slice of a
-    stacked state legitimately meets the stacked model's graph definition.
+    A slice of a stacked state legitimately meets the stacked model's graph definition
+    (scan over layers, unstacking), so leading axes may be added or removed; traced
+    leaves are not checked at all (``jax.vmap`` inside may change any axis).
     """
     bad = []
     for path, expected, leaf in zip(graphdef.paths, graphdef.avals, leaves):
@@ -206,7 +226,7 @@ def _check_avals(graphdef: GraphDef, leaves: list) -> None:
         if isinstance(value, jax.core.Tracer):
             continue
         actual = aval_of(value)
-        if actual is not None and actual != expected:
+        if actual is not None and actual != expected and not _stacking_of(actual, expected):
             bad.append(f"{format_path(path)}: expected {_aval_str(expected)}, got "
                        f"{_aval_str(actual)}")
     if bad:
@@ -216,6 +236,16 @@ def _check_avals(graphdef: GraphDef, leaves: list) -> None:
             "split from the same model (or one built with the same sizes); to change "
             "dtypes, merge first and cast with nnx.map or `v.value = v.value.astype(...)`."
         )
+
+
+def _stacking_of(actual: tuple, expected: tuple) -> bool:
+    """Same dtype, and one shape is the other with leading axes added: a layer stack
+    unstacked into layers (or layers merged into a stack's definition) is legitimate."""
+    (shape, dtype), (want, want_dtype) = actual, expected
+    if dtype != want_dtype or len(shape) == len(want):
+        return False
+    short, long = (shape, want) if len(shape) < len(want) else (want, shape)
+    return long[len(long) - len(short):] == short
 
 
 def _aval_str(aval: tuple) -> str:
@@ -584,8 +614,6 @@ def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
         >>> nnx.find_duplicates(Tied())
         [[('a',), ('b',)]]
     """
-    from nnxlib.filters import to_predicate
-
     predicate = to_predicate(only)
     paths_of: dict[int, list] = {}
     seen: set[int] = set()

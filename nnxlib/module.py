@@ -47,7 +47,7 @@ from nnxlib.display import render_object
 from nnxlib.filters import to_predicate
 from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
 from nnxlib.state import key_order
-from nnxlib.variables import Perturbation, Variable
+from nnxlib.variables import Perturbation, Variable, variable_type_from_name
 
 __all__ = ["Object", "Pytree", "Module", "Sequential", "view", "iter_module_children", "iter_modules",
            "iter_children", "first_from", "data", "static"]
@@ -304,8 +304,6 @@ class Module(Object):
             (1, 2)
         """
         if isinstance(variable_type, str):
-            from nnxlib.variables import variable_type_from_name
-
             variable_type = variable_type_from_name(variable_type, allow_register=True)
         current = self.__dict__.get(name, _MISSING)
         if current is _MISSING:
@@ -334,8 +332,6 @@ class Module(Object):
             (3.0, 0.0)
         """
         if name not in self.__dict__:
-            import jax.numpy as jnp
-
             setattr(self, name, variable_type(jnp.zeros_like(value)))
         return value + getattr(self, name)[...]
 

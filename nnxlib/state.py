@@ -28,6 +28,7 @@ from typing import Any, Callable
 import jax
 
 from nnxlib import filters as filterlib
+from nnxlib.display import render_state
 from nnxlib.errors import StateMismatchError, format_path
 from nnxlib.variables import Variable
 
@@ -225,8 +226,6 @@ class State(MutableMapping):
         return f"State({_nested_repr(self._nested(), 0)})"
 
     def __treescope_repr__(self, path: str | None, subtree_renderer: Any) -> Any:
-        from nnxlib.display import render_state
-
         return render_state(self, path, subtree_renderer)
 
     # ------------------------------------------------------------------ operations

@@ -12,17 +12,19 @@ Example:
     ['bias', 'kernel']
 """
 
-from nnxlib.transforms._axes import PARTITION_NAME, Carry, StateAxes, transform_metadata
 from nnxlib.transforms.autodiff import DiffState, grad, value_and_grad
-from nnxlib.transforms.autodiff_extra import CustomVjp, custom_vjp, jvp, vjp
+from nnxlib.transforms.axes import PARTITION_NAME, Carry, StateAxes
 from nnxlib.transforms.checkify import checkify
 from nnxlib.transforms.control_flow import cond, fori_loop, switch, while_loop
+from nnxlib.transforms.custom_gradient import CustomVjp, custom_vjp
 from nnxlib.transforms.eval_shape import eval_shape
 from nnxlib.transforms.jit import JitWrapped, StateSharding, jit
+from nnxlib.transforms.metadata import transform_metadata
 from nnxlib.transforms.partial import CachedPartial, cached_partial, jit_partial
 from nnxlib.transforms.remat import checkpoint, remat
 from nnxlib.transforms.scan import scan
 from nnxlib.transforms.shard_map import shard_map
+from nnxlib.transforms.vjp_jvp import jvp, vjp
 from nnxlib.transforms.vmap import vmap
 
 __all__ = ["jit", "JitWrapped", "StateSharding", "grad", "value_and_grad", "DiffState",

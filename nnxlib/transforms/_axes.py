@@ -1,17 +1,13 @@
-"""Axis specifications for ``vmap`` and ``scan``: ``StateAxes``, ``Carry`` and metadata.
+"""Private helpers of the mapping transforms: axis prefixes and axis metadata.
 
-``in_axes``/``out_axes`` of the mapping transforms are pytree *prefixes* of the
-arguments (or outputs). Where a prefix reaches a module, its entry may be an axis for
-all the module's state, ``None`` (broadcast), :class:`Carry` (``scan`` only), or a
-:class:`StateAxes` giving an axis per filter. This file turns such prefixes into one
-axis per array, once per traced signature, and updates sharding metadata when a
-mapped axis is added to or removed from a variable (``transform_metadata``).
+This file turns ``in_axes``/``out_axes`` prefixes (see :mod:`nnxlib.transforms.axes`)
+into one axis per array, once per traced signature, and updates sharding metadata when
+a mapped axis is added to or removed from a variable.
 
 Example:
-    >>> import nnxlib as nnx
-    >>> axes = nnx.StateAxes({nnx.Param: 0, ...: None})
-    >>> axes.axis_for(("kernel",), nnx.Param(0.0)), axes.axis_for(("mean",), nnx.BatchStat(0.0))
-    (0, None)
+    >>> from nnxlib.transforms import _axes
+    >>> _axes.is_prefix_leaf(None), _axes.is_prefix_leaf(0)
+    (True, False)
 """
 
 from __future__ import annotations
@@ -22,148 +18,16 @@ from typing import Any, Callable, Iterator
 import jax
 
 from nnxlib.errors import format_path
-from nnxlib.filters import to_predicate
 from nnxlib.graph import GraphDef, is_node_or_variable, node_impl
 from nnxlib.rngs import RngState
+from nnxlib.transforms.axes import (  # noqa: F401  (re-exported for the transforms)
+    PARTITION_NAME,
+    Carry,
+    StateAxes,
+    _axis_repr,
+    _check_axis,
+)
 from nnxlib.variables import SHARDING_KEYS, Variable, _new_variable, thaw_metadata
-
-__all__ = ["Carry", "StateAxes", "PARTITION_NAME", "transform_metadata"]
-
-#: The ``transform_metadata`` key naming the mapped axis in sharding metadata.
-PARTITION_NAME = "partition_name"
-
-
-class Carry:
-    """Marks an argument (or a filter's state in :class:`StateAxes`) as a ``scan`` carry.
-
-    Use the class itself, not an instance: ``in_axes=(nnx.Carry, 0)``.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import nnxlib as nnx
-        >>> total, _ = nnx.scan(lambda c, x: (c + x, None), in_axes=(nnx.Carry, 0),
-        ...                     out_axes=(nnx.Carry, 0))(0.0, jnp.arange(4.0))
-        >>> float(total)
-        6.0
-    """
-
-
-def _check_axis(axis: Any, where: str, allow_carry: bool) -> None:
-    if axis is None or axis is Carry and allow_carry:
-        return
-    if isinstance(axis, int) and not isinstance(axis, bool):
-        return
-    allowed = "an int, None or nnx.Carry" if allow_carry else "an int or None"
-    raise TypeError(f"{where}: expected {allowed} as an axis, got {axis!r}.")
-
-
-class StateAxes(Mapping):
-    """Per-filter axes for a module's state in ``vmap``/``scan`` ``in_axes``/``out_axes``.
-
-    Each variable takes the axis of the first filter that matches it; every variable must
-    match one, so end with ``...: axis`` to cover the rest. An axis is an int (mapped),
-    ``None`` (broadcast, the same for every member or step) or :class:`Carry` (``scan``
-    only: threaded from step to step).
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import nnxlib as nnx
-        >>> class Ens(nnx.Module):
-        ...     def __init__(self):
-        ...         self.w = nnx.Param(jnp.arange(3.0))     # one weight per member
-        ...         self.scale = nnx.Variable(jnp.array(2.0))  # shared
-        >>> axes = nnx.StateAxes({nnx.Param: 0, ...: None})
-        >>> nnx.vmap(lambda m: m.w * m.scale, in_axes=(axes,))(Ens())
-        Array([0., 2., 4.], dtype=float32)
-    """
-
-    def __init__(self, filter_axes: Any, /):
-        items = tuple(filter_axes.items() if isinstance(filter_axes, Mapping)
-                      else filter_axes)
-        for f, axis in items:
-            _check_axis(axis, f"StateAxes entry for filter {f!r}", allow_carry=True)
-        self._filters = tuple(f for f, _ in items)
-        self._axes = tuple(a for _, a in items)
-        self._predicates = tuple(to_predicate(f) for f in self._filters)
-
-    @property
-    def filters(self) -> tuple:
-        """The filters, in matching order.
-
-        Example:
-            >>> import nnxlib as nnx
-            >>> nnx.StateAxes({nnx.Param: 0, ...: None}).filters
-            (<class 'nnxlib.variables.Param'>, Ellipsis)
-        """
-        return self._filters
-
-    @property
-    def axes(self) -> tuple:
-        """The axes, one per filter.
-
-        Example:
-            >>> import nnxlib as nnx
-            >>> nnx.StateAxes({nnx.Param: 0, ...: None}).axes
-            (0, None)
-        """
-        return self._axes
-
-    def axis_for(self, path: tuple, leaf: Any, where: str = "StateAxes") -> Any:
-        """The axis of the first filter matching the leaf at ``path`` (error if none).
-
-        Example:
-            >>> import nnxlib as nnx
-            >>> nnx.StateAxes({"batch_stats": 0, ...: None}).axis_for(("m",), nnx.BatchStat(0))
-            0
-        """
-        for predicate, axis in zip(self._predicates, self._axes):
-            if predicate(path, leaf):
-                return axis
-        raise ValueError(
-            f"{where}: no filter of {self!r} matches the {type(leaf).__name__} at "
-            f"{format_path(path)!r}. StateAxes must cover every variable of the module. "
-            "Hint: end it with a catch-all entry, e.g. StateAxes({nnx.Param: 0, ...: None})."
-        )
-
-    def __getitem__(self, key: Any) -> Any:
-        return self._axes[self._filters.index(key)]
-
-    def __iter__(self) -> Iterator:
-        return iter(self._filters)
-
-    def __len__(self) -> int:
-        return len(self._filters)
-
-    def items(self) -> Any:  # type: ignore[override]
-        """``(filter, axis)`` pairs in matching order.
-
-        Example:
-            >>> import nnxlib as nnx
-            >>> list(nnx.StateAxes({nnx.Param: 0, ...: None}).items())[1]
-            (Ellipsis, None)
-        """
-        return zip(self._filters, self._axes)
-
-    def __eq__(self, other: object) -> bool:
-        return (isinstance(other, StateAxes) and self._filters == other._filters
-                and self._axes == other._axes)
-
-    def __hash__(self) -> int:
-        return hash((self._filters, self._axes))
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{_filter_repr(f)}: {_axis_repr(a)}" for f, a in self.items())
-        return f"StateAxes({{{inner}}})"
-
-
-def _filter_repr(f: Any) -> str:
-    if f is Ellipsis:
-        return "..."
-    return f.__name__ if isinstance(f, type) else repr(f)
-
-
-def _axis_repr(axis: Any) -> str:
-    return "Carry" if axis is Carry else repr(axis)
 
 
 # ------------------------------------------------------------------ prefix handling
@@ -511,60 +375,3 @@ def check_transform_metadata(transform_metadata: Mapping, where: str) -> bool:
             "transform_metadata={nnx.PARTITION_NAME: 'layers'}."
         )
     return bool(transform_metadata)
-
-
-def transform_metadata(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
-                       partition: str) -> Any:
-    """Show ``f`` the per-member view of sharding metadata, as ``vmap``/``scan`` would.
-
-    Before the call, the ``partition`` name is removed from the sharding metadata of the
-    variables in the arguments (at each one's ``in_axes`` position); afterwards it is put
-    back, and added to the variables ``f`` returns (at their ``out_axes`` position). Useful
-    around code that is mapped by hand (for example ``jax.vmap`` of a pure function).
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import nnxlib as nnx
-        >>> w = nnx.Param(jnp.ones((4, 2, 3)), sharding_names=("layers", "embed", "mlp"))
-        >>> seen = []
-        >>> f = nnx.transform_metadata(lambda p: seen.append(p.sharding_names),
-        ...                            in_axes=0, partition="layers")
-        >>> f(w); seen[0], w.sharding_names
-        (('embed', 'mlp'), ('layers', 'embed', 'mlp'))
-    """
-    if f is None:
-        return lambda fn: transform_metadata(fn, in_axes=in_axes, out_axes=out_axes,
-                                             partition=partition)
-    metadata = {PARTITION_NAME: partition}
-    from nnxlib.graph import is_node_or_variable
-
-    def axes_of(prefix: Any, tree: Any, where: str) -> list:
-        specs = prefix_leaves(prefix, tree, is_node_or_variable, where)
-        leaves = jax.tree_util.tree_leaves(tree, is_leaf=is_node_or_variable)
-        found = []
-        for spec, leaf in zip(specs, leaves):
-            for _, path, var in iter_variables([leaf]):
-                axis = resolve(spec, path, var, where, allow_carry=False)
-                if axis is not None:
-                    found.append((var, axis))
-        return found
-
-    def wrapper(*args: Any) -> Any:
-        prefix = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else in_axes
-        inputs = axes_of(prefix, args, "transform_metadata in_axes")
-        done = []
-        try:
-            for var, axis in inputs:
-                remove_axis(var, axis, metadata, quiet=False)
-                done.append((var, axis))
-            out = f(*args)
-        finally:
-            for var, axis in done:
-                add_axis(var, axis, metadata, quiet=False)
-        seen = {id(v) for v, _ in inputs}
-        for var, axis in axes_of(out_axes, out, "transform_metadata out_axes"):
-            if id(var) not in seen:
-                add_axis(var, axis, metadata, quiet=False)
-        return out
-
-    return wrapper

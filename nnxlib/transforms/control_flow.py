@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from nnxlib.transforms import _carry, _lift
+from nnxlib.transforms import _full_state, _lift
 
 __all__ = ["cond", "switch", "fori_loop", "while_loop"]
 
@@ -49,7 +49,7 @@ def _run_branches(name: str, labels: Sequence[str], functions: Sequence[Callable
         def branch(values: list, others: list) -> tuple:
             rebuilt = _lift.rebuild(key, values, others)
             out = fn(*rebuilt.tree)
-            info, send, other_out = _carry.collect_full(rebuilt, key, out)
+            info, send, other_out = _full_state.collect_full(rebuilt, key, out)
             infos[k] = info
             return send, other_out
 
@@ -181,7 +181,7 @@ def _carry_body(name: str, key: tuple, fn: Callable, pass_index: bool) -> Callab
             raise ValueError(
                 f"{name}: body_fun must return a carry with the same structure as "
                 f"init_val (the same modules with the same attributes and variables; "
-                f"only values may change), but {_carry.describe_change(key, new.key)}. "
+                f"only values may change), but {_full_state.describe_change(key, new.key)}. "
                 "Hint: create every attribute before the loop, and return the carry "
                 "the body received."
             )
@@ -194,7 +194,7 @@ def _carry_body(name: str, key: tuple, fn: Callable, pass_index: bool) -> Callab
 
 
 def _finish(ext: _lift.Extracted, values: list, others: list) -> Any:
-    _carry.write_values(ext.plan, range(len(values)), values)
+    _full_state.write_values(ext.plan, range(len(values)), values)
     if not ext.node_positions:
         return jax.tree_util.tree_unflatten(ext.treedef, others)
     leaves = list(others)

@@ -30,7 +30,7 @@ import jax
 
 from nnxlib import graph as graphlib
 from nnxlib.graph import is_node_or_variable
-from nnxlib.transforms import _carry, _lift
+from nnxlib.transforms import _full_state, _lift
 
 __all__ = ["eval_shape"]
 
@@ -68,7 +68,7 @@ def eval_shape(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if positions:
             nodes = tuple(leaves[i] for i in positions)
             graphdef, node_leaves, flat = graphlib.flatten(nodes)
-            node_values = [_carry.raw(v) for v in node_leaves]
+            node_values = [_full_state.raw(v) for v in node_leaves]
             _lift.expire(flat.objects.values())
         else:
             graphdef, node_values = None, []

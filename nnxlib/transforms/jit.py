@@ -172,7 +172,6 @@ class JitWrapped:
                 _reject_graph_objects(value, name)
         fun = self.fun
         key = ext.key
-        static_positions = self._static_positions(args, kwargs, statics)
         value_shardings, other_shardings = leaf_shardings(
             self.in_shardings, ext, args, kwargs, self._signature)
         out_shardings = self.out_shardings
@@ -181,8 +180,7 @@ class JitWrapped:
         def pure(values: list, others: list) -> tuple:
             rebuilt = _lift.rebuild(key, values, others)
             call_args, call_kwargs = rebuilt.tree
-            call_args, call_kwargs = _insert_statics(call_args, call_kwargs, statics,
-                                                     static_positions)
+            call_args, call_kwargs = _insert_statics(call_args, call_kwargs, statics)
             out = fun(*call_args, **call_kwargs)
             info, send, other_out = _lift.collect(rebuilt, key, out)
             if donated and info.fast:
@@ -263,9 +261,6 @@ class JitWrapped:
                 return params[position].name
         return f"args[{position}]"
 
-    def _static_positions(self, args: tuple, kwargs: dict, statics: tuple) -> tuple:
-        return statics
-
     def _donated_positions(self, ext: _lift.Extracted, args: tuple, kwargs: dict,
                            statics: tuple) -> tuple[list, list]:
         """Donated ``(graph leaf positions, other leaf positions)``.
@@ -344,28 +339,15 @@ def _constrain_changed(send: list, changed: tuple, shardings: list) -> list:
     return out
 
 
-def _insert_statics(args: tuple, kwargs: dict, statics: tuple, _: Any) -> tuple:
+def _insert_statics(args: tuple, kwargs: dict, statics: tuple) -> tuple:
     if not statics:
         return args, kwargs
     positional, named = statics
     args = list(args)
     for i, value in positional:
-        args.insert(i, _unwrap_static(value))
-    kwargs = {**kwargs, **{k: _unwrap_static(v) for k, v in named}}
+        args.insert(i, value)
+    kwargs = {**kwargs, **dict(named)}
     return tuple(args), kwargs
-
-
-class _Unhashed:
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def __hash__(self) -> int:
-        return id(self.value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Unhashed) and other.value is self.value
 
 
 def _hashable_static(value: Any, where: str) -> Any:
@@ -419,10 +401,6 @@ def _reject_abstracted_axes(abstracted_axes: Any) -> None:
             "number of compilations), or use jax.export with symbolic shapes for "
             "shape-polymorphic programs."
         )
-
-
-def _unwrap_static(value: Any) -> Any:
-    return value.value if isinstance(value, _Unhashed) else value
 
 
 def _as_tuple(x: Any) -> tuple:

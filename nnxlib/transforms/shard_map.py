@@ -41,7 +41,7 @@ from jax.sharding import PartitionSpec
 from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.state import State
-from nnxlib.transforms import _carry, _lift
+from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._sharding import StateSharding
 
 __all__ = ["shard_map"]
@@ -173,7 +173,7 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
                 out_specs=(value_specs, out_specs), axis_names=frozenset(axis_names),
                 check_vma=check_vma))
         values, out = mapped(ext.values, ext.others)
-        _carry.write_values(ext.plan, range(len(values)), values)
+        _full_state.write_values(ext.plan, range(len(values)), values)
         if ext.plan is None:
             return out
         objects = ext.plan.objects
@@ -203,7 +203,7 @@ def _make_pure(f: Callable, key: tuple) -> Callable:
             return x
 
         out = jax.tree.map(mark, out, is_leaf=is_graph_node)
-        out = _carry.detach(out, "shard_map")
-        return _carry.full_values(rebuilt, key, "shard_map"), out
+        out = _full_state.detach(out, "shard_map")
+        return _full_state.full_values(rebuilt, key, "shard_map"), out
 
     return pure

@@ -1,16 +1,7 @@
-"""``vjp``, ``jvp`` and ``custom_vjp`` over functions of modules.
+"""``custom_vjp`` over functions of modules.
 
-Conventions (nnxlib's, documented here because ``flax.nnx`` 0.12 has several modes):
+Conventions (nnxlib's; ``flax.nnx`` 0.12 has several modes):
 
-* **vjp**: a module primal is differentiated with respect to its ``Param`` variables,
-  like :func:`nnxlib.grad`; its cotangent is a ``State`` of those params (so for a scalar
-  function ``vjp_fn(1.0)[0]`` equals ``nnx.grad(f)(model)``). Array primals get array
-  cotangents, exactly as in ``jax.vjp``.
-* **jvp**: the tangent of a module primal is a ``State`` (or a module of the same
-  structure, whose state is used, or ``None``). Its paths pick the leaves that move:
-  leaves without a tangent, and leaves that are not floating point (RNG keys and counts),
-  are held constant. ``jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param))`` is a
-  typical tangent.
 * **custom_vjp**: by default every variable of a module argument is differentiable (as
   in flax); ``nnx.DiffState(argnum, filter)`` in ``nondiff_argnums`` narrows it, a plain
   int makes an argument non-differentiable. ``bwd(*nondiff_args, res, g)`` receives
@@ -19,17 +10,12 @@ Conventions (nnxlib's, documented here because ``flax.nnx`` 0.12 has several mod
   call) for modules and ``None`` otherwise; ``bwd`` returns one cotangent per
   differentiable argument, a ``State`` for modules (missing paths count as zero).
 
-In every case, state changed by the function (BatchNorm statistics, RNG counts, …) is
-written back to the caller's modules, as in eager mode.
+State changed by the function is written back to the caller's modules, as in eager mode.
 
 Example:
-    >>> import jax.numpy as jnp
     >>> import nnxlib as nnx
-    >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
-    >>> out, vjp_fn = nnx.vjp(lambda m, x: m(x).sum(), model, jnp.ones((3, 2)))
-    >>> m_ct, x_ct = vjp_fn(jnp.ones(()))
-    >>> sorted(m_ct), x_ct.shape
-    (['bias', 'kernel'], (3, 2))
+    >>> callable(nnx.custom_vjp)
+    True
 """
 
 from __future__ import annotations
@@ -39,264 +25,15 @@ import inspect
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 
 from nnxlib import graph as graphlib
-from nnxlib.errors import format_path
 from nnxlib.filters import to_predicate
-from nnxlib.graph import is_graph_node, is_node_or_variable
-from nnxlib.state import State, to_flat_state
-from nnxlib.transforms import _carry, _lift
+from nnxlib.graph import is_node_or_variable
+from nnxlib.transforms import _full_state, _lift
+from nnxlib.transforms._diff_layout import _Layout
 from nnxlib.transforms.autodiff import DiffState
-from nnxlib.variables import Param, Variable
 
-__all__ = ["vjp", "jvp", "custom_vjp", "CustomVjp"]
-
-_MISSING: Any = object()
-
-
-# ------------------------------------------------------------- argument layout
-class _Layout:
-    """Where each leaf of an argument tuple lives (graph objects are roots)."""
-
-    def __init__(self, args: tuple, ext: _lift.Extracted):
-        self.ext = ext
-        node_positions = ext.node_positions
-        self.root_at = {p: r for r, p in enumerate(node_positions)}
-        owners: list = []
-        self.arg_treedefs = []
-        self.arg_ranges = []
-        for i, arg in enumerate(args):
-            leaves, treedef = jax.tree_util.tree_flatten(arg, is_leaf=is_node_or_variable)
-            self.arg_treedefs.append(treedef)
-            self.arg_ranges.append((len(owners), len(owners) + len(leaves)))
-            owners += [i] * len(leaves)
-        self.leaf_owner = owners
-        self.root_owner = tuple(owners[p] for p in node_positions)
-        self.other_index: dict = {}  # flat leaf position -> index among the others
-        for p in range(len(owners)):
-            if p not in self.root_at:
-                self.other_index[p] = len(self.other_index)
-        plan = ext.plan
-        self.paths = plan.graphdef.paths if plan is not None else ()
-        self.template = plan.template if plan is not None else []
-        self.path_index = {path: j for j, path in enumerate(self.paths)}
-        self.root_leaves: list = [[] for _ in node_positions]
-        for j, path in enumerate(self.paths):
-            self.root_leaves[path[0]].append(j)
-        self.root_defs = ([d for _, d in plan.graphdef.root.attributes]
-                          if plan is not None else [])
-
-    def owner_of_leaf(self, j: int) -> int:
-        return self.root_owner[self.paths[j][0]]
-
-    def root_value(self, r: int, values: dict) -> Any:
-        """The State (or Variable, for a bare variable root) of root ``r``'s entries."""
-        js = [j for j in self.root_leaves[r] if j in values]
-        if self.root_defs[r].kind == "variable":
-            if not js:
-                return None
-            return self._wrap(js[0], values[js[0]])
-        return State._from_flat(tuple(self.paths[j][1:] for j in js),
-                                [self._wrap(j, values[j]) for j in js])
-
-    def _wrap(self, j: int, value: Any) -> Any:
-        leaf = self.template[j]
-        return leaf.replace(value) if isinstance(leaf, Variable) else value
-
-    def root_entries(self, r: int, item: Any, where: str) -> list:
-        """``[(leaf index, value)]`` from a State/module/variable given for root ``r``."""
-        if item is None:
-            return []
-        if is_graph_node(item):
-            item = graphlib.state(item)
-        if isinstance(item, State) or (isinstance(item, dict) and
-                                       self.root_defs[r].kind != "variable"):
-            pairs = list(to_flat_state(item if isinstance(item, State) else State(item)))
-        else:
-            pairs = [((), item)]
-        entries = []
-        for path, value in pairs:
-            j = self.path_index.get((r, *path))
-            if j is None:
-                known = [format_path(self.paths[k][1:]) for k in self.root_leaves[r]]
-                raise ValueError(
-                    f"{where}: got a value at {'/'.join(map(str, path))!r} for argument "
-                    f"{self.root_owner[r]}, which has no state there; its state paths are "
-                    f"{known[:8]}. Hint: build it from nnx.state(module) of the same module."
-                )
-            entries.append((j, _carry.raw(value)))
-        return entries
-
-
-def _is_inexact(value: Any) -> bool:
-    try:
-        return bool(jnp.issubdtype(jnp.result_type(value), jnp.inexact))
-    except TypeError:
-        return False
-
-
-def _assemble(layout: _Layout, graph_values: dict, other_values: list) -> tuple:
-    """One entry per argument: States for module roots, arrays for the other leaves."""
-    flat: list = [None] * len(layout.leaf_owner)
-    for p, o in layout.other_index.items():
-        flat[p] = other_values[o]
-    for p, r in layout.root_at.items():
-        flat[p] = layout.root_value(r, graph_values)
-    return jax.tree_util.tree_unflatten(layout.ext.treedef, flat)
-
-
-def _split_aux(out: Any, has_aux: bool, where: str) -> tuple:
-    if not has_aux:
-        return out, None
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(
-            f"{where} with has_aux=True expects the function to return a pair "
-            f"(output, aux), got {type(out).__name__}."
-        )
-    return out
-
-
-def _pure_function(f: Callable, ext: Any, diff: tuple, has_aux: bool, where: str) -> Callable:
-    """``f`` as a pure function ``(diff_values, others) -> (out, aux_outputs)``.
-
-    ``diff_values`` replace the extracted graph values at positions ``diff`` (the ones
-    differentiated); the rest keep their current values. The auxiliary outputs carry
-    the state changes (and ``f``'s aux) for :func:`_lift.apply_outputs`.
-    """
-    values, key = ext.values, ext.key
-
-    def pure(diff_values: list, others: list) -> tuple:
-        vals = list(values)
-        for j, v in zip(diff, diff_values):
-            vals[j] = v
-        rebuilt = _lift.rebuild(key, vals, others)
-        out, aux = _split_aux(f(*rebuilt.tree), has_aux, where)
-        out = _carry.detach(out, where)
-        info, send, other_out = _lift.collect(rebuilt, key, aux)
-        return out, (_lift.StaticBox(info), send, other_out)
-
-    return pure
-
-
-# ------------------------------------------------------------------------ vjp
-def vjp(f: Callable[..., Any] | None = None, *primals: Any, has_aux: bool = False,
-        reduce_axes: tuple = ()) -> Any:
-    """``jax.vjp`` for functions of modules: ``(out, vjp_fn)`` or ``(out, vjp_fn, aux)``.
-
-    ``vjp_fn(cotangent)`` returns one cotangent per primal: a ``State`` of the ``Param``
-    cotangents for a module primal, an array (pytree) for an array primal. State the
-    function changes is written back to the caller's modules. Without primals returns a
-    function that takes them (``nnx.vjp(f)(model, x)``); usable as a decorator.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import nnxlib as nnx
-        >>> model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
-        >>> x = jnp.ones((4, 3))
-        >>> y, vjp_fn = nnx.vjp(lambda m, x: m(x), model, x)
-        >>> m_ct, x_ct = vjp_fn(jnp.ones_like(y))
-        >>> grads = nnx.grad(lambda m: m(x).sum())(model)
-        >>> bool(jnp.allclose(m_ct["kernel"][...], grads["kernel"][...]))
-        True
-    """
-    if f is None:
-        return functools.partial(vjp, has_aux=has_aux)
-    if not primals:
-        @functools.wraps(f)
-        def wrapper(*args: Any) -> Any:
-            return _vjp(f, args, has_aux)
-
-        return wrapper
-    return _vjp(f, primals, has_aux)
-
-
-def _vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple:
-    ext = _lift.extract(primals)
-    layout = _Layout(primals, ext)
-    is_param = to_predicate(Param)
-    diff = tuple(j for j, (path, leaf) in enumerate(zip(layout.paths, layout.template))
-                 if is_param(path[1:], leaf))
-    values = ext.values
-    pure = _pure_function(f, ext, diff, has_aux, "vjp")
-
-    out, pullback, (box, send, other_out) = jax.vjp(
-        pure, [values[j] for j in diff], ext.others, has_aux=True)
-    aux = _lift.apply_outputs(ext.plan, box.value, send, other_out)
-
-    def vjp_fn(cotangent: Any) -> tuple:
-        graph_cts, other_cts = pullback(cotangent)
-        return _assemble(layout, dict(zip(diff, graph_cts)), other_cts)
-
-    return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
-
-
-# ------------------------------------------------------------------------ jvp
-def jvp(f: Callable[..., Any] | None = None, primals: Any = _MISSING,
-        tangents: Any = _MISSING, *, has_aux: bool = False) -> Any:
-    """``jax.jvp`` for functions of modules: ``(out, tangent_out)`` (``+ (aux,)``).
-
-    ``primals`` and ``tangents`` are tuples with one entry per argument. The tangent of
-    a module is a ``State`` (or a module of the same structure, or ``None``); leaves it
-    leaves out, and non-float leaves, are held constant. Array primals need array
-    tangents as in JAX. Without ``primals`` returns ``g(primals, tangents)``.
-
-    Example:
-        >>> import jax
-        >>> import jax.numpy as jnp
-        >>> import nnxlib as nnx
-        >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
-        >>> x = jnp.ones((1, 2))
-        >>> direction = jax.tree.map(jnp.ones_like, nnx.state(model))
-        >>> y, dy = nnx.jvp(lambda m, x: m(x), (model, x), (direction, jnp.zeros_like(x)))
-        >>> float(dy[0, 0])                  # d/dt of x @ (W + t) + (b + t)
-        3.0
-    """
-    if f is None:
-        return functools.partial(jvp, has_aux=has_aux)
-    if primals is _MISSING:
-        @functools.wraps(f)
-        def wrapper(primals: Any, tangents: Any) -> Any:
-            return _jvp(f, primals, tangents, has_aux)
-
-        return wrapper
-    return _jvp(f, primals, tangents, has_aux)
-
-
-def _jvp(f: Callable, primals: Any, tangents: Any, has_aux: bool) -> tuple:
-    primals, tangents = tuple(primals), tuple(tangents)
-    if len(primals) != len(tangents):
-        raise ValueError(
-            f"jvp: got {len(primals)} primals but {len(tangents)} tangents; pass one "
-            "tangent per primal (a State or None for a module)."
-        )
-    ext = _lift.extract(primals)
-    layout = _Layout(primals, ext)
-    flat_tangents: list = []
-    for i, (treedef, tangent) in enumerate(zip(layout.arg_treedefs, tangents)):
-        try:
-            flat_tangents += treedef.flatten_up_to(tangent)
-        except (ValueError, TypeError) as error:
-            raise ValueError(
-                f"jvp: the tangent for argument {i} does not match its primal's structure "
-                f"{treedef} (modules shown as leaves; give a State or None for each "
-                f"module): {error}"
-            ) from None
-    graph_tangents: dict = {}
-    for p, r in layout.root_at.items():
-        for j, value in layout.root_entries(r, flat_tangents[p], "jvp"):
-            if _is_inexact(ext.values[j]):
-                graph_tangents[j] = value
-    diff = tuple(sorted(graph_tangents))
-    other_tangents = [flat_tangents[p] for p in sorted(layout.other_index)]
-    values = ext.values
-    pure = _pure_function(f, ext, diff, has_aux, "jvp")
-
-    out, tangent_out, (box, send, other_out) = jax.jvp(
-        pure, ([values[j] for j in diff], ext.others),
-        ([graph_tangents[j] for j in diff], other_tangents), has_aux=True)
-    aux = _lift.apply_outputs(ext.plan, box.value, send, other_out)
-    return (out, tangent_out, aux) if has_aux else (out, tangent_out)
+__all__ = ["custom_vjp", "CustomVjp"]
 
 
 # ----------------------------------------------------------------- custom_vjp
@@ -310,7 +47,7 @@ def _pack(res: Any) -> tuple:
         return _lift.StaticBox((treedef, positions, None)), [], others
     graphdef, node_leaves, _ = graphlib.flatten(tuple(leaves[i] for i in positions))
     return (_lift.StaticBox((treedef, positions, graphdef)),
-            [_carry.raw(v) for v in node_leaves], others)
+            [_full_state.raw(v) for v in node_leaves], others)
 
 
 def _unpack(packed: tuple) -> tuple[Any, dict]:
@@ -375,8 +112,8 @@ class _VjpEntry:
         def run(dgv: list, dov: list, rgv: list, rov: list) -> tuple:
             vals, oths = entry.assemble(n_values, n_others, dgv, dov, rgv, rov)
             rebuilt = _lift.rebuild(key, vals, oths)
-            out = _carry.detach(owner.fun(*rebuilt.tree), "custom_vjp")
-            new = _carry.full_values(rebuilt, key, "custom_vjp")
+            out = _full_state.detach(owner.fun(*rebuilt.tree), "custom_vjp")
+            new = _full_state.full_values(rebuilt, key, "custom_vjp")
             return [new[j] for j in entry.dg], [new[j] for j in entry.rg], out
 
         def fwd(dgv: list, dov: list, rgv: list, rov: list) -> tuple:
@@ -390,9 +127,9 @@ class _VjpEntry:
                     f"{type(result).__name__}."
                 )
             out, res = result
-            out = _carry.detach(out, "custom_vjp fwd")
+            out = _full_state.detach(out, "custom_vjp fwd")
             packed = _pack(res)
-            new = _carry.full_values(rebuilt, key, "custom_vjp fwd")
+            new = _full_state.full_values(rebuilt, key, "custom_vjp fwd")
             saved = (vals, oths) if entry.nondiff else None
             return ([new[j] for j in entry.dg], [new[j] for j in entry.rg], out), (packed,
                                                                                  saved)
@@ -551,8 +288,8 @@ class CustomVjp:
         new_dg, new_rg, out = entry.core(
             [values[j] for j in entry.dg], [others[o] for o in entry.do],
             [values[j] for j in entry.rg], [others[o] for o in entry.ro])
-        _carry.write_values(ext.plan, entry.dg, new_dg)
-        _carry.write_values(ext.plan, entry.rg, new_rg)
+        _full_state.write_values(ext.plan, entry.dg, new_dg)
+        _full_state.write_values(ext.plan, entry.rg, new_rg)
         return out
 
     def _positional(self, args: tuple, kwargs: dict) -> tuple:
