@@ -16,8 +16,12 @@ True
 from nnxlib.nn import activations, initializers
 from nnxlib.nn import dtypes as dtypes  # nnx.nn.dtypes, as in flax (not star-exported)
 from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.__all__)
-from nnxlib.nn.linear import Linear
+from nnxlib.nn.conv import Conv, ConvTranspose
+from nnxlib.nn.embed import Embed
+from nnxlib.nn.linear import Einsum, Linear, LinearGeneral
+from nnxlib.nn.lora import LoRA, LoRALinear, LoRAParam
 from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
+from nnxlib.nn.pooling import avg_pool, max_pool, min_pool, pool
 from nnxlib.nn.stochastic import Dropout
 
 __all__ = [
@@ -28,6 +32,19 @@ __all__ = [
     "LayerNorm",
     "Linear",
     "RMSNorm",
+    "Conv",
+    "ConvTranspose",
+    "Embed",
+    "Einsum",
+    "LinearGeneral",
+    "LoRA",
+    "LoRALinear",
+    "LoRAParam",
+    # pooling
+    "avg_pool",
+    "max_pool",
+    "min_pool",
+    "pool",
     # activations, PReLU included
     *activations.__all__,
 ]
