@@ -15,9 +15,19 @@ True
 
 from nnxlib.nn import activations, initializers
 from nnxlib.nn import dtypes as dtypes  # nnx.nn.dtypes, as in flax (not star-exported)
+from nnxlib.nn import recurrent as recurrent  # nnx.nn.recurrent, as in flax
 from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.__all__)
 from nnxlib.nn.linear import Linear
 from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
+from nnxlib.nn.recurrent import (
+    RNN,
+    Bidirectional,
+    GRUCell,
+    LSTMCell,
+    OptimizedLSTMCell,
+    RNNCellBase,
+    SimpleCell,
+)
 from nnxlib.nn.stochastic import Dropout
 
 __all__ = [
@@ -28,6 +38,14 @@ __all__ = [
     "LayerNorm",
     "Linear",
     "RMSNorm",
+    # recurrent
+    "Bidirectional",
+    "GRUCell",
+    "LSTMCell",
+    "OptimizedLSTMCell",
+    "RNN",
+    "RNNCellBase",
+    "SimpleCell",
     # activations, PReLU included
     *activations.__all__,
 ]
