@@ -120,7 +120,7 @@ LENGTHS = jnp.array([5, 2])
 
 # ------------------------------------------------------------------ cells vs linen
 @pytest.mark.parametrize("name", CELLS)
-@pytest.mark.parametrize("batch", [(), (2,), (2, 3)])
+@pytest.mark.parametrize("batch", [(), (2, 3)])
 def test_cell_step_matches_linen(name, batch):
     cell = make_cell(name)
     carry = random_carry(cell, batch)
@@ -190,6 +190,8 @@ def test_rnn_matches_linen(name, options):
     ref = linen.RNN(getattr(linen, name)(HIDDEN)).apply(
         {"params": {"cell": linen_params(cell)}}, x, initial_carry=carry0, **options)
     close(rnn(x, initial_carry=carry0, **options), ref)
+    if name != "LSTMCell":
+        return
     # The same options given to the constructor instead of the call.
     ctor = {k: v for k, v in options.items() if k != "seq_lengths"}
     call = {k: v for k, v in options.items() if k == "seq_lengths"}
