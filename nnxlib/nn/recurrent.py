@@ -14,6 +14,7 @@ holds them all.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any, Callable
@@ -33,7 +34,7 @@ from nnxlib.nn.recurrent_cells import (
     modified_orthogonal,
 )
 from nnxlib.rngs import Rngs, RngState, RngStream, split_rngs
-from nnxlib.transforms import Carry, StateAxes, scan
+from nnxlib.transforms import Carry, StateAxes, jit, scan
 
 __all__ = [
     "RNNCellBase",
@@ -195,8 +196,19 @@ class RNN(Module):
 
         time_axis, batch_dims = self._axes(inputs, time_major)
         self._check_inputs(inputs, time_axis, batch_dims, initial_carry, seq_lengths, "RNN")
-        step_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1:]
+        flags = dict(return_carry=bool(return_carry), time_major=bool(time_major),
+                     reverse=bool(reverse), keep_order=bool(keep_order))
+        if isinstance(inputs, jax.core.Tracer):
+            return self._loop(inputs, initial_carry, seq_lengths, rngs, **flags)
+        # Called eagerly: go through one cached compiled loop. A lax.scan run eagerly is
+        # traced and compiled anew on every call (its body is a new function each time).
+        return _compiled_loop(self, inputs, initial_carry, seq_lengths, rngs, **flags)
 
+    def _loop(self, inputs: jax.Array, initial_carry: Any, seq_lengths: Any, rngs: Any, *,
+              return_carry: bool, time_major: bool, reverse: bool, keep_order: bool) -> Any:
+        """The loop itself, on checked inputs and resolved options."""
+        time_axis, batch_dims = self._axes(inputs, time_major)
+        step_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1:]
         if reverse:
             inputs = flip_sequences(inputs, seq_lengths, len(batch_dims), time_major)
         if rngs is None:
@@ -266,6 +278,13 @@ class RNN(Module):
                     f"{root}: seq_lengths must be integers, got dtype "
                     f"{jnp.result_type(seq_lengths)}. Hint: seq_lengths.astype(jnp.int32)."
                 )
+
+
+@functools.partial(jit, static_argnames=("return_carry", "time_major", "reverse",
+                                          "keep_order"))
+def _compiled_loop(rnn: RNN, inputs: jax.Array, initial_carry: Any, seq_lengths: Any,
+                   rngs: Any, **flags: bool) -> Any:
+    return rnn._loop(inputs, initial_carry, seq_lengths, rngs, **flags)
 
 
 def _concatenate(a: jax.Array, b: jax.Array) -> jax.Array:

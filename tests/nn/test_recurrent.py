@@ -369,6 +369,23 @@ def test_jit_matches_eager_and_advances_the_stream():
     assert int(rnn.rngs.count[...]) == int(eager_twin.rngs.count[...]) == 4
 
 
+def test_eager_calls_reuse_one_compiled_loop():
+    traces = []
+
+    class CountingCell(nnx.SimpleCell):
+        def __call__(self, carry, x):
+            traces.append(1)  # runs only while the loop body is traced
+            return super().__call__(carry, x)
+
+    rnn = nnx.RNN(CountingCell(IN, HIDDEN, rngs=nnx.Rngs(0)))
+    first = rnn(X)
+    traced = len(traces)
+    for _ in range(3):
+        close(rnn(X), first)
+    assert len(traces) == traced
+    assert int(rnn.rngs.count[...]) == 4  # the carry stream still advances on every call
+
+
 def test_grad_matches_linen():
     cell = make_cell("OptimizedLSTMCell")
     rnn = nnx.RNN(cell, reverse=True, keep_order=True)
