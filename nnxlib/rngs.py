@@ -248,7 +248,8 @@ def _streams(node: Any, only: Any) -> list[tuple[tuple, RngStream]]:
             if isinstance(s, RngStream) and predicate(path, s.key)]
 
 
-def _redraw(node: Any, only: Any, splits: Any, where: str, *, keep_draw: bool) -> list:
+def _redraw(node: Any, only: Any, splits: Any, where: str, *, keep_draw: bool,
+            squeeze: bool = False) -> list:
     """Draw a key from each stream of ``node`` matching ``only`` and make it (split into
     ``splits`` keys, when given) the stream's new key, count zero.
 
@@ -276,6 +277,8 @@ def _redraw(node: Any, only: Any, splits: Any, where: str, *, keep_draw: bool) -
             backup.append((stream, old_key, stream.count[...] if keep_draw else old_count))
             if splits is not None:
                 key = jax.random.split(key, splits)
+                if squeeze:  # splits == 1: the one split key, as flax draws it
+                    key = key[0]
             stream.key.value = key
             stream.count.value = jnp.zeros(jnp.shape(key), jnp.uint32)
     except BaseException:
@@ -332,7 +335,10 @@ class split_rngs(contextlib.ContextDecorator):
 
 
 def _split(node: Any, splits: Any, only: Any, squeeze: bool) -> list:
-    return _redraw(node, only, None if squeeze else splits, "split_rngs", keep_draw=True)
+    if squeeze and splits != 1:
+        raise ValueError(f"split_rngs: squeeze=True needs splits=1, got splits={splits!r}. "
+                         "Hint: drop squeeze=True to get a stack of keys.")
+    return _redraw(node, only, splits, "split_rngs", keep_draw=True, squeeze=squeeze)
 
 
 def _restore(backup: list) -> None:

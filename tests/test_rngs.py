@@ -243,6 +243,13 @@ class TestSplitRngs:
         rngs = nnx.Rngs(0)
         with nnx.split_rngs(rngs, splits=1, squeeze=True):
             assert rngs.default.key.shape == ()
+            squeezed = data(rngs.default.key[...])
+        # The key is the one key of a split into 1 (flax.nnx's draw), not the raw draw.
+        expected = jax.random.split(nnx.Rngs(0).default(), 1)[0]
+        np.testing.assert_array_equal(squeezed, data(expected))
+        with pytest.raises(ValueError, match="splits=1"):
+            with nnx.split_rngs(rngs, splits=2, squeeze=True):
+                pass
 
     def test_split_keys_are_distinct(self):
         rngs = nnx.Rngs(0)

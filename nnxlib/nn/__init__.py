@@ -15,6 +15,7 @@ True
 
 from nnxlib.nn import activations, initializers
 from nnxlib.nn import dtypes as dtypes  # nnx.nn.dtypes, as in flax (not star-exported)
+from nnxlib.nn import recurrent as recurrent  # nnx.nn.recurrent, as in flax
 from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.__all__)
 from nnxlib.nn.conv import Conv, ConvTranspose
 from nnxlib.nn.embed import Embed
@@ -22,6 +23,15 @@ from nnxlib.nn.linear import Einsum, Linear, LinearGeneral
 from nnxlib.nn.lora import LoRA, LoRALinear, LoRAParam
 from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
 from nnxlib.nn.pooling import avg_pool, max_pool, min_pool, pool
+from nnxlib.nn.recurrent import (
+    RNN,
+    Bidirectional,
+    GRUCell,
+    LSTMCell,
+    OptimizedLSTMCell,
+    RNNCellBase,
+    SimpleCell,
+)
 from nnxlib.nn.stochastic import Dropout
 
 __all__ = [
@@ -45,6 +55,14 @@ __all__ = [
     "max_pool",
     "min_pool",
     "pool",
+    # recurrent
+    "Bidirectional",
+    "GRUCell",
+    "LSTMCell",
+    "OptimizedLSTMCell",
+    "RNN",
+    "RNNCellBase",
+    "SimpleCell",
     # activations, PReLU included
     *activations.__all__,
 ]
