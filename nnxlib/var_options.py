@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from nnxlib._var_defaults import VarDefaults, current_defaults, set_defaults
 from nnxlib.filters import to_predicate
-from nnxlib.graph import clone, iter_graph
+from nnxlib.graph import clone, find_duplicates, iter_graph
 from nnxlib.variables import Variable
 
 __all__ = ["VarDefaults", "var_defaults", "with_vars", "vars_as"]
@@ -82,16 +82,14 @@ def with_vars(node: A, /, *, hijax: bool | None = None, ref: bool | None = None,
     options = {k: v for k, v in (("hijax", hijax), ("ref", ref), ("mutable", mutable))
                if v is not None}
     if not allow_duplicates:
-        seen: dict[int, tuple] = {}
-        for path, value in iter_graph(node):
-            if isinstance(value, Variable):
-                if id(value) in seen:
-                    raise ValueError(
-                        f"with_vars: the variable at {'/'.join(map(str, path))!r} is also "
-                        f"at {'/'.join(map(str, seen[id(value)]))!r}. Hint: pass "
-                        "allow_duplicates=True to keep it shared in the copy."
-                    )
-                seen[id(value)] = path
+        duplicates = [paths for paths in find_duplicates(node)
+                      if isinstance(_at(node, paths[0]), Variable)]
+        if duplicates:
+            where = " and ".join(repr("/".join(map(str, p))) for p in duplicates[0])
+            raise ValueError(
+                f"with_vars: one variable is reachable at {where}. Hint: pass "
+                "allow_duplicates=True to keep it shared in the copy."
+            )
     predicate = to_predicate(only)
     copy = clone(node)
     for path, value in iter_graph(copy):
@@ -112,3 +110,9 @@ def vars_as(node: A, /, *, hijax: bool | None = None, ref: bool | None = None,
     """
     return with_vars(node, hijax=hijax, ref=ref, mutable=mutable, only=only,
                      allow_duplicates=allow_duplicates)
+
+
+def _at(node: Any, path: tuple) -> Any:
+    for key in path:
+        node = node[key] if isinstance(key, int) else getattr(node, key)
+    return node
