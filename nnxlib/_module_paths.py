@@ -115,8 +115,9 @@ def install() -> None:
         >>> from nnxlib import _module_paths
         >>> _module_paths.install()
         >>> import nnxlib.statelib
-        >>> nnxlib.statelib is nnxlib.state
-        True
+        >>> from nnxlib.statelib import restore_int_paths
+        >>> nnxlib.statelib.State is nnxlib.State, restore_int_paths is nnxlib.restore_int_paths
+        (True, True)
     """
     for name, target in ALIASES.items():
         setattr(nnxlib, name, target)
