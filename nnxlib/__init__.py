@@ -74,7 +74,6 @@ from nnxlib.spmd import (
     logical_to_mesh_axes,
     use_eager_sharding,
     using_eager_sharding,
-    var_defaults,
     with_sharding_constraint,
 )
 from nnxlib.state import (
@@ -135,3 +134,54 @@ from nnxlib.transforms.abstract import (  # noqa: E402
     as_abstract,
     get_abstract_model,
 )
+
+# flax.nnx 0.12 names (nnx.graphlib, contexts, pytree markers, pure/flat views, ...).
+__version__ = "0.1.0"
+from typing import TypeVar as _TypeVar  # noqa: E402
+
+from nnxlib import (  # noqa: E402  # noqa: E402
+    compat,
+    deprecations,
+    extract,
+    graphlib,
+    helpers,
+    proxy_caller,
+    pytreelib,
+    tracers,
+    traversals,
+)
+from nnxlib.extract import NodeStates, from_tree, prefix, to_tree  # noqa: E402
+from nnxlib.graph_contexts import (  # noqa: E402
+    MergeContext,
+    SplitContext,
+    UpdateContext,
+    current_update_context,
+    merge_context,
+    split_context,
+    update_context,
+)
+from nnxlib.graph_flat import as_pure, flatten, pure, unflatten  # noqa: E402
+from nnxlib.graph_state import GraphState, PureState, merge, unpack  # noqa: E402,F811
+from nnxlib.module_tools import capture, view_info, with_attributes  # noqa: E402
+from nnxlib.nn.initializers import Initializer  # noqa: E402
+from nnxlib.pytreelib import (  # noqa: E402
+    Data,
+    Static,
+    check_pytree,
+    dataclass,
+    has_data,
+    is_data,
+    register_data_type,
+)
+from nnxlib.rng_tools import with_rngs  # noqa: E402
+from nnxlib.state_tools import restore_int_paths  # noqa: E402
+from nnxlib.transforms.make_jaxpr import make_jaxpr  # noqa: E402
+from nnxlib.transforms.pmap import pmap  # noqa: E402
+from nnxlib.var_options import var_defaults, vars_as, with_vars  # noqa: E402
+
+A = _TypeVar("A")  # flax.nnx's generic type variables, used in annotations
+M = _TypeVar("M", bound=Module)
+from nnxlib import _module_paths  # noqa: E402
+
+_module_paths.install()
+variables = _module_paths.variables  # the callable module: nnx.variables(model, nnx.Param)

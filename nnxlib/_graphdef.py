@@ -148,9 +148,14 @@ register_graph_node_type(dict, NodeImpl(
     build=lambda typ, keys, values: dict(zip(keys, values))))
 
 
+# Leaf types that are state when held by a module attribute; nnx.register_data_type
+# (nnxlib.pytreelib) appends user types.
+DATA_TYPES: tuple = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
+
+
 def is_array(x: Any) -> bool:
     """True for values that are state when held directly by a module attribute."""
-    return isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct))
+    return isinstance(x, DATA_TYPES)
 
 
 # --------------------------------------------------------------- graph definition

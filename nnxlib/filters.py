@@ -41,6 +41,8 @@ __all__ = [
     "Everything",
     "Nothing",
     "check_partition_filters",
+    "PathIn",
+    "filters_to_predicates",
 ]
 
 Filter = TAny  # type, str, Ellipsis, bool, None, callable, or a filter object below
@@ -149,6 +151,50 @@ class PathContains(_FilterBase):
             return self.key in path
         key = str(self.key)
         return any(key in str(entry) for entry in path)
+
+
+class PathIn(_FilterBase):
+    """Selects values whose path is one of ``paths`` (exactly).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> only = nnx.filters.PathIn(("linear", "bias"), ("out", "kernel"))
+        >>> only(("linear", "bias"), None), only(("linear", "kernel"), None)
+        (True, False)
+    """
+
+    def __init__(self, *paths: tuple):
+        self.paths = frozenset(tuple(p) for p in paths)
+
+    def __call__(self, path: tuple, value: TAny) -> bool:
+        return tuple(path) in self.paths
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PathIn) and other.paths == self.paths
+
+    def __hash__(self) -> int:
+        return hash((PathIn, self.paths))
+
+    def __repr__(self) -> str:
+        return f"PathIn({', '.join(map(repr, sorted(self.paths, key=str)))})"
+
+
+def filters_to_predicates(filters: tuple | list) -> tuple[Predicate, ...]:
+    """``to_predicate`` of each filter; ``...`` may only come last (it takes the rest).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> preds = nnx.filters.filters_to_predicates((nnx.Param, ...))
+        >>> [p((), nnx.BatchStat(0.0)) for p in preds]
+        [False, True]
+    """
+    for i, f in enumerate(filters[:-1]):
+        if f is Ellipsis or f is True:
+            raise ValueError(
+                f"filters_to_predicates: '...' matches everything, so the filters after "
+                f"it at position {i} can never match. Hint: put '...' last."
+            )
+    return tuple(to_predicate(f) for f in filters)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import types
@@ -38,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnxlib import _tracking
+from nnxlib import _markers, _tracking
 from nnxlib import graph as graphlib
 from nnxlib._arrays import same_aval
 from nnxlib._pytree import holds_state, is_state_like, register_node_pytree
@@ -74,6 +75,9 @@ class Object:
 
     __slots__ = ("__dict__", "__weakref__", "_nnx_stamp", "_nnx_trace", "_nnx_plan",
                  "_nnx_joint")
+    # Attributes marked ``nnx.Data[...]``/``nnx.Static[...]`` or ``= nnx.data()`` in the
+    # class body: name -> "data"/"static" (see nnxlib._markers).
+    _nnx_markers: dict = {}
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Object":
         obj = object.__new__(cls)
@@ -82,6 +86,7 @@ class Object:
 
     def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any):
         super().__init_subclass__(**kwargs)
+        cls._nnx_markers = _markers.class_markers(cls)
         # JAX looks pytree types up exactly, so every subclass registers itself, unless
         # it asks not to be a pytree (``class Foo(nnx.Pytree, pytree=False)``, as in
         # flax): it is then a single leaf for JAX, still a graph node for nnxlib.
@@ -94,6 +99,9 @@ class Object:
             return
         if self._nnx_trace != _tracking.current_trace():
             _tracking.check_trace(self, f"set attribute {name!r}")
+        marker = type(self)._nnx_markers.get(name)
+        if marker is not None:
+            value = data(value) if marker == _markers.DATA else static(value)
         value = track(value)
         _check_attribute_value(self, name, value)
         d = self.__dict__
@@ -503,8 +511,12 @@ def first_from(*values: Any, error_msg: str) -> Any:
 _SCALARS = (bool, int, float, complex, np.generic)
 
 
-def data(value: Any, /) -> Any:
+def data(value: Any = _MISSING, /, **field_kwargs: Any) -> Any:
     """Mark an attribute value as state (flax.nnx 0.12's ``nnx.data``).
+
+    Called without a value, it is a dataclass field specifier (keywords as
+    ``dataclasses.field``) that marks the attribute: values assigned to it later are
+    passed through ``nnx.data`` (see :func:`nnxlib.dataclass`).
 
     Arrays, variables, modules and containers of them already are state in nnxlib, so
     they come back unchanged. A Python or NumPy scalar becomes a JAX array, so that it
@@ -523,11 +535,16 @@ def data(value: Any, /) -> Any:
         >>> jax.tree.leaves(nnx.state(counter))
         [Array(0, dtype=int32, weak_type=True)]
     """
+    if value is _MISSING:
+        return _marker_field(_markers.DATA, field_kwargs)
     return jnp.asarray(value) if isinstance(value, _SCALARS) else value
 
 
-def static(value: Any, /) -> Any:
+def static(value: Any = _MISSING, /, **field_kwargs: Any) -> Any:
     """Mark an attribute value as static (flax.nnx 0.12's ``nnx.static``).
+
+    Called without a value, it is a dataclass field specifier that marks the
+    attribute static (keywords as ``dataclasses.field``).
 
     Values without state are static in nnxlib already, so they come back unchanged; a
     value holding state (an array, a variable, a module) is an error, as in flax.
@@ -537,6 +554,8 @@ def static(value: Any, /) -> Any:
         >>> nnx.static((1, "two"))
         (1, 'two')
     """
+    if value is _MISSING:
+        return _marker_field(_markers.STATIC, field_kwargs)
     if holds_state(value):
         raise ValueError(
             f"nnx.static: the {type(value).__name__} value holds state (arrays, "
@@ -572,3 +591,8 @@ class Sequential(Module):
         for layer in itertools.islice(self.layers, 1, None):
             out = layer(*out) if isinstance(out, tuple) else layer(out)
         return out
+
+def _marker_field(marker: str, field_kwargs: dict) -> Any:
+    """A ``dataclasses.field`` whose metadata marks the attribute data or static."""
+    metadata = {**(field_kwargs.pop("metadata", None) or {}), _markers.MARKER_KEY: marker}
+    return dataclasses.field(**field_kwargs, metadata=metadata)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from nnxlib import graph as graphlib
+from nnxlib._rng_sampling import RandomSamplers
 from nnxlib.errors import InvalidArgumentError, MissingRngStreamError
 from nnxlib.filters import to_predicate
 from nnxlib.module import Object
@@ -86,8 +87,11 @@ def _as_key(seed: Any) -> jax.Array:
     )
 
 
-class RngStream(Object):
+class RngStream(RandomSamplers, Object):
     """One named stream: ``stream()`` returns a fresh key each call.
+
+    Sampling methods draw with the stream's next key (``stream.normal((2,))``, see
+    ``nnxlib._rng_sampling``).
 
     Example:
         >>> import nnxlib as nnx
@@ -120,9 +124,33 @@ class RngStream(Object):
             key = jax.random.split(key, split)
         return RngStream(key, tag=self.tag)
 
+    def split(self, k: int | tuple[int, ...]) -> "RngStream":
+        """A new stream holding ``k`` keys split from this stream's next key.
 
-class Rngs(Object):
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.RngStream(0, tag="a").split((2, 3)).key.shape
+            (2, 3)
+        """
+        return self.fork(split=k)
+
+    def broadcast(self, k: int | tuple[int, ...]) -> "RngStream":
+        """A new stream holding this stream's next key repeated to shape ``k``.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> keys = nnx.RngStream(0, tag="a").broadcast(3).key[...]
+            >>> keys.shape, bool((keys[0] == keys[2]))
+            ((3,), True)
+        """
+        shape = (k,) if isinstance(k, int) else tuple(k)
+        return RngStream(jnp.broadcast_to(self(), shape), tag=self.tag)
+
+
+class Rngs(RandomSamplers, Object):
     """A set of named :class:`RngStream` s; unknown names fall back to ``default``.
+
+    Sampling methods draw from the default stream: ``rngs.normal((2, 3))``.
 
     ``Rngs(0)`` makes a ``default`` stream; keyword arguments (or a mapping given as
     the first argument) add named streams.
@@ -231,6 +259,33 @@ def _check_split(split: Any, where: str, what: str) -> Any:
             "split=4; leave split out to get a single key."
         )
     return sizes if isinstance(split, (tuple, list)) else sizes[0]
+
+    def split(self, k: Any) -> "Rngs":
+        """A new ``Rngs`` whose streams hold ``k`` split keys each; ``k`` is a size, a
+        shape, or a dict from stream filters to sizes (``None``: not split).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> new = nnx.Rngs(params=0, dropout=1).split({"params": 4, ...: None})
+            >>> new.params.key.shape, new.dropout.key.shape
+            ((4,), ())
+        """
+        return self.fork(split=k)
+
+    def broadcast(self, k: Any) -> "Rngs":
+        """A new ``Rngs`` whose streams hold their next key repeated to shape ``k``
+        (a size, a shape, or a dict from stream filters to shapes, ``None``: as is).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.Rngs(0).broadcast(5).default.key.shape
+            (5,)
+        """
+        streams = {}
+        for name, stream in self.items():
+            size = _split_size_for(name, stream, k)
+            streams[name] = stream.fork() if size is None else stream.broadcast(size)
+        return Rngs(**streams)
 
 
 def _split_size_for(name: str, stream: RngStream, split: Any) -> Any:

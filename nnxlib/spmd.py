@@ -278,8 +278,8 @@ class VarDefaults(Mapping):
     matters here is ``eager_sharding``.
 
     Example:
-        >>> import nnxlib as nnx
-        >>> dict(nnx.var_defaults())
+        >>> from nnxlib import spmd
+        >>> dict(spmd.var_defaults())
         {'hijax': False, 'ref': False, 'eager_sharding': True}
     """
 
@@ -356,11 +356,11 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
     (flax.nnx's mutable-array variables) are not supported by nnxlib and raise.
 
     Example:
-        >>> import nnxlib as nnx
-        >>> with nnx.var_defaults(eager_sharding=False):
-        ...     nnx.var_defaults().eager_sharding
+        >>> from nnxlib import spmd
+        >>> with spmd.var_defaults(eager_sharding=False):
+        ...     spmd.var_defaults().eager_sharding
         False
-        >>> nnx.var_defaults()["eager_sharding"]
+        >>> spmd.var_defaults()["eager_sharding"]
         True
     """
     if hijax is None and ref is None and eager_sharding is None:

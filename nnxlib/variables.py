@@ -33,6 +33,7 @@ import numpy as np
 from nnxlib import _placement, _tracking
 from nnxlib._arrays import same_aval, written_value
 from nnxlib._frozen import freeze
+from nnxlib._var_defaults import current_defaults
 from nnxlib.display import render_variable
 
 __all__ = [
@@ -85,6 +86,24 @@ class VariableMetadata:
 
     def __repr__(self) -> str:
         return f"VariableMetadata(value={self.value!r}, metadata={self.metadata!r})"
+
+
+# Metadata every flax.nnx variable carries. nnxlib reads these defaults without storing
+# them (so graph definitions and reprs stay as they were); ``nnx.var_defaults``
+# (nnxlib.var_options) changes the defaults of hijax/ref.
+DEFAULT_METADATA = ("hijax", "ref", "eager_sharding")
+
+
+def default_metadata(name: str) -> Any:
+    """The default value of one of :data:`DEFAULT_METADATA`.
+
+    Example:
+        >>> default_metadata("eager_sharding"), default_metadata("ref")
+        (True, False)
+    """
+    if name == "eager_sharding":
+        return True  # under an active mesh, sharded variables are created sharded
+    return getattr(current_defaults(), name)
 
 
 class Variable:
@@ -225,24 +244,32 @@ class Variable:
         """
         if name is _MISSING:
             return dict(self._metadata)
+        if name in self._metadata:
+            return self._metadata[name]
+        if name in DEFAULT_METADATA:  # flax.nnx's default keys, read without storing
+            return default_metadata(name)
         if default is _MISSING:
             return self._metadata[name]
-        return self._metadata.get(name, default)
+        return default
 
     def set_metadata(self, *args: Any, **metadata: Any) -> None:
-        """Update metadata from a dict and/or keywords (a structural change).
+        """Update metadata from a dict, a ``(name, value)`` pair and/or keywords (a
+        structural change).
 
         Example:
             >>> import nnxlib as nnx
             >>> p = nnx.Param(0.0)
             >>> p.set_metadata(sharding=("embed",))
-            >>> p.sharding
-            ('embed',)
+            >>> p.set_metadata("note", "tied")
+            >>> p.sharding, p.note
+            (('embed',), 'tied')
         """
+        if len(args) == 2 and isinstance(args[0], str):
+            args = ({args[0]: args[1]},)
         if len(args) > 1 or (args and not isinstance(args[0], dict)):
             raise TypeError(
-                "set_metadata takes at most one positional dict plus keywords; "
-                f"got positional {args!r}. Hint: set_metadata(name=value)."
+                "set_metadata takes one positional dict, or a name and a value, plus "
+                f"keywords; got positional {args!r}. Hint: set_metadata(name=value)."
             )
         updates = {**(args[0] if args else {}), **metadata}
         trace = self._nnx_trace
@@ -262,6 +289,8 @@ class Variable:
         if name in _SHARDING_KEY_SET and not _SHARDING_KEY_SET.isdisjoint(metadata):
             # flax 0.12 spells it out_sharding; the older names read the same entry.
             return _placement.raw_sharding(metadata)
+        if name in DEFAULT_METADATA:
+            return default_metadata(name)
         value = object.__getattribute__(self, "_raw_value")
         if not name.startswith("_") and hasattr(value, name):
             return getattr(value, name)
@@ -286,6 +315,16 @@ class Variable:
         del metadata[name]
         object.__setattr__(self, "_metadata", metadata)
         _tracking.structure_changed(self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the held value: ``nnx.Variable(fn)(x)`` is ``fn(x)``.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.Variable(lambda x: x + 1)(1)
+            2
+        """
+        return self.value(*args, **kwargs)
 
     # ----------------------------------------------------------------- construction
     def replace(self: V, value: Any = _MISSING, **metadata: Any) -> V:

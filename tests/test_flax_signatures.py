@@ -12,6 +12,7 @@ import pytest
 from flax import nnx as flax_nnx
 
 import nnxlib as nnx
+from nnxlib import _compat_check as check
 
 P = inspect.Parameter
 # Parameters that select flax.nnx's tree mode (modules as plain pytrees, no graph
@@ -36,18 +37,62 @@ NOT_SUPPORTED = {
 }
 
 
+# Internal index maps and constructor arguments of flax's graph machinery: users get
+# these objects from nnx.split_context()/nnx.unpack()/nnx.to_tree(), never build them.
+GRAPH_MACHINERY = "flax's graph-machinery internals (index maps, constructor fields)"
+NOT_SUPPORTED.update({
+    "flatten": GRAPH_MACHINERY,
+    "unflatten": GRAPH_MACHINERY,
+    "compat.flatten": GRAPH_MACHINERY,
+    "GraphState": GRAPH_MACHINERY,
+    "NodeStates": GRAPH_MACHINERY,
+    "SplitContext": GRAPH_MACHINERY,
+    "MergeContext": GRAPH_MACHINERY,
+    "UpdateContext": GRAPH_MACHINERY,
+    # nnx.graph.flatten/unflatten are nnxlib's internal walkers (the transforms use
+    # them); flax's functions are nnx.flatten and nnx.graphlib.flatten.
+    "graph.flatten": "nnxlib's internal walker under this path",
+    "graph.unflatten": "nnxlib's internal walker under this path",
+    "graphlib.register_graph_node_type": "nnxlib's node protocol is a NodeImpl record",
+    "transforms.compilation.JitWrapped": "constructed by nnx.jit, not by users",
+})
+# The same flax objects reached through submodule paths (nnx.graphlib.merge is
+# nnx.merge) share the top-level entry's reason.
+_EXCLUDED_OBJECTS = {id(getattr(flax_nnx, n)) for n in NOT_SUPPORTED if hasattr(flax_nnx, n)}
+
+
 def shared_callables():
-    for name in sorted(dir(flax_nnx)):
-        if name.startswith("_") or not hasattr(nnx, name) or name in NOT_SUPPORTED:
+    """Access paths (``"rnglib.with_rngs"``) of every callable nnxlib shares with
+    flax.nnx, top level and in every submodule."""
+    seen = set()
+    for entry in check.entries(flax_nnx):
+        if entry.access in seen:
             continue
-        ours, theirs = getattr(nnx, name), getattr(flax_nnx, name)
-        if not (callable(ours) and callable(theirs)):
+        seen.add(entry.access)
+        key = entry.key
+        if (key in NOT_SUPPORTED or entry.access in NOT_SUPPORTED
+                or id(entry.value) in _EXCLUDED_OBJECTS):
             continue
-        try:
-            signature_of(ours), signature_of(theirs)
-        except (TypeError, ValueError):
+        ours, theirs = check.resolve(nnx, entry.access), entry.value
+        if ours is None or not (callable(ours) and callable(theirs)):
             continue
-        yield name
+        if _has_signature(ours) and _has_signature(theirs):
+            yield entry.access
+
+
+def _has_signature(obj) -> bool:
+    try:
+        signature_of(obj)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _flax_object(access: str):
+    value = flax_nnx
+    for part in access.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def signature_of(obj) -> inspect.Signature:
@@ -94,7 +139,8 @@ def accepts(ours: inspect.Signature, theirs: inspect.Signature) -> list[str]:
 
 @pytest.mark.parametrize("name", list(shared_callables()))
 def test_accepts_the_calls_flax_accepts(name):
-    problems = accepts(signature_of(getattr(nnx, name)), signature_of(getattr(flax_nnx, name)))
+    problems = accepts(signature_of(check.resolve(nnx, name)),
+                       signature_of(_flax_object(name)))
     assert not problems, f"nnx.{name}: " + "; ".join(problems)
 
 

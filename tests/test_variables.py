@@ -137,7 +137,7 @@ class TestMetadata:
     def test_set_metadata_rejects_bad_positional(self):
         p = nnx.Param(0.0)
         with pytest.raises(TypeError, match="set_metadata"):
-            p.set_metadata("a", 1)
+            p.set_metadata("a")  # a name without a value (flax's form is (name, value))
         with pytest.raises(TypeError):
             p.set_metadata({"a": 1}, {"b": 2})
 

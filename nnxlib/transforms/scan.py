@@ -33,7 +33,7 @@ from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.rngs import RngState
 from nnxlib.transforms import _axes, _lift
-from nnxlib.transforms._axes import Carry, StateAxes
+from nnxlib.transforms.axes import Carry, StateAxes
 from nnxlib.transforms.vmap import _signature
 
 __all__ = ["scan"]

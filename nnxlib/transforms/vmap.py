@@ -32,7 +32,7 @@ import jax
 from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.transforms import _axes, _lift
-from nnxlib.transforms._axes import Carry, StateAxes
+from nnxlib.transforms.axes import Carry, StateAxes
 
 __all__ = ["vmap"]
 

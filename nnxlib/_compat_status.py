@@ -1,0 +1,213 @@
+"""Where nnxlib stands on each flax.nnx public name that is not simply "the same".
+
+Keys are names under flax.nnx's defining module (``"graphlib.RefMap"``; top-level
+names bare, ``"nn.attention.*"`` for a whole module). ``tests/test_flax_names.py``
+fails on a flax.nnx name that nnxlib lacks unless it is in
+``DELIBERATE_OMISSIONS`` or ``PENDING_FROM_OTHER_BRANCHES``, and on an entry there
+that nnxlib now has. ``docs/compatibility.md`` is generated from these tables
+(``python -m tests.test_flax_names``).
+
+Example:
+    >>> from nnxlib._compat_check import status_lookup
+    >>> status_lookup(DELIBERATE_OMISSIONS, "graphlib.RefMap") == GRAPH_INTERNALS
+    True
+"""
+
+# ------------------------------------------------------------------ pending
+# Names other engineers are adding on their branches right now. The lead empties this
+# list after merging them; never put a deliberate omission here.
+_LAYERS = "layers branch"
+_SHARDING = "spmd branch"
+_BRIDGE = "bridge branch"
+_TRAINING = "norm-training branch"
+PENDING_FROM_OTHER_BRANCHES = {
+    # layers
+    **{name: _LAYERS for name in (
+        "Conv", "ConvTranspose", "Embed", "LinearGeneral", "Einsum", "LoRA", "LoRALinear",
+        "LoRAParam", "avg_pool", "max_pool", "min_pool", "pool", "MultiHeadAttention",
+        "dot_product_attention", "combine_masks", "make_attention_mask",
+        "make_causal_mask", "RNNCellBase", "LSTMCell", "OptimizedLSTMCell", "GRUCell",
+        "SimpleCell", "RNN", "Bidirectional", "GroupNorm", "InstanceNorm", "SpectralNorm",
+        "WeightNorm",
+        "nn.linear.Conv", "nn.linear.ConvTranspose", "nn.linear.Einsum", "nn.linear.Embed",
+        "nn.linear.LinearGeneral", "nn.linear.canonicalize_padding",
+        "nn.normalization.GroupNorm", "nn.normalization.InstanceNorm",
+        "nn.normalization.SpectralNorm", "nn.normalization.WeightNorm",
+        "nn.attention", "nn.attention.*", "nn.lora", "nn.lora.*", "nn.recurrent",
+        "nn.recurrent.*",
+    )},
+    # training utilities
+    **{name: _TRAINING for name in (
+        "Metric", "MultiMetric", "EMA", "tabulate", "TrainState", "helpers.TrainState",
+        "metrics", "training.metrics", "training.metrics.*", "training.ema",
+        "training.ema.*", "summary", "summary.*",
+    )},
+    # sharding
+    **{name: _SHARDING for name in (
+        "get_partition_spec", "get_named_sharding", "get_abstract_model",
+        "abstract_with_sharding", "as_abstract", "use_eager_sharding",
+        "using_eager_sharding", "logical_axis_rules", "spmd", "spmd.*",
+        "variablelib.use_eager_sharding", "variablelib.using_eager_sharding",
+        "compat.get_abstract_model",
+    )},
+    # Linen bridge
+    "bridge": _BRIDGE,
+    "bridge.*": _BRIDGE,
+    "wrappers": _BRIDGE,
+}
+
+# ------------------------------------------------------------------ omitted
+GRAPH_INTERNALS = (
+    "part of flax's graph-walking machinery (node registries, index maps, definition "
+    "records); nnxlib walks graphs its own way (docs/graph.md) and keeps that private")
+TYPING_ONLY = (
+    "a typing Protocol that only annotates flax's own function signatures; nothing to "
+    "call")
+HIJAX = (
+    "flax's hijax/array-ref variable implementation (JAX mutable arrays, custom "
+    "primitives); nnxlib has one variable implementation, which its cached fast path "
+    "relies on")
+REPR = ("flax's internal repr machinery; nnxlib prints with its own repr and treescope "
+        "renderers (nnx.display)")
+EXTRACT_INTERNALS = (
+    "an internal helper of flax's transform implementation (prefix broadcasting, "
+    "masking, aliasing checks); nnxlib's transforms are built differently")
+PYTREE_INTERNALS = ("an internal of flax's Pytree class (metaclass, per-object state, "
+                    "repr helpers); nnxlib's Object needs none of it")
+AOT_STAGES = ("flax's wrappers of jax's ahead-of-time stages (Traced/Lowered/Compiled); "
+              "nnxlib's JitWrapped returns jax's own stage objects")
+TREE_MODE = (
+    "not implemented yet: nnxlib always runs graph mode (shared references, in-place "
+    "updates), whose cached path already has tree mode's speed. Tracked for a later "
+    "change")
+
+DELIBERATE_OMISSIONS = {
+    # graphlib
+    **{f"graphlib.{n}": GRAPH_INTERNALS for n in (
+        "ArrayRefDef", "ArrayRefOutput", "DataElem", "GRAPH_CONTEXT", "GRAPH_REGISTRY",
+        "GenericPytree", "GraphContext", "GraphNodeImpl", "IndexMap", "IndexesPytreeDef",
+        "JAX_PYTREE_REGISTRY", "LEAF_ATTR", "LeafAttr", "NODE_ATTR", "NO_UPDATE",
+        "NoUpdate", "NodeAttr", "NodeImplBase", "PYTREE_NODE_IMPL", "PYTREE_REGISTRY",
+        "PythonRefMap", "PytreeNodeImpl", "REPEATED", "RefMap", "Repeated", "Static",
+        "StaticCache", "StaticElem", "TreeNodeDef", "UpdateContextManager",
+        "get_node_impl", "get_node_impl_for_type", "graph_pop", "is_node", "is_node_leaf",
+        "is_node_module", "is_node_type", "is_pytree_node", "jax_to_nnx_path",
+        "register_pytree_node_type", "static_cache",
+    )},
+    "set_graph_mode": TREE_MODE,
+    "set_graph_updates": TREE_MODE,
+    "graphlib.set_graph_mode": TREE_MODE,
+    "graphlib.set_graph_updates": TREE_MODE,
+    # extract
+    **{f"extract.{n}": EXTRACT_INTERNALS for n in (
+        "ExtractIndex", "GraphDefState", "Mask", "Opaque", "OrderedDict", "PrefixMapping",
+        "TreeState", "Updates", "apply_updates", "broadcast_prefix", "broadcast_prefix2",
+        "broadcast_prefix_map", "check_consistent_aliasing", "check_consistent_aliasing2",
+        "check_no_aliases", "check_prefix", "check_same_variables",
+        "clear_non_graph_nodes", "copy_var_structure", "default_split_fn", "extract",
+        "filter_kwargs", "find", "from_tree2", "get_updates", "insert", "is_tree_node",
+        "labeled", "mask_at", "merge_tree_node", "replace_at", "slice_at", "snapshot",
+        "to_masked", "to_tree2", "treemap_copy_args", "update_carry_variables",
+        "variable_changed",
+    )},
+    # pytreelib / module
+    **{f"pytreelib.{n}": PYTREE_INTERNALS for n in (
+        "ArrayRepr", "AttributeStatus", "BUILDING_DOCS", "DATA_REGISTRY", "DataAnnotation",
+        "MutableArrayRepr", "OBJECT_CONTEXT", "ObjectContext", "ObjectMeta", "PytreeMeta",
+        "PytreeState", "StaticAnnotation", "VariableRepr",
+    )},
+    "module.ModuleMeta": PYTREE_INTERNALS,
+    # reprlib / visualization / statelib
+    **{f"reprlib.{n}": REPR for n in (
+        "Attr", "COLOR", "Color", "MappingReprMixin", "NO_COLOR", "Object", "PrettyMapping",
+        "PrettySequence", "REPR_CONTEXT", "ReprContext", "Representable",
+        "SequenceReprMixin", "colorized", "get_repr", "supports_color",
+    )},
+    "visualization.in_ipython": REPR,
+    "visualization.render_object_constructor": REPR,
+    "statelib.NestedStateRepr": REPR,
+    # variablelib
+    **{f"variablelib.{n}": HIJAX for n in (
+        "AbstractVariable", "GetVariable", "HijaxVariable", "HijaxVariableMeta",
+        "NewVariable", "SetVariable", "VARIABLE_CONTEXT", "VarDefaultsContext",
+        "VariableContext", "VariableEffect", "VariableMeta", "VariableQDD",
+        "VariableTypeCache", "get_variable_p", "is_array_ref", "new_variable_p",
+        "set_variable_p", "variable_effect",
+    )},
+    # optimizer
+    "training.optimizer.MISSING": "flax's private sentinel for a missing argument",
+    "training.optimizer.to_opt_state": (
+        "converts an optax state to flax's OptState layout; nnxlib's Optimizer stores "
+        "its state in its own layout (nnx.training.Optimizer) and needs no conversion"),
+    # transforms: typing protocols and internals
+    **{f"transforms.autodiff.{n}": TYPING_ONLY for n in (
+        "BwdFn", "CustomVjpFnWrapper", "FwdFn", "GradFn", "SimpleBwdFn", "SimpleCustomVjp",
+        "SimpleCustomVjpFn", "SimpleFwdFn", "SimpleGradFn", "SimpleJvpFn", "SimpleRematFn",
+        "SimpleVjpFn",
+    )},
+    **{f"transforms.compilation.{n}": TYPING_ONLY for n in (
+        "JitFn", "ShardMapFn", "SimpleJitFn", "SimpleJitPartialFn", "SimpleShardMapFn",
+    )},
+    **{f"transforms.compilation.{n}": AOT_STAGES for n in (
+        "Compiled", "Lowered", "SimpleCompiled", "SimpleJitPartialWrapped",
+        "SimpleJitWrapped", "SimpleLowered", "SimplePartialCompiled",
+        "SimplePartialLowered", "SimplePartialTraced", "SimpleTraced", "Stage", "Traced",
+    )},
+    **{f"transforms.iteration.{n}": TYPING_ONLY for n in (
+        "ForiLoopBodyFn", "PmapFn", "ScanFn", "SimpleForiLoopBodyFn", "SimplePmapFn",
+        "SimpleScanFn", "SimpleVmapFn", "SimpleWhileLoopBodyFn", "SimpleWhileLoopCondFn",
+        "VmapFn", "WhileLoopBodyFn", "WhileLoopCondFn",
+    )},
+    "transforms.iteration.Broadcasted": EXTRACT_INTERNALS,
+    **{f"transforms.transforms.{n}": TYPING_ONLY for n in (
+        "CheckifyFn", "SimpleCheckifyFn", "SimpleCondFn", "SimpleEvalShapeFn",
+        "SimpleMakeJaxprFn",
+    )},
+    "transforms.transforms.LiftedModule": EXTRACT_INTERNALS,
+    "transforms.transforms.ValueMetadata": EXTRACT_INTERNALS,
+    "transforms.transforms.resolve_kwargs": EXTRACT_INTERNALS,
+}
+
+# ------------------------------------------------------------------ present, with a note
+BETTER = {
+    "jit": ("caches the graph walk: per call O(number of variables) Python work and the "
+            "same compiled program as hand-written JAX (docs/performance.md)"),
+    "List": "plain Python lists of modules work as attributes too (tracked as List)",
+    "Dict": "plain Python dicts of modules work as attributes too (tracked as Dict)",
+    "Variable": ("v[...] = x writes in place with broadcasting checks; metadata is free-form "
+                 "and survives every transform"),
+    "with_partitioning": "works without a mesh: sharding stays metadata until one is active",
+}
+
+DIFFERENT = {
+    "variables": ("nnxlib.variables is also the variables module (a callable module): "
+                  "nnx.variables(model, nnx.Param) and nnx.variables.Param both work"),
+    "var_defaults": ("hijax/ref are recorded and read back as metadata; they do not "
+                     "change how a variable stores its value"),
+    "with_vars": "hijax/ref/mutable are recorded as metadata on the copy's variables",
+    "vars_as": "as with_vars",
+    "capture": "method_outputs= (automatic sowing of every method's output) raises",
+    "view_info": ("lists the mode flags nnx.view switches (deterministic, "
+                  "use_running_average, decode) per module type; nnxlib modules have no "
+                  "set_view methods"),
+    "prefix": ("returns a StateAxes (what nnxlib's vmap/scan take) instead of a pytree of "
+               "axes shaped like the node"),
+    "pmap": ("built on the general split/merge lifting (a full walk per call) with an int "
+             "or None per argument; prefer nnx.vmap with sharding"),
+    "data": "a Python scalar marked as data becomes a JAX array (a state leaf)",
+    "register_data_type": "values of the type become state leaves of the module",
+    "pure": "same as as_pure (flax deprecates pure)",
+    "compat": ("nnxlib is always in graph mode, so nnx.compat.X is nnx.X"),
+    "reprlib": "an alias of nnxlib's display module; flax's repr helpers are omitted",
+    "visualization": "an alias of nnxlib's display module",
+    "graphlib.flatten": ("nnx.flatten and nnx.graphlib.flatten are flax's; "
+                         "nnx.graph.flatten is nnxlib's internal graph walker"),
+    "graphlib.unflatten": ("nnx.unflatten and nnx.graphlib.unflatten are flax's; "
+                           "nnx.graph.unflatten is nnxlib's internal graph walker"),
+    "graph": ("nnx.graph is nnxlib's graph module; flax's other graph names are served "
+              "from it too (as nnx.graphlib's)"),
+    "GraphState": "a mutable mapping view of (graphdef, state); not a pytree",
+    "split_context": ("objects seen in an earlier split of the same context are described "
+                      "again in full (same index), so each pair also merges on its own"),
+    "UpdateContext": "the four calls must come in order: split, merge, split, merge",
+}
