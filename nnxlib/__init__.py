@@ -118,3 +118,15 @@ from nnxlib.nn import *  # noqa: E402,F401,F403
 from nnxlib.nn import initializers  # noqa: E402,F401
 from nnxlib.training import *  # noqa: F401,F403
 from nnxlib.transforms import *  # noqa: F401,F403
+
+
+def __getattr__(name: str):
+    # ``nnxlib.bridge`` (the top-level ``bridge`` package) is imported on first use only:
+    # it imports flax, which ``import nnxlib`` must never do.
+    if name == "bridge":
+        import importlib
+
+        module = importlib.import_module("bridge")
+        globals()["bridge"] = module
+        return module
+    raise AttributeError(f"module 'nnxlib' has no attribute {name!r}")
