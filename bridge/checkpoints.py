@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import nnxlib
 from bridge.to_linen import linen_name
 from bridge.to_nnx import ToNNX
-from nnxlib.errors import LazyInitError, StateMismatchError, format_path
+from nnxlib import errors
 
 __all__ = ["load_linen_variables"]
 
@@ -63,8 +63,8 @@ def _targets(model: Any) -> dict[tuple, tuple[tuple, nnxlib.Variable]]:
     (random-stream state is not part of Linen checkpoints and is left out)."""
     for path, node in nnxlib.iter_graph(model):
         if isinstance(node, ToNNX) and node.linen_collections is None:
-            raise LazyInitError(
-                f"load_linen_variables: {format_path(path, root='model')} is a ToNNX "
+            raise errors.LazyInitError(
+                f"load_linen_variables: {errors.format_path(path, root='model')} is a ToNNX "
                 "wrapper that has no variables yet. Expected an initialised model. Hint: "
                 "call lazy_init(model, sample_input) (or nnx.eval_shape of it) first."
             )
@@ -88,12 +88,12 @@ def _problems(targets: dict, flat: dict, strict: bool) -> list[str]:
         problems.append(f"{'/'.join(key)} is in the variables but not in the model")
     if strict:
         for key in sorted(set(targets) - set(flat)):
-            path = format_path(targets[key][0], root="model")
+            path = errors.format_path(targets[key][0], root="model")
             problems.append(f"{path} ({'/'.join(key)}) is in the model but not in the variables")
     for key in sorted(set(flat) & set(targets)):
         path, variable = targets[key]
         old, new = _shape_of(variable.get_value()), _shape_of(flat[key])
-        where = f"{format_path(path, root='model')} ({'/'.join(key)})"
+        where = f"{errors.format_path(path, root='model')} ({'/'.join(key)})"
         if old is not None and new is not None and old != new:
             problems.append(f"{where}: shape {new} in the variables, {old} in the model")
         old_dtype = getattr(variable.get_value(), "dtype", None)
@@ -161,7 +161,7 @@ def load_linen_variables(model: Any, variables: Mapping[str, Any], *,
     if best is None:
         shown = "\n  ".join(first_problems[:20])
         more = f"\n  ... and {len(first_problems) - 20} more" if len(first_problems) > 20 else ""
-        raise StateMismatchError(
+        raise errors.StateMismatchError(
             f"load_linen_variables: the variables do not fit the model "
             f"({len(first_problems)} mismatch(es)); nothing was written:\n  {shown}{more}\n"
             "Hint: the model's attribute paths must match the Linen module's names "

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import flax.linen as nn
 import jax
 
-from nnxlib.errors import MissingRngStreamError
+from nnxlib import errors
 
 __all__ = ["current_linen_module", "linen_rngs_dict", "initializing", "lazy_init_scope"]
 
@@ -116,7 +116,7 @@ def linen_rngs_dict(linen_module: nn.Module, add_default: bool = False) -> dict[
     """
     scope = linen_module.scope
     if scope is None:
-        raise MissingRngStreamError(
+        raise errors.MissingRngStreamError(
             f"linen_rngs_dict: {type(linen_module).__name__} is not bound (it has no "
             "scope), so it has no RNG streams. Expected a module inside init/apply. Hint: "
             "call it from a method of a Linen module that is running."

@@ -37,12 +37,7 @@ import numpy as np
 import nnxlib
 from bridge.context import lazy_init_scope, linen_rngs_dict, running_in
 from bridge.variables import to_linen_var, to_nnx_var
-from nnxlib.errors import (
-    GraphStructureError,
-    MissingRngStreamError,
-    StateMismatchError,
-    format_path,
-)
+from nnxlib import errors
 
 __all__ = ["ToLinen", "to_linen", "to_linen_class", "linen_name"]
 
@@ -97,8 +92,8 @@ def _describe(module: nnxlib.Module, owner: str) -> _Structure:
             col = nnxlib.variable_name_from_type(type(leaf), allow_register=True)
             name = linen_name(path)
             if (col, name) in seen:
-                raise GraphStructureError(
-                    f"{owner}: {format_path(path)} and {format_path(seen[col, name])} both "
+                raise errors.GraphStructureError(
+                    f"{owner}: {errors.format_path(path)} and {errors.format_path(seen[col, name])} both "
                     f"map to the Linen variable {col}/{'/'.join(name)}. Expected distinct "
                     "Linen names. Hint: rename the attribute that ends in _<number>."
                 )
@@ -106,8 +101,8 @@ def _describe(module: nnxlib.Module, owner: str) -> _Structure:
             counts[col] = counts.get(col, 0) + 1
             leaves.append(("var", name, col))
         else:
-            raise GraphStructureError(
-                f"{owner}: {format_path(path)} holds a bare array, which has no Linen "
+            raise errors.GraphStructureError(
+                f"{owner}: {errors.format_path(path)} holds a bare array, which has no Linen "
                 "collection. Expected a Variable. Hint: wrap it, e.g. "
                 "self.x = nnx.Variable(array) or nnx.BatchStat(array)."
             )
@@ -122,7 +117,7 @@ class _MissingKey:
         self.tag, self.owner = tag, owner
 
     def _fail(self) -> Any:
-        raise MissingRngStreamError(
+        raise errors.MissingRngStreamError(
             f"{self.owner}: the wrapped nnxlib module drew a key from RNG stream "
             f"{self.tag!r}, but apply was given neither {self.tag!r} nor 'params'. Hint: "
             f"apply(variables, ..., rngs={{{self.tag!r}: jax.random.key(0)}})."
@@ -316,7 +311,7 @@ class ToLinen(nn.Module):
             else:
                 values.append(_ZERO_COUNT)
         if missing:
-            raise StateMismatchError(
+            raise errors.StateMismatchError(
                 f"{self._owner()}: the Linen variables lack {len(missing)} variable(s) the "
                 f"nnxlib module has: {missing[:8]}. Expected the collections created by "
                 "init. Hint: pass every collection init returned (e.g. {'params': ..., "
@@ -378,7 +373,7 @@ class ToLinen(nn.Module):
         except (flax.errors.InvalidRngError, AttributeError) as exc:
             if isinstance(exc, AttributeError) and "No RNG stream" not in str(exc):
                 raise
-            raise MissingRngStreamError(
+            raise errors.MissingRngStreamError(
                 f"{self._owner()}: building the nnxlib module needs a random stream Linen "
                 f"was not given ({exc}). Hint: init(jax.random.key(0), ...) gives "
                 "'params'; pass others as init({'params': k1, 'dropout': k2}, ...)."
@@ -422,7 +417,7 @@ def _child(node: Any, name: str, where: tuple, owner: str) -> Any:
         items = children[base]
         if int(index) < len(items):
             return items[int(index)]
-    raise StateMismatchError(
+    raise errors.StateMismatchError(
         f"{owner}: the Linen variable {'/'.join(where)} has no place in the nnxlib "
         f"module ({name!r} is not a submodule of {type(node).__name__}). Hint: apply with "
         "the variables init returned for this module."

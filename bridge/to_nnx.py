@@ -32,7 +32,7 @@ import jax
 import nnxlib
 from bridge.context import initializing, lazy_init_scope
 from bridge.variables import linen_vars_to_nnx_attrs, nnx_attrs_to_linen_vars, to_nnx_var
-from nnxlib.errors import GraphStructureError, LazyInitError, MissingRngStreamError
+from nnxlib import errors
 
 __all__ = ["ToNNX", "lazy_init"]
 
@@ -174,7 +174,7 @@ class ToNNX(nnxlib.Module):
                  mutable: Any = None, **kwargs: Any) -> Any:
         if self.linen_collections is None:
             if not initializing():
-                raise LazyInitError(
+                raise errors.LazyInitError(
                     f"ToNNX({type(self.module).__name__}) was called before its variables "
                     "were created. Expected an initialised wrapper. Hint: call "
                     "model.lazy_init(sample_input) (or bridge.lazy_init(model, "
@@ -209,7 +209,7 @@ class ToNNX(nnxlib.Module):
 
     def _check_free(self, name: str) -> None:
         if name in _OWN_ATTRIBUTES:
-            raise GraphStructureError(
+            raise errors.GraphStructureError(
                 f"ToNNX({type(self.module).__name__}): the Linen variable or submodule "
                 f"name {name!r} is also an attribute of the wrapper ({', '.join(_OWN_ATTRIBUTES)})."
                 " Expected other names. Hint: give that Linen submodule or variable "
@@ -237,7 +237,7 @@ class ToNNX(nnxlib.Module):
         try:
             yield
         except flax.errors.InvalidRngError as exc:
-            raise MissingRngStreamError(
+            raise errors.MissingRngStreamError(
                 f"ToNNX({type(self.module).__name__}).{where}: the Linen module asked for "
                 f"a random stream that was not given ({exc}). Expected an nnx.Rngs with "
                 "that stream (or 'params'/'default', which Linen falls back to). Hint: "
@@ -261,7 +261,7 @@ class ToNNX(nnxlib.Module):
                     kind_col = nnxlib.variable_name_from_type(type(current),
                                                               allow_register=True)
                     if kind_col != col:
-                        raise GraphStructureError(
+                        raise errors.GraphStructureError(
                             f"ToNNX({type(self.module).__name__}): Linen wrote "
                             f"{nnxlib.errors.format_path(path)} in collection {col!r}, but "
                             f"the wrapper holds it as a {type(current).__name__} "
@@ -273,7 +273,7 @@ class ToNNX(nnxlib.Module):
                     self._check_free(path[0])
                     created.append((path, to_nnx_var(col, value)))
                 else:
-                    raise GraphStructureError(
+                    raise errors.GraphStructureError(
                         f"ToNNX({type(self.module).__name__}): Linen wrote a variable at "
                         f"{nnxlib.errors.format_path(path)}, where the wrapper holds a "
                         f"{type(current).__name__}. Hint: one name per variable/submodule."

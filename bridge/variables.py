@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax
 
 import nnxlib
-from nnxlib.errors import GraphStructureError, ShardingError, format_path
+from nnxlib import errors
 
 __all__ = [
     "NNXMeta",
@@ -85,7 +85,7 @@ def sharding_names_of(variable: nnxlib.Variable, where: str = "") -> tuple | Non
     key, names = found[0]
     for other, other_names in found[1:]:
         if tuple(other_names) != tuple(names):
-            raise ShardingError(
+            raise errors.ShardingError(
                 f"{where or type(variable).__name__}: conflicting sharding metadata: "
                 f"{key}={tuple(names)!r} but {other}={tuple(other_names)!r}. Expected one "
                 "set of names per variable. Hint: keep only one of "
@@ -310,7 +310,7 @@ def to_nnx_var(col: str, x: Any) -> nnxlib.Variable:
     kind = nnxlib.variable_type_from_name(col, allow_register=True)
     if isinstance(x, NNXMeta):
         if nnxlib.variable_name_from_type(x.var_type, allow_register=True) != col:
-            raise GraphStructureError(
+            raise errors.GraphStructureError(
                 f"An NNXMeta box of kind {x.var_type.__name__} was found in collection "
                 f"{col!r}, whose kind is {kind.__name__}. Expected the box in collection "
                 f"{nnxlib.variable_name_from_type(x.var_type)!r}. Hint: keep NNXMeta boxes "
@@ -431,15 +431,15 @@ def linen_vars_to_nnx_attrs(variables: Mapping[str, Any]) -> dict[str, Any]:
     pairs = []
     for col, tree in variables.items():
         if not isinstance(tree, Mapping):
-            raise GraphStructureError(
+            raise errors.GraphStructureError(
                 f"Collection {col!r} holds a {type(tree).__name__}, expected a mapping of "
                 "variable names to values. Hint: pass Linen variables as returned by "
                 "init: {'params': {...}, 'batch_stats': {...}}."
             )
         for path, value in _flat_items(tree):
             if path in seen:
-                raise GraphStructureError(
-                    f"The variable {format_path(path)} is in both collection "
+                raise errors.GraphStructureError(
+                    f"The variable {errors.format_path(path)} is in both collection "
                     f"{seen[path]!r} and collection {col!r}; nnxlib keeps one variable per "
                     "path, of one kind. Hint: rename one of them in the Linen module."
                 )
@@ -468,8 +468,8 @@ def nnx_attrs_to_linen_vars(nnx_attrs: Mapping[str, Any],
     pairs = []
     for path, variable in _flat_items(nnx_attrs):
         if not isinstance(variable, nnxlib.Variable):
-            raise GraphStructureError(
-                f"{format_path(path)} holds a {type(variable).__name__}, expected an nnxlib "
+            raise errors.GraphStructureError(
+                f"{errors.format_path(path)} holds a {type(variable).__name__}, expected an nnxlib "
                 "Variable (its kind names the Linen collection). Hint: wrap the value in "
                 "nnx.Param / nnx.BatchStat / ... ."
             )
