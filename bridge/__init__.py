@@ -22,8 +22,8 @@ Example:
 
 from bridge.checkpoints import load_linen_variables
 from bridge.context import current_linen_module, linen_rngs_dict
-from bridge.to_linen import ToLinen, linen_name, to_linen, to_linen_class
-from bridge.to_nnx import ToNNX, lazy_init
+from bridge.linen_in_nnx import ToNNX, lazy_init
+from bridge.nnx_in_linen import ToLinen, linen_name, to_linen, to_linen_class
 from bridge.variables import (
     PARTITION_NAME,
     NNXMeta,

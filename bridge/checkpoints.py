@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 
 import nnxlib
-from bridge.to_linen import linen_name
-from bridge.to_nnx import ToNNX
+from bridge.linen_in_nnx import ToNNX
+from bridge.nnx_in_linen import linen_name
 from nnxlib import errors
 
 __all__ = ["load_linen_variables"]

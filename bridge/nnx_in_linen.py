@@ -127,6 +127,9 @@ class _MissingKey:
     dtype = property(_fail)
     ndim = property(_fail)
 
+    def __jax_array__(self) -> Any:
+        return self._fail()
+
     def __repr__(self) -> str:
         return f"<missing RNG stream {self.tag!r}>"
 
@@ -470,7 +473,7 @@ class _PresetToLinen(ToLinen):
     versions of them): constructor arguments of the nnxlib class are accepted directly.
 
     Example:
-        >>> from bridge.to_linen import _PresetToLinen
+        >>> from bridge.nnx_in_linen import _PresetToLinen
         >>> issubclass(_PresetToLinen, ToLinen)
         True
     """
