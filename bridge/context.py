@@ -26,7 +26,8 @@ import jax
 
 from nnxlib import errors
 
-__all__ = ["current_linen_module", "linen_rngs_dict", "initializing", "lazy_init_scope"]
+__all__ = ["current_linen_module", "linen_rngs_dict", "initializing", "lazy_init_scope",
+           "MissingKey"]
 
 
 class _State(threading.local):
@@ -125,3 +126,40 @@ def linen_rngs_dict(linen_module: nn.Module, add_default: bool = False) -> dict[
     if add_default and "default" not in rngs:
         rngs["default"] = rngs["params"] if "params" in rngs else jax.random.key(0)
     return rngs
+
+
+class MissingKey:
+    """Stands in for the key of an RNG stream that ``apply`` was not given; using it
+    raises a clear error, not using it costs nothing (as in Linen).
+
+    Example:
+        >>> import jax
+        >>> import nnxlib as nnx
+        >>> from bridge.context import MissingKey
+        >>> key = MissingKey("dropout", "ToLinen 'layer'")
+        >>> try:
+        ...     jax.random.fold_in(key, 0)
+        ... except nnx.errors.MissingRngStreamError as e:
+        ...     print("raised")
+        raised
+    """
+
+    def __init__(self, tag: str, owner: str):
+        self.tag, self.owner = tag, owner
+
+    def _fail(self) -> Any:
+        raise errors.MissingRngStreamError(
+            f"{self.owner}: the wrapped nnxlib module drew a key from RNG stream "
+            f"{self.tag!r}, but apply was given neither {self.tag!r} nor 'params'. Hint: "
+            f"apply(variables, ..., rngs={{{self.tag!r}: jax.random.key(0)}})."
+        )
+
+    shape = property(_fail)
+    dtype = property(_fail)
+    ndim = property(_fail)
+
+    def __jax_array__(self) -> Any:
+        return self._fail()
+
+    def __repr__(self) -> str:
+        return f"<missing RNG stream {self.tag!r}>"

@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax
 
 import nnxlib
-from bridge.context import initializing, lazy_init_scope
+from bridge.context import MissingKey, initializing, lazy_init_scope
 from bridge.variables import linen_vars_to_nnx_attrs, nnx_attrs_to_linen_vars, to_nnx_var
 from nnxlib import errors
 
@@ -222,11 +222,14 @@ class ToNNX(nnxlib.Module):
         if source is None:
             return {}
         if isinstance(source, nnxlib.Rngs):
-            keys = {name: stream() for name, stream in source.items()}
-            if "default" in keys:
-                default = keys.pop("default")
-                keys.setdefault("params", default)
-            return keys
+            # Streams the enclosing Linen apply did not provide (inside ToLinen) are
+            # skipped; 'default' stands in for 'params' only when there is none.
+            streams = {name: stream for name, stream in source.items()
+                       if not isinstance(stream.key.get_value(), MissingKey)}
+            if "default" in streams:
+                default = streams.pop("default")
+                streams.setdefault("params", default)
+            return {name: stream() for name, stream in streams.items()}
         if isinstance(source, Mapping):
             return dict(source)
         return {"params": jax.random.key(source) if isinstance(source, int) else source}

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 
 import nnxlib
-from bridge.context import lazy_init_scope, linen_rngs_dict, running_in
+from bridge.context import MissingKey, lazy_init_scope, linen_rngs_dict, running_in
 from bridge.variables import to_linen_var, to_nnx_var
 from nnxlib import errors
 
@@ -107,31 +107,6 @@ def _describe(module: nnxlib.Module, owner: str) -> _Structure:
                 "self.x = nnx.Variable(array) or nnx.BatchStat(array)."
             )
     return _Structure(graphdef, tuple(leaves), counts)
-
-
-class _MissingKey:
-    """Stands in for the key of an RNG stream that ``apply`` was not given; using it
-    raises a clear error, not using it costs nothing (as in Linen)."""
-
-    def __init__(self, tag: str, owner: str):
-        self.tag, self.owner = tag, owner
-
-    def _fail(self) -> Any:
-        raise errors.MissingRngStreamError(
-            f"{self.owner}: the wrapped nnxlib module drew a key from RNG stream "
-            f"{self.tag!r}, but apply was given neither {self.tag!r} nor 'params'. Hint: "
-            f"apply(variables, ..., rngs={{{self.tag!r}: jax.random.key(0)}})."
-        )
-
-    shape = property(_fail)
-    dtype = property(_fail)
-    ndim = property(_fail)
-
-    def __jax_array__(self) -> Any:
-        return self._fail()
-
-    def __repr__(self) -> str:
-        return f"<missing RNG stream {self.tag!r}>"
 
 
 _ZERO_COUNT = np.zeros((), np.uint32)
@@ -342,7 +317,7 @@ class ToLinen(nn.Module):
         available = self.scope.rngs
         if tag in available or "params" in available:
             return self.make_rng(tag)
-        return _MissingKey(tag, self._owner())
+        return MissingKey(tag, self._owner())
 
     def _store(self, module: Any) -> None:
         """Write the module's variables into the mutable Linen collections."""

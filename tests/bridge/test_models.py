@@ -6,7 +6,6 @@ Models: an MLP, a CNN with BatchNorm and Dropout, and a transformer block stack 
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
