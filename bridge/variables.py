@@ -155,8 +155,8 @@ class NNXMeta(nn.meta.AxisMetadata):
         >>> from bridge import NNXMeta
         >>> box = NNXMeta(nnx.Param, jnp.ones((2, 3)), {"sharding_names": ("a", "b")})
         >>> stacked = box.add_axis(0, {nn.PARTITION_NAME: "layers"})
-        >>> stacked.get_partition_spec()
-        PartitionSpec('layers', 'a', 'b')
+        >>> tuple(stacked.get_partition_spec())
+        ('layers', 'a', 'b')
         >>> stacked.remove_axis(0, {nn.PARTITION_NAME: "layers"}).metadata
         {'sharding_names': ('a', 'b')}
     """
@@ -202,8 +202,8 @@ class NNXMeta(nn.meta.AxisMetadata):
         Example:
             >>> import nnxlib as nnx
             >>> from bridge import NNXMeta
-            >>> NNXMeta(nnx.Param, 0.0, {"out_sharding": ("x",)}).get_partition_spec()
-            PartitionSpec('x',)
+            >>> tuple(NNXMeta(nnx.Param, 0.0, {"out_sharding": ("x",)}).get_partition_spec())
+            ('x',)
         """
         names = sharding_names_of(self.to_nnx_variable())
         return jax.sharding.PartitionSpec(*(names or ()))
