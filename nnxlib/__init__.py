@@ -118,6 +118,23 @@ from nnxlib.nn import *  # noqa: E402,F401,F403
 from nnxlib.nn import initializers  # noqa: E402,F401
 from nnxlib.training import *  # noqa: F401,F403
 from nnxlib.transforms import *  # noqa: F401,F403
+from nnxlib import spmd  # noqa: E402
+from nnxlib.spmd import (  # noqa: E402
+    VarDefaults,
+    get_named_sharding,
+    get_partition_spec,
+    logical_axis_rules,
+    logical_to_mesh_axes,
+    use_eager_sharding,
+    using_eager_sharding,
+    var_defaults,
+    with_sharding_constraint,
+)
+from nnxlib.transforms.abstract import (  # noqa: E402
+    abstract_with_sharding,
+    as_abstract,
+    get_abstract_model,
+)
 
 
 def __getattr__(name: str):

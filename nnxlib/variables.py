@@ -29,7 +29,7 @@ from typing import Any, Callable, TypeVar
 import jax
 import numpy as np
 
-from nnxlib import _tracking
+from nnxlib import _placement, _tracking
 from nnxlib._frozen import freeze
 
 __all__ = [
@@ -52,6 +52,7 @@ _MISSING = object()
 
 # Metadata keys that describe how a value is sharded; spmd and the bridge read them.
 SHARDING_KEYS = ("sharding_names", "sharding", "out_sharding")
+_SHARDING_KEY_SET = frozenset(SHARDING_KEYS)
 
 # Collection names <-> variable types; filled by register_variable_name.
 _NAME_OF_TYPE: dict[type, str] = {}
@@ -111,6 +112,9 @@ class Variable:
         elif isinstance(value, VariableMetadata):
             metadata = {**value.metadata, **metadata}
             value = value.value
+        if metadata and not _SHARDING_KEY_SET.isdisjoint(metadata):
+            # Under a mesh (jax.set_mesh or mesh= metadata) the value is born sharded.
+            value = _placement.place_new(value, metadata, f"new {type(self).__name__}")
         object.__setattr__(self, "_raw_value", value)
         object.__setattr__(self, "_metadata", metadata)
         object.__setattr__(self, "_nnx_stamp", _tracking.EPOCH[0])
@@ -242,6 +246,9 @@ class Variable:
         metadata = object.__getattribute__(self, "_metadata")
         if name in metadata:
             return metadata[name]
+        if name in _SHARDING_KEY_SET and not _SHARDING_KEY_SET.isdisjoint(metadata):
+            # flax 0.12 spells it out_sharding; the older names read the same entry.
+            return _placement.raw_sharding(metadata)
         value = object.__getattribute__(self, "_raw_value")
         if not name.startswith("_") and hasattr(value, name):
             return getattr(value, name)
@@ -723,17 +730,23 @@ def with_metadata(initializer: Callable[..., Any], **metadata: Any) -> Callable[
 def with_partitioning(
     initializer: Callable[..., Any], sharding: tuple, mesh: Any = None, **metadata: Any
 ) -> Callable[..., Any]:
-    """Shorthand for ``with_metadata(initializer, sharding_names=sharding, ...)``.
+    """Shorthand for ``with_metadata(initializer, out_sharding=sharding, ...)``.
 
-    ``mesh``, when given, is kept as the ``mesh`` metadata entry.
+    ``sharding`` names one mesh axis (or logical axis name, or None) per dimension; it
+    is stored as ``out_sharding`` (flax 0.12's key; ``v.sharding_names`` reads it too).
+    ``mesh``, when given, is kept as the ``mesh`` metadata entry, and the variable is
+    created sharded on it (see :mod:`nnxlib.spmd`).
 
     Example:
         >>> import jax
         >>> import nnxlib as nnx
         >>> init = nnx.with_partitioning(nnx.initializers.zeros, ("embed",))
-        >>> nnx.Param(init(jax.random.key(0), (4,))).sharding_names
-        ('embed',)
+        >>> p = nnx.Param(init(jax.random.key(0), (4,)))
+        >>> p.out_sharding, p.sharding_names
+        (('embed',), ('embed',))
     """
     if mesh is not None:
         metadata["mesh"] = mesh
-    return with_metadata(initializer, sharding_names=tuple(sharding), **metadata)
+    if not isinstance(sharding, (jax.sharding.PartitionSpec, jax.sharding.Sharding)):
+        sharding = tuple(sharding)
+    return with_metadata(initializer, out_sharding=sharding, **metadata)

@@ -7,6 +7,15 @@
 Array(0, dtype=uint32)
 """
 
+# Checkpoint helpers stay under nnx.training (not in __all__, so not top level: there,
+# nnx.checkpoint is remat).
+from nnxlib.training.checkpoint import (  # noqa: F401
+    checkpoint_target,
+    compare_structure,
+    restore_checkpoint,
+    save_checkpoint,
+    to_checkpoint_dict,
+)
 from nnxlib.training.optimizer import (
     ModelAndOptimizer,
     OptArray,

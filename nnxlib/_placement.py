@@ -1,0 +1,315 @@
+"""Sharding metadata -> ``PartitionSpec`` -> placed arrays (the pure helpers of spmd).
+
+This private module sits at the variables layer because ``Variable.__init__`` needs it:
+a variable created with sharding metadata while a mesh is known is placed with that
+sharding at once. Everything here works on plain metadata dicts and arrays; the public
+names are re-exported by :mod:`nnxlib.spmd`.
+
+Three ideas live here:
+
+- **Logical axis rules** (a thread-local context, plus ``sharding_rules`` metadata),
+  resolved the way ``flax.linen`` resolves them: rules are tried in order, the first
+  rule for a logical name whose mesh axes are still free wins, a mesh axis is used at
+  most once per array, and a logical name no rule maps stays replicated.
+- **The spec of one variable**, validated against its shape and mesh, with errors that
+  name the variable.
+- **Placement** of a new value: ``device_put`` for concrete arrays, a sharding
+  constraint for traced ones (inside ``jit``, ``eval_shape``, ``vmap``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from nnxlib.errors import ShardingError
+
+# Metadata keys that hold a variable's sharding, in the order they are read (flax
+# 0.12's own key first; the other two are its older spellings).
+SPEC_KEYS = ("out_sharding", "sharding_names", "sharding")
+
+
+class _Context(threading.local):
+    def __init__(self) -> None:
+        self.rules: tuple = ()
+        self.eager: list[bool] = []
+
+
+_CONTEXT = _Context()
+# The process-wide default of ``using_eager_sharding`` (flax's default is True).
+_EAGER_DEFAULT = [True]
+
+
+# ------------------------------------------------------------------------- rules
+def check_rules(rules: Any, where: str = "logical_axis_rules") -> tuple:
+    """Validate rules and return them as a tuple of ``(logical name, mesh axes)``."""
+    if isinstance(rules, dict):
+        rules = tuple(rules.items())
+    try:
+        pairs = tuple((name, axes) for name, axes in rules)
+    except (TypeError, ValueError):
+        raise ShardingError(
+            f"{where}: expected a sequence of (logical name, mesh axes) pairs, got "
+            f"{rules!r}. Hint: rules look like [('batch', 'data'), ('mlp', 'model'), "
+            "('embed', None)]."
+        ) from None
+    for name, axes in pairs:
+        flat = axes if isinstance(axes, (tuple, list)) else (axes,)
+        if not isinstance(name, str) or not all(a is None or isinstance(a, str)
+                                                for a in flat):
+            raise ShardingError(
+                f"{where}: the rule {(name, axes)!r} is malformed: expected a logical "
+                "name (str) mapped to a mesh axis name, a tuple of them, or None."
+            )
+    return tuple((n, tuple(a) if isinstance(a, list) else a) for n, a in pairs)
+
+
+def get_logical_axis_rules() -> tuple:
+    """The logical axis rules of the innermost ``logical_axis_rules`` context."""
+    return _CONTEXT.rules
+
+
+class logical_axis_rules:  # noqa: N801  (flax's name; used as a context manager)
+    """Context in which logical axis names are mapped to mesh axes by ``rules``."""
+
+    def __init__(self, rules: Any):
+        self.rules = check_rules(rules)
+        self._saved: list = []
+
+    def __enter__(self) -> tuple:
+        self._saved.append(_CONTEXT.rules)
+        _CONTEXT.rules = self.rules
+        return self.rules
+
+    def __exit__(self, *exc: Any) -> None:
+        _CONTEXT.rules = self._saved.pop()
+
+
+class _Unassigned:
+    """A logical name that no rule has mapped (yet); replicated in the end."""
+
+    def __repr__(self) -> str:
+        return "<unassigned>"
+
+
+_UNASSIGNED = _Unassigned()
+
+
+def _mesh_axes_in(entries: Any) -> set:
+    out: set = set()
+    for entry in entries:
+        for axis in entry if isinstance(entry, (tuple, list)) else (entry,):
+            if isinstance(axis, str):
+                out.add(axis)
+    return out
+
+
+def logical_to_mesh_axes(names: Sequence[Any], rules: Any = None) -> PartitionSpec:
+    """Resolve logical axis names to a mesh ``PartitionSpec`` with Linen precedence.
+
+    Rules are tried in order; a rule applies to its logical name if that name is in
+    ``names``, the name is still unassigned, and none of the rule's mesh axes is used yet
+    by this array. Names no rule assigns are replicated (``None``); entries that are not
+    strings (``None``, tuples) are kept as they are. ``rules`` defaults to the active
+    ``logical_axis_rules`` context.
+    """
+    names = tuple(names)
+    rules = get_logical_axis_rules() if rules is None else check_rules(rules)
+    repeated = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+    if repeated:
+        raise ShardingError(
+            f"the logical axis names {names!r} repeat {repeated}: an array dimension "
+            "name may appear only once. Hint: give each dimension its own logical name."
+        )
+    result: list = [_UNASSIGNED if isinstance(n, str) else n for n in names]
+    for logical, mesh_axes in rules:
+        if logical not in names:
+            continue
+        position = names.index(logical)
+        if result[position] is not _UNASSIGNED:
+            continue
+        if _mesh_axes_in([mesh_axes]) & _mesh_axes_in(result):
+            continue  # a mesh axis shards at most one dimension of an array
+        result[position] = mesh_axes
+    return PartitionSpec(*(None if r is _UNASSIGNED else r for r in result))
+
+
+# ----------------------------------------------------------------- eager sharding
+def using_eager_sharding() -> bool:
+    """Whether new variables with sharding metadata are placed when created."""
+    stack = _CONTEXT.eager
+    return stack[-1] if stack else _EAGER_DEFAULT[0]
+
+
+class use_eager_sharding:  # noqa: N801  (flax's name)
+    """Set eager sharding globally (a call) or for a ``with`` block (a context)."""
+
+    def __init__(self, value: bool):
+        if not isinstance(value, bool):
+            raise TypeError(f"use_eager_sharding expects True or False, got {value!r}")
+        self.value = value
+        self._previous = _EAGER_DEFAULT[0]
+        _EAGER_DEFAULT[0] = value  # a bare call changes the default...
+        self._entered = False
+
+    def __enter__(self) -> bool:
+        _EAGER_DEFAULT[0] = self._previous  # ...a with-block changes it only inside
+        _CONTEXT.eager.append(self.value)
+        self._entered = True
+        return self.value
+
+    def __exit__(self, *exc: Any) -> None:
+        _CONTEXT.eager.pop()
+
+    def __repr__(self) -> str:
+        return f"use_eager_sharding({self.value})"
+
+
+# --------------------------------------------------------------- one variable's spec
+def raw_sharding(metadata: dict) -> Any:
+    """The sharding entry of ``metadata`` (names, a PartitionSpec or a NamedSharding)."""
+    for key in SPEC_KEYS:
+        value = metadata.get(key)
+        if value is not None and (not isinstance(value, (tuple, list)) or len(value)):
+            return value
+    return None
+
+
+def rules_for(metadata: dict) -> tuple:
+    """The rules that apply to a variable: its own ``sharding_rules`` first, then the
+    context's (so a variable's own rule for a name takes precedence)."""
+    local = metadata.get("sharding_rules")
+    local = check_rules(local, "sharding_rules metadata") if local else ()
+    return local + get_logical_axis_rules()
+
+
+def _describe(where: str, metadata: dict, shape: Any) -> str:
+    shown = {k: metadata[k] for k in SPEC_KEYS if k in metadata}
+    return f"{where} (shape {tuple(shape) if shape is not None else '?'}, {shown})"
+
+
+def spec_of(metadata: dict, shape: Any, mesh: Any = None, where: str = "variable"
+            ) -> PartitionSpec | None:
+    """The mesh ``PartitionSpec`` of a variable with ``metadata`` and ``shape``.
+
+    None when the metadata names no sharding. Raises :class:`ShardingError` when the
+    spec has the wrong rank, uses a mesh axis twice, or (``mesh`` given) names an axis
+    the mesh does not have.
+    """
+    raw = raw_sharding(metadata)
+    if raw is None:
+        return None
+    if isinstance(raw, NamedSharding):
+        spec, mesh = raw.spec, raw.mesh
+        names = tuple(spec)
+        rules: tuple = ()
+    else:
+        names = tuple(raw)
+        rules = rules_for(metadata)
+        try:
+            spec = logical_to_mesh_axes(names, rules) if rules else PartitionSpec(*names)
+        except ShardingError as e:
+            raise ShardingError(f"{_describe(where, metadata, shape)}: {e}") from None
+    if shape is not None and len(names) != len(shape):
+        raise ShardingError(
+            f"{_describe(where, metadata, shape)}: the sharding has {len(names)} entries "
+            f"but the array has {len(shape)} dimensions. Hint: give one entry per "
+            "dimension (None for a replicated one)."
+        )
+    used: list = []
+    for entry in spec:
+        for axis in entry if isinstance(entry, (tuple, list)) else (entry,):
+            if isinstance(axis, str):
+                if axis in used:
+                    raise ShardingError(
+                        f"{_describe(where, metadata, shape)}: mesh axis {axis!r} is "
+                        f"used twice in {spec}; a mesh axis can shard only one dimension "
+                        "of an array. Hint: replicate one of them (None)."
+                    )
+                used.append(axis)
+    if mesh is not None and not getattr(mesh, "empty", False):
+        check_mesh_axes(spec, names, rules, mesh, where, metadata, shape)
+    return spec
+
+
+def check_mesh_axes(spec: PartitionSpec, names: tuple, rules: tuple, mesh: Any,
+                    where: str, metadata: dict, shape: Any) -> None:
+    """Every mesh axis of ``spec`` must exist in ``mesh``; say which name caused it."""
+    known = tuple(mesh.axis_names)
+    for logical, entry in zip(names, spec):
+        for axis in entry if isinstance(entry, (tuple, list)) else (entry,):
+            if not isinstance(axis, str) or axis in known:
+                continue
+            if not rules:
+                raise ShardingError(
+                    f"{_describe(where, metadata, shape)}: {axis!r} is not an axis of "
+                    f"the mesh {known}, and no logical axis rule maps it. Hint: map "
+                    f"logical names with nnx.logical_axis_rules([({axis!r}, <mesh "
+                    "axis or None>), ...]) or sharding_rules metadata, or use mesh "
+                    "axis names."
+                )
+            raise ShardingError(
+                f"{_describe(where, metadata, shape)}: the logical name {logical!r} is "
+                f"mapped to mesh axis {axis!r}, which the mesh {known} does not have. "
+                "Hint: fix the rule, or build the mesh with that axis."
+            )
+
+
+# ---------------------------------------------------------------------- placement
+def context_mesh() -> Any:
+    """The mesh of ``jax.set_mesh`` (concrete outside a trace, abstract inside), or None."""
+    abstract = jax.sharding.get_abstract_mesh()
+    if abstract.empty:
+        return None
+    try:
+        return jax.sharding.get_mesh()
+    except ValueError:  # inside jit only the abstract mesh is known
+        return abstract
+
+
+def place_new(value: Any, metadata: dict, where: str = "new variable") -> Any:
+    """Place a new variable's value by its sharding metadata, if a mesh is known.
+
+    Without a mesh (none in the metadata, no ``jax.set_mesh``) the value is returned as
+    it is: sharding stays metadata. Only arrays are placed.
+    """
+    eager = metadata.get("eager_sharding")
+    if not (using_eager_sharding() if eager is None else eager):
+        return value
+    raw = raw_sharding(metadata)
+    if raw is None or not isinstance(value, (jax.Array, np.ndarray)):
+        return value
+    mesh = metadata.get("mesh")
+    if mesh is None and isinstance(raw, NamedSharding):
+        mesh = raw.mesh
+    if mesh is None:
+        mesh = context_mesh()
+    if mesh is None:
+        return value
+    spec = spec_of(metadata, np.shape(value), mesh, where)
+    return put(value, NamedSharding(mesh, spec))
+
+
+def put(value: Any, sharding: NamedSharding) -> Any:
+    """``value`` placed with ``sharding``: moved if concrete, constrained if traced."""
+    if not isinstance(value, jax.core.Tracer):
+        return jax.device_put(value, sharding)
+    mesh = sharding.mesh
+    named = _mesh_axes_in(sharding.spec)
+    types = dict(zip(mesh.axis_names, mesh.axis_types))
+    if all(types[a] == AxisType.Auto for a in named):
+        if named or all(t == AxisType.Auto for t in mesh.axis_types):
+            return jax.lax.with_sharding_constraint(value, sharding)
+    if not jax.sharding.get_abstract_mesh().empty:
+        return jax.sharding.reshard(value, sharding)
+    if isinstance(mesh, Mesh):
+        # Without jax.set_mesh around the trace, reshard cannot lower; the same devices
+        # with Auto axes give the same layout through a sharding constraint.
+        mesh = Mesh(mesh.devices, mesh.axis_names,
+                    axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+        sharding = NamedSharding(mesh, sharding.spec)
+    return jax.lax.with_sharding_constraint(value, sharding)
