@@ -6,7 +6,9 @@ or any ``nn.meta.AxisMetadata``). An nnxlib variable carries its collection as i
 (``Param``, ``BatchStat``, ...) and its metadata as a dict. The functions here convert one
 into the other without losing anything:
 
-* ``nn.Partitioned(v, names, mesh)`` -> ``out_sharding=names`` (and ``mesh``);
+* ``nn.Partitioned(v, names, mesh)`` -> ``out_sharding=names`` (and ``mesh``), plus
+  ``sharding_rules`` mapping each of its mesh axes to itself, so that logical-axis rules
+  never rename them;
 * ``nn.LogicallyPartitioned(v, names, mesh, rules)`` -> ``out_sharding``,
   ``sharding_rules`` and ``mesh``;
 * the box type is remembered (metadata ``linen_meta_type``), so converting back builds the
@@ -322,7 +324,11 @@ def to_nnx_var(col: str, x: Any) -> nnxlib.Variable:
                                     "linen_meta_type": type(x)}
         if x.mesh is not None:
             metadata["mesh"] = x.mesh
-        if getattr(x, "rules", None) is not None:
+        if type(x) is nn.Partitioned:
+            # Partitioned names are mesh axes, not logical names: rules of their own,
+            # mapping each to itself, keep active logical rules from renaming them.
+            metadata["sharding_rules"] = _identity_rules(x.names)
+        elif x.rules is not None:
             metadata["sharding_rules"] = x.rules
         return kind(x.value, **metadata)
     if isinstance(x, nn.meta.AxisMetadata):
@@ -330,6 +336,15 @@ def to_nnx_var(col: str, x: Any) -> nnxlib.Variable:
         # back. replace_boxed returns a new box; ``x`` itself is left as it was.
         return kind(x.unbox(), linen_box=x.replace_boxed(None))
     return kind(x)
+
+
+def _identity_rules(names: Sequence) -> tuple:
+    axes: list[str] = []
+    for entry in names:
+        for axis in entry if isinstance(entry, (tuple, list)) else (entry,):
+            if isinstance(axis, str) and axis not in axes:
+                axes.append(axis)
+    return tuple((axis, axis) for axis in axes)
 
 
 _BOX_KEYS = frozenset({"out_sharding", "sharding_names", "sharding", "mesh",

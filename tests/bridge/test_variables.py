@@ -42,7 +42,7 @@ def _box_fields(box):
     lambda v, m: nn.LogicallyPartitioned(v, ("embed", "mlp"), mesh=m, rules=RULES),
 ])
 def test_box_round_trip_keeps_type_and_fields(make):
-    box = make(jnp.arange(6.0).reshape(2, 3), _mesh())
+    box = make(jnp.arange(8.0).reshape(2, 4), _mesh())
     before = copy.copy(box.__dict__)
     var = to_nnx_var("params", box)
     assert isinstance(var, nnx.Param)
@@ -184,11 +184,11 @@ def test_get_col_name():
 def test_linen_vars_round_trip_through_nnx_attrs():
     mesh = _mesh()
     variables = {
-        "params": {"Dense_0": {"kernel": nn.LogicallyPartitioned(jnp.ones((2, 3)),
+        "params": {"Dense_0": {"kernel": nn.LogicallyPartitioned(jnp.ones((2, 4)),
                                                                  ("embed", "mlp"), mesh=mesh,
                                                                  rules=RULES),
-                               "bias": jnp.zeros(3)}},
-        "batch_stats": {"Dense_0": {"mean": nn.Partitioned(jnp.zeros(3), ("model",))}},
+                               "bias": jnp.zeros(4)}},
+        "batch_stats": {"Dense_0": {"mean": nn.Partitioned(jnp.zeros(4), ("model",))}},
         "cache": {"k": jnp.ones(1)},
     }
     attrs = linen_vars_to_nnx_attrs(variables)
