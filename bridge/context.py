@@ -64,7 +64,16 @@ def current_linen_module() -> nn.Module | None:
 
 @contextlib.contextmanager
 def running_in(module: nn.Module) -> Iterator[None]:
-    """Make ``module`` the :func:`current_linen_module` for the duration of a block."""
+    """Make ``module`` the :func:`current_linen_module` for the duration of a block.
+
+    Example:
+        >>> import flax.linen as nn
+        >>> from bridge.context import current_linen_module, running_in
+        >>> dense = nn.Dense(2)
+        >>> with running_in(dense):
+        ...     current_linen_module() is dense
+        True
+    """
     _STATE.linen_modules.append(module)
     try:
         yield
@@ -88,7 +97,19 @@ def initializing() -> bool:
 
 @contextlib.contextmanager
 def lazy_init_scope() -> Iterator[None]:
-    """A block in which uninitialised ``ToNNX`` wrappers initialise on their first call."""
+    """A block in which uninitialised ``ToNNX`` wrappers initialise on their first call.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import flax.linen as nn
+        >>> import nnxlib as nnx
+        >>> from bridge import ToNNX
+        >>> from bridge.context import lazy_init_scope
+        >>> model = ToNNX(nn.Dense(2), rngs=nnx.Rngs(0))
+        >>> with lazy_init_scope():
+        ...     model(jnp.ones((1, 3))).shape
+        (1, 2)
+    """
     _STATE.lazy_depth += 1
     try:
         yield

@@ -112,6 +112,15 @@ def _describe(module: nnxlib.Module, owner: str) -> _Structure:
 _ZERO_COUNT = np.zeros((), np.uint32)
 
 
+def _hashable(value: Any) -> Any:
+    """Constructor arguments as a cache key: mappings and lists become tuples."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((repr(k), _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, *(_hashable(v) for v in value))
+    return value
+
+
 def _is_box(x: Any) -> bool:
     return isinstance(x, nn.meta.AxisMetadata)
 
@@ -207,7 +216,7 @@ class ToLinen(nn.Module):
         return f"{type(self).__name__} {self.name!r} ({getattr(self.nnx_class, '__name__', '?')})"
 
     def _cache_key(self) -> Any:
-        key = (self.nnx_class, tuple(self.args), tuple(sorted(self.kwargs.items())),
+        key = (self.nnx_class, _hashable(tuple(self.args)), _hashable(dict(self.kwargs)),
                self.skip_rng)
         try:
             hash(key)
