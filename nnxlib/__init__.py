@@ -65,6 +65,17 @@ from nnxlib.rngs import (
     restore_rngs,
     split_rngs,
 )
+from nnxlib.spmd import (
+    VarDefaults,
+    get_named_sharding,
+    get_partition_spec,
+    logical_axis_rules,
+    logical_to_mesh_axes,
+    use_eager_sharding,
+    using_eager_sharding,
+    var_defaults,
+    with_sharding_constraint,
+)
 from nnxlib.state import (
     FlatState,
     State,
@@ -118,18 +129,6 @@ from nnxlib.nn import *  # noqa: E402,F401,F403
 from nnxlib.nn import initializers  # noqa: E402,F401
 from nnxlib.training import *  # noqa: F401,F403
 from nnxlib.transforms import *  # noqa: F401,F403
-from nnxlib import spmd  # noqa: E402
-from nnxlib.spmd import (  # noqa: E402
-    VarDefaults,
-    get_named_sharding,
-    get_partition_spec,
-    logical_axis_rules,
-    logical_to_mesh_axes,
-    use_eager_sharding,
-    using_eager_sharding,
-    var_defaults,
-    with_sharding_constraint,
-)
 from nnxlib.transforms.abstract import (  # noqa: E402
     abstract_with_sharding,
     as_abstract,

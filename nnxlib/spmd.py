@@ -116,8 +116,8 @@ Example:
     ...     layer = nnx.Linear(2, 8, kernel_init=init, rngs=nnx.Rngs(0))
     ...     nnx.using_eager_sharding()
     False
-    >>> len(layer.kernel[...].sharding.device_set), nnx.using_eager_sharding()
-    (1, True)
+    >>> layer.kernel[...].addressable_shards[0].data.shape, nnx.using_eager_sharding()
+    ((2, 8), True)
 """
 using_eager_sharding.__doc__ = """Whether new variables with sharding metadata are placed
 when they are created (and a mesh is known).
