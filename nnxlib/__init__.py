@@ -185,3 +185,14 @@ from nnxlib import _module_paths  # noqa: E402
 
 _module_paths.install()
 variables = _module_paths.variables  # the callable module: nnx.variables(model, nnx.Param)
+
+def __getattr__(name: str):
+    # ``nnxlib.bridge`` (the top-level ``bridge`` package) is imported on first use only:
+    # it imports flax, which ``import nnxlib`` must never do.
+    if name == "bridge":
+        import importlib
+
+        module = importlib.import_module("bridge")
+        globals()["bridge"] = module
+        return module
+    raise AttributeError(f"module 'nnxlib' has no attribute {name!r}")
