@@ -17,8 +17,9 @@ from nnxlib.nn import activations, initializers
 from nnxlib.nn import dtypes as dtypes  # nnx.nn.dtypes, as in flax (not star-exported)
 from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.__all__)
 from nnxlib.nn.linear import Linear
-from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
+from nnxlib.nn.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from nnxlib.nn.stochastic import Dropout
+from nnxlib.nn.weight_norm import SpectralNorm, WeightNorm
 
 __all__ = [
     "initializers",
@@ -28,6 +29,10 @@ __all__ = [
     "LayerNorm",
     "Linear",
     "RMSNorm",
+    "GroupNorm",
+    "InstanceNorm",
+    "SpectralNorm",
+    "WeightNorm",
     # activations, PReLU included
     *activations.__all__,
 ]
