@@ -7,6 +7,9 @@
 Array(0, dtype=uint32)
 """
 
+from nnxlib.training import metrics
+from nnxlib.training.ema import EMA
+from nnxlib.training.metrics import Metric, MultiMetric
 from nnxlib.training.optimizer import (
     ModelAndOptimizer,
     OptArray,
@@ -14,5 +17,8 @@ from nnxlib.training.optimizer import (
     OptState,
     OptVariable,
 )
+from nnxlib.training.tabulate import tabulate
+from nnxlib.training.train_state import TrainState
 
 __all__ = ["ModelAndOptimizer", "OptArray", "OptState", "OptVariable", "Optimizer"]
+__all__ += ["EMA", "Metric", "MultiMetric", "TrainState", "metrics", "tabulate"]
