@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import DTypeLike
 
+from nnxlib.errors import ShapeMismatchError
 from nnxlib.module import Module, first_from
 from nnxlib.nn import dtypes, initializers
 from nnxlib.rngs import Rngs
@@ -166,7 +167,7 @@ def _check_features(layer: Module, x: jax.Array, feature_axes: Axes, stat: Any) 
         if size == want:
             return
         got = f"got {size} (inputs of shape {jnp.shape(x)}, feature axes {axes})"
-    raise ValueError(
+    raise ShapeMismatchError(
         f"{type(layer).__name__}(num_features={layer.num_features}): the feature axes must "
         f"hold {want} entries; {got}. Hint: build the layer with the input's "
         "feature size, or set its feature axis (axis= / feature_axes=) to the right axis."

@@ -44,11 +44,41 @@ class CallInfo(NamedTuple):
     type: str
     inputs: str
     outputs: str
+    flops: float | None = None
+    vjp_flops: float | None = None
+    abstract_inputs: Any = None   # (args, kwargs), arrays as ShapeDtypeStructs
+
+
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _flops(node: Any, name: str, abstract_inputs: Any, vjp: bool) -> float | None:
+    """XLA's flop estimate for ``node.name(*args, **kwargs)`` (or its forward and
+    backward pass), from the lowered program; None where XLA gives none."""
+    graphdef, state = graphlib.split(node)
+
+    def forward(state: Any, inputs: Any) -> Any:
+        args, kwargs = inputs
+        return getattr(graphlib.merge(graphdef, state), name)(*args, **kwargs)
+
+    def forward_backward(state: Any, inputs: Any) -> Any:
+        out, pullback = jax.vjp(forward, state, inputs)
+        return pullback(out)
+
+    try:
+        analysis = jax.jit(forward_backward if vjp else forward).lower(
+            state, abstract_inputs).cost_analysis()
+    except Exception:  # e.g. no gradient through integer outputs: no estimate
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    return None if not analysis or "flops" not in analysis else float(analysis["flops"])
 
 
 def _describe(x: Any) -> str:
     """Shapes instead of values: ``float32[2,3]``; containers keep their brackets."""
-    if hasattr(x, "shape") and hasattr(x, "dtype"):
+    if _is_array(x):
         return f"{x.dtype}[{','.join(map(str, x.shape))}]"
     if isinstance(x, tuple) and hasattr(x, "_fields"):
         return f"{type(x).__name__}(" + ", ".join(
@@ -115,8 +145,11 @@ def _recording(tracked: dict[int, tuple[tuple, Any]], method: str,
             order = len(calls)
             calls.append(None)  # reserve the row: a parent comes before its children
             out = original(self, *args, **kwargs)
+            abstract = jax.tree.map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype) if _is_array(a) else a,
+                (args, kwargs))
             calls[order] = CallInfo(order, path, cls.__name__, _arguments(args, kwargs),
-                                    _describe(out))
+                                    _describe(out), abstract_inputs=abstract)
             return out
         return recorded
 
@@ -150,6 +183,8 @@ def tabulate(
     table_kwargs: Mapping[str, Any] = MappingProxyType({}),
     column_kwargs: Mapping[str, Any] = MappingProxyType({}),
     console_kwargs: Mapping[str, Any] = MappingProxyType({}),
+    compute_flops: bool = False,
+    compute_vjp_flops: bool = False,
     **input_kwargs: Any,
 ) -> str:
     """Summarise ``obj.method(*input_args, **input_kwargs)`` as a table (a string).
@@ -169,6 +204,9 @@ def tabulate(
         table_kwargs: passed to ``rich.table.Table`` (e.g. ``title``).
         column_kwargs: passed to each ``Table.add_column``.
         console_kwargs: passed to ``rich.console.Console`` (e.g. ``width``).
+        compute_flops: add a ``flops`` column: XLA's estimate for each call.
+        compute_vjp_flops: add a ``vjp_flops`` column: the estimate for the call's
+            forward and backward pass.
         **input_kwargs: keyword inputs of ``method``.
 
     Raises:
@@ -205,7 +243,7 @@ def tabulate(
 
     # Arrays (and ShapeDtypeStructs) are traced; anything else stays a Python value.
     leaves, treedef = jax.tree.flatten((input_args, input_kwargs))
-    traced = [hasattr(leaf, "shape") and hasattr(leaf, "dtype") for leaf in leaves]
+    traced = [_is_array(leaf) for leaf in leaves]
 
     def run(state: Any, arrays: list) -> Any:
         # A copy inside an abstract trace: the real model is neither run nor changed.
@@ -219,12 +257,24 @@ def tabulate(
             return getattr(copy, method)(*args, **kwargs)
 
     jax.eval_shape(run, state, [leaf for leaf, t in zip(leaves, traced) if t])
+    recorded = [c for c in calls if c is not None]
+    if compute_flops or compute_vjp_flops:
+        for i, call in enumerate(recorded):
+            node = real_nodes.get(call.path, obj)
+            name = method if call.path == () else "__call__"
+            recorded[i] = call._replace(
+                flops=_flops(node, name, call.abstract_inputs, vjp=False)
+                if compute_flops else None,
+                vjp_flops=_flops(node, name, call.abstract_inputs, vjp=True)
+                if compute_vjp_flops else None)
+    flop_columns = [name for name, wanted in (("flops", compute_flops),
+                                              ("vjp_flops", compute_vjp_flops)) if wanted]
 
     kinds = sorted({kind for node in real_nodes.values()
                     for kind in _variable_summary(node)} | set(_variable_summary(obj)))
     table = Table(title=f"{type(obj).__name__} Summary", show_lines=True,
                   **{"title_justify": "center", **table_kwargs})
-    for header in ("path", "type", "inputs", "outputs", *kinds):
+    for header in ("path", "type", "inputs", "outputs", *flop_columns, *kinds):
         table.add_column(header, **column_kwargs)
 
     def cells(node: Any, detailed: bool) -> list[str]:
@@ -239,8 +289,12 @@ def tabulate(
             out.append("\n".join([*lines, text]) if detailed else text)
         return out
 
-    for call in calls:
-        if call is None or (depth is not None and len(call.path) > depth):
+    def flop_cells(call: CallInfo) -> list[str]:
+        values = [getattr(call, name) for name in flop_columns]
+        return ["" if v is None else f"{v:,.0f}" for v in values]
+
+    for call in recorded:
+        if depth is not None and len(call.path) > depth:
             continue
         if not row_filter(call):
             continue
@@ -248,9 +302,9 @@ def tabulate(
         leaf = not any(isinstance(v, Module) for _, v in graphlib.iter_graph(node)
                        if v is not node)
         table.add_row(format_path(call.path, root="") if call.path else "", call.type,
-                      call.inputs, call.outputs, *cells(node, leaf))
+                      call.inputs, call.outputs, *flop_cells(call), *cells(node, leaf))
     totals = cells(obj, detailed=False)
-    table.add_row("", "", "", "Total", *totals)
+    table.add_row("", "", "", "Total", *[""] * len(flop_columns), *totals)
     summary = _variable_summary(obj)
     params = summary.get("Param", (0, 0, []))
     table.caption = (f"Total Parameters: {params[0]:,} ({_size(params[1])})"

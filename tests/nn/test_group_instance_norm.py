@@ -309,7 +309,8 @@ def test_batchnorm_train_jaxpr_is_no_larger_than_linen():
 def test_wrong_feature_size_is_a_clear_error_and_changes_nothing(make, x):
     layer = make()
     before = jax.tree.map(np.asarray, nnx.state(layer))
-    with pytest.raises(ValueError, match=r"num_features=4.*must hold 4 entries.*got 6.*Hint"):
+    with pytest.raises(nnx.errors.ShapeMismatchError,
+                       match=r"num_features=4.*must hold 4 entries.*got 6.*Hint"):
         layer(x)
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(nnx.state(layer))):
         np.testing.assert_array_equal(a, b)

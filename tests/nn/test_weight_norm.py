@@ -220,3 +220,24 @@ def test_weightnorm_changed_layer_is_a_clear_error_and_changes_nothing():
         layer(_x())
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(nnx.state(layer))):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make, ref, kwargs", [
+    (lambda: nnx.SpectralNorm(_linear(), rngs=nnx.Rngs(1)),
+     lambda: linen.SpectralNorm(linen.Dense(4)), {"update_stats": True}),
+    (lambda: nnx.WeightNorm(_linear(), rngs=nnx.Rngs(0)),
+     lambda: linen.WeightNorm(linen.Dense(4)), {}),
+], ids=["spectral", "weight"])
+def test_jaxpr_is_no_larger_than_linen(make, ref, kwargs):
+    graphdef, state = nnx.split(make())
+    x = _x()
+
+    def ours(state, x):
+        module = nnx.merge(graphdef, state)
+        return module(x, **kwargs), nnx.state(module)
+
+    theirs, mutable = ref(), ["batch_stats"] if kwargs else False
+    variables = theirs.init(jax.random.key(0), x, **kwargs)
+    count = lambda f, *a: len(jax.make_jaxpr(f)(*a).jaxpr.eqns)  # noqa: E731
+    assert count(ours, state, x) <= count(
+        lambda v, x: theirs.apply(v, x, mutable=mutable, **kwargs), variables, x)

@@ -124,3 +124,15 @@ def test_rich_is_imported_only_when_tabulate_runs_and_missing_rich_is_explained(
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert "explained" in out.stdout
+
+
+def test_flop_columns_count_the_matmuls():
+    model = nnx.Linear(8, 4, use_bias=False, rngs=nnx.Rngs(0))
+    table = nnx.tabulate(model, jnp.ones((2, 8)), compute_flops=True, compute_vjp_flops=True)
+    header = next(line for line in table.splitlines() if line.startswith("┃"))
+    assert [c.strip() for c in header.strip("┃").split("┃")][:6] == [
+        "path", "type", "inputs", "outputs", "flops", "vjp_flops"]
+    row = [r for r in _rows(table) if r[1] == "Linear"][0]
+    flops, vjp_flops = (float(c.replace(",", "")) for c in row[4:6])
+    assert flops == 2 * 2 * 8 * 4               # one (2, 8) @ (8, 4) matmul
+    assert vjp_flops >= 3 * flops               # forward + two backward matmuls
