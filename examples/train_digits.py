@@ -261,7 +261,7 @@ def train(args: argparse.Namespace) -> None:
                 train_step(model, optimizer, metrics, jnp.asarray(x_train[batch]),
                            jnp.asarray(y_train[batch]))
                 step += 1
-                if step % 10 == 0 or i == steps_per_epoch - 1:
+                if step % 10 == 0 or i == steps_per_epoch - 1 or step == total_steps:
                     live = metrics.compute()
                     progress.update(task, completed=step, epoch=epoch, stats=(
                         f"loss {float(live['loss']):.4f}  acc {float(live['accuracy']):.3f}"))
