@@ -21,7 +21,7 @@ from nnxlib.nn.conv import Conv, ConvTranspose
 from nnxlib.nn.embed import Embed
 from nnxlib.nn.linear import Einsum, Linear, LinearGeneral
 from nnxlib.nn.lora import LoRA, LoRALinear, LoRAParam
-from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
+from nnxlib.nn.normalization import BatchNorm, GroupNorm, InstanceNorm, LayerNorm, RMSNorm
 from nnxlib.nn.pooling import avg_pool, max_pool, min_pool, pool
 from nnxlib.nn.recurrent import (
     RNN,
@@ -33,6 +33,7 @@ from nnxlib.nn.recurrent import (
     SimpleCell,
 )
 from nnxlib.nn.stochastic import Dropout
+from nnxlib.nn.weight_norm import SpectralNorm, WeightNorm
 
 __all__ = [
     "initializers",
@@ -42,6 +43,10 @@ __all__ = [
     "LayerNorm",
     "Linear",
     "RMSNorm",
+    "GroupNorm",
+    "InstanceNorm",
+    "SpectralNorm",
+    "WeightNorm",
     "Conv",
     "ConvTranspose",
     "Embed",

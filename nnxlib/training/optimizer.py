@@ -121,7 +121,10 @@ def _lookup(root: Any, path: tuple) -> Any:
 
 def _opt_metadata(param: Any, value: Any) -> dict:
     """Parameter metadata worth copying onto same-shaped optimizer state."""
-    if not isinstance(param, Variable) or jnp.shape(param[...]) != jnp.shape(value):
+    # (optax.masked leaves MaskedNode placeholders, which have no shape, for masked-out
+    # parameters.)
+    if not isinstance(param, Variable) or not hasattr(value, "shape") \
+            or jnp.shape(param[...]) != value.shape:
         return {}
     metadata = param.get_metadata()
     # flax lets a parameter ask for a different sharding of its optimizer state.
