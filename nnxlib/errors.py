@@ -32,6 +32,7 @@ __all__ = [
     "MissingRngStreamError",
     "ShardingError",
     "LazyInitError",
+    "CacheNotInitializedError",
     "format_path",
 ]
 
@@ -171,4 +172,21 @@ class LazyInitError(NNXError, RuntimeError):
     Example:
         >>> issubclass(LazyInitError, RuntimeError)
         True
+    """
+
+
+class CacheNotInitializedError(NNXError, ValueError):
+    """A layer is asked to decode (``decode=True``) before its cache was created.
+
+    Call the layer's ``init_cache`` first. A ``ValueError``, as flax raises there.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> attn = nnx.MultiHeadAttention(2, 4, decode=True, rngs=nnx.Rngs(0))
+        >>> try:
+        ...     attn(jnp.ones((1, 1, 4)))
+        ... except nnx.errors.CacheNotInitializedError:
+        ...     print("raised")
+        raised
     """

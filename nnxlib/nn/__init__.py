@@ -19,6 +19,14 @@ from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.
 from nnxlib.nn.linear import Linear
 from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
 from nnxlib.nn.stochastic import Dropout
+from nnxlib.nn.attention import (
+    MultiHeadAttention,
+    combine_masks,
+    dot_product_attention,
+    dot_product_attention_weights,
+    make_attention_mask,
+    make_causal_mask,
+)
 
 __all__ = [
     "initializers",
@@ -28,6 +36,13 @@ __all__ = [
     "LayerNorm",
     "Linear",
     "RMSNorm",
+    # attention
+    "MultiHeadAttention",
+    "combine_masks",
+    "dot_product_attention",
+    "dot_product_attention_weights",
+    "make_attention_mask",
+    "make_causal_mask",
     # activations, PReLU included
     *activations.__all__,
 ]
