@@ -16,8 +16,11 @@ True
 from nnxlib.nn import activations, initializers
 from nnxlib.nn import dtypes as dtypes  # nnx.nn.dtypes, as in flax (not star-exported)
 from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.__all__)
+from nnxlib.nn.conv import Conv, ConvTranspose
+from nnxlib.nn.embed import Embed
 from nnxlib.nn.linear import Linear
 from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
+from nnxlib.nn.pooling import avg_pool, max_pool, min_pool, pool
 from nnxlib.nn.stochastic import Dropout
 from nnxlib.nn.attention import (
     MultiHeadAttention,
@@ -43,6 +46,14 @@ __all__ = [
     "dot_product_attention_weights",
     "make_attention_mask",
     "make_causal_mask",
+    "Conv",
+    "ConvTranspose",
+    "Embed",
+    # pooling
+    "avg_pool",
+    "max_pool",
+    "min_pool",
+    "pool",
     # activations, PReLU included
     *activations.__all__,
 ]
