@@ -16,12 +16,6 @@ True
 from nnxlib.nn import activations, initializers
 from nnxlib.nn import dtypes as dtypes  # nnx.nn.dtypes, as in flax (not star-exported)
 from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.__all__)
-from nnxlib.nn.conv import Conv, ConvTranspose
-from nnxlib.nn.embed import Embed
-from nnxlib.nn.linear import Linear
-from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
-from nnxlib.nn.pooling import avg_pool, max_pool, min_pool, pool
-from nnxlib.nn.stochastic import Dropout
 from nnxlib.nn.attention import (
     MultiHeadAttention,
     combine_masks,
@@ -30,6 +24,12 @@ from nnxlib.nn.attention import (
     make_attention_mask,
     make_causal_mask,
 )
+from nnxlib.nn.conv import Conv, ConvTranspose
+from nnxlib.nn.embed import Embed
+from nnxlib.nn.linear import Linear
+from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
+from nnxlib.nn.pooling import avg_pool, max_pool, min_pool, pool
+from nnxlib.nn.stochastic import Dropout
 
 __all__ = [
     "initializers",

@@ -136,13 +136,10 @@ class MultiHeadAttention(Module):
     """
 
     def __init__(
-        self,
-        num_heads: int,
-        in_features: int,
-        qkv_features: int | None = None,
-        out_features: int | None = None,
-        num_kv_heads: int | None = None,
-        in_kv_features: int | None = None,
+        self, num_heads: int, in_features: int,
+        # Sizes that default to in_features (num_kv_heads: to num_heads).
+        qkv_features: int | None = None, out_features: int | None = None,
+        num_kv_heads: int | None = None, in_kv_features: int | None = None,
         *,
         dtype: DTypeLike | None = None,
         param_dtype: DTypeLike = jnp.float32,
