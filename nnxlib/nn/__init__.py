@@ -26,7 +26,8 @@ from nnxlib.nn.attention import (
 )
 from nnxlib.nn.conv import Conv, ConvTranspose
 from nnxlib.nn.embed import Embed
-from nnxlib.nn.linear import Linear
+from nnxlib.nn.linear import Einsum, Linear, LinearGeneral
+from nnxlib.nn.lora import LoRA, LoRALinear, LoRAParam
 from nnxlib.nn.normalization import BatchNorm, LayerNorm, RMSNorm
 from nnxlib.nn.pooling import avg_pool, max_pool, min_pool, pool
 from nnxlib.nn.stochastic import Dropout
@@ -49,6 +50,11 @@ __all__ = [
     "Conv",
     "ConvTranspose",
     "Embed",
+    "Einsum",
+    "LinearGeneral",
+    "LoRA",
+    "LoRALinear",
+    "LoRAParam",
     # pooling
     "avg_pool",
     "max_pool",

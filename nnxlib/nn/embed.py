@@ -114,7 +114,8 @@ class Embed(Module):
         (table,) = self.promote_dtype((self.embedding[...],), dtype=self.dtype, inexact=False)
         if self.num_embeddings == 1:
             # Every index selects the one row: no gather needed.
-            return jnp.broadcast_to(table, jnp.shape(inputs) + (self.features,))
+            row = table if jnp.ndim(inputs) else table[0]
+            return jnp.broadcast_to(row, jnp.shape(inputs) + (self.features,))
         if out_sharding is None:
             return jnp.take(table, inputs, axis=0)
         # jnp.take has no out_sharding argument: run it in auto mode and reshard the result.

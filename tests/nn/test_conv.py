@@ -378,3 +378,26 @@ def test_bad_conv_arguments(kwargs, match):
 def test_bad_conv_transpose_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         nnx.ConvTranspose(4, 6, (3, 3), rngs=nnx.Rngs(0), **kwargs)
+
+
+def test_exports_resolve_at_top_level():
+    for name in ["Conv", "ConvTranspose", "Embed", "LinearGeneral", "Einsum", "LoRA",
+                 "LoRALinear", "LoRAParam", "avg_pool", "max_pool", "min_pool", "pool"]:
+        assert getattr(nnx, name) is getattr(nnx.nn, name)
+        assert name in nnx.nn.__all__
+
+
+def test_conv_under_nnx_jit_and_grad():
+    layer = nnx.Conv(2, 3, (3,), padding="CIRCULAR", rngs=nnx.Rngs(0), **FAST_INIT)
+    randomize(layer)
+    x = normal((2, 6, 2))
+
+    @nnx.jit
+    def loss_and_grad(layer, x):
+        return nnx.value_and_grad(lambda m: (m(x) ** 2).sum())(layer)
+
+    loss, grads = loss_and_grad(layer, x)
+    np.testing.assert_allclose(loss, (layer(x) ** 2).sum(), rtol=1e-5)
+    ref = jax.grad(lambda p: (linen.Conv(3, (3,), padding="CIRCULAR").apply(
+        {"params": p}, x) ** 2).sum())(_params(layer)["params"])
+    np.testing.assert_allclose(grads["kernel"][...], ref["kernel"], rtol=1e-4, atol=1e-5)
