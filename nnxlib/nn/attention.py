@@ -26,7 +26,6 @@ from jax.typing import DTypeLike
 from nnxlib.errors import CacheNotInitializedError, ShapeMismatchError, format_path
 from nnxlib.module import Module, first_from
 from nnxlib.nn import dtypes, initializers
-from nnxlib.nn._linear_general import LinearGeneral
 from nnxlib.nn.attention_functions import (
     check_mask_shape,
     combine_masks,
@@ -35,6 +34,7 @@ from nnxlib.nn.attention_functions import (
     make_attention_mask,
     make_causal_mask,
 )
+from nnxlib.nn.linear import LinearGeneral
 from nnxlib.nn.normalization import LayerNorm
 from nnxlib.rngs import Rngs, RngStream
 from nnxlib.variables import Cache
