@@ -14,7 +14,7 @@ MLP) created with ``vmap`` and run with ``scan`` over layers under ``remat``, th
 All three start from the same weights; the losses of the first steps are checked
 against raw JAX before timing. Times are per call, blocking on the result.
 
-    python benchmarks/lm_step.py [--quick] [--layers 4] [--dim 128] [--impl flax]
+    python benchmarks/lm_step.py [--quick] [--layers 4] [--dim 64] [--impl flax]
 """
 
 from __future__ import annotations
@@ -195,10 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     t.add_common_args(parser)
     parser.add_argument("--layers", type=int, default=4, help="transformer blocks (default 4)")
-    parser.add_argument("--dim", type=int, default=128, help="model width (default 128)")
+    parser.add_argument("--dim", type=int, default=64, help="model width (default 64)")
     parser.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    parser.add_argument("--context", type=int, default=128,
-                        help="characters per sequence (default 128)")
+    parser.add_argument("--context", type=int, default=64,
+                        help="characters per sequence (default 64)")
     parser.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
     parser.add_argument("--vocab", type=int, default=96, help="vocabulary size (default 96)")
     args = parser.parse_args(argv)
@@ -219,15 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     weights = initial_weights(ours, example, model_config)
     tokens = make_tokens(model_config, args.batch)
 
-    def build() -> dict:
-        return {"raw JAX": RawImpl(weights),
-                label: NnxImpl(ours, example, model_config, weights),
-                "flax.nnx": NnxImpl(flax_nnx, example, model_config, weights)}
-
-    check_numerics(build(), tokens)
-    impls = build()
-    for impl in impls.values():
-        impl.train(tokens)  # compile
+    impls = {"raw JAX": RawImpl(weights),
+             label: NnxImpl(ours, example, model_config, weights),
+             "flax.nnx": NnxImpl(flax_nnx, example, model_config, weights)}
+    check_numerics(impls, tokens)  # also compiles every step before timing
     timings = t.time_interleaved(
         {name: (lambda impl=impl: jax.block_until_ready(impl.train(tokens)))
          for name, impl in impls.items()},

@@ -10,7 +10,8 @@ with ``nnx.scan`` over that axis, each step under ``nnx.remat`` so the backward 
 recomputes activations instead of storing them per layer. After training it samples
 text one character at a time with the attention layers' key/value decode cache.
 
-Run:  python examples/char_lm.py [--steps 600] [--layers 4] [--dim 128] ...
+Run:  python examples/char_lm.py [--steps 600] [--layers 4] [--dim 64] ...
+      (defaults sized for a small CPU: about 70 s of CPU time, 1-2 min on 2 cores)
       python examples/char_lm.py --help     (every flag)
 """
 
@@ -210,10 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--steps", type=int, default=600, help="training steps")
-    parser.add_argument("--batch", type=int, default=32, help="sequences per step")
-    parser.add_argument("--context", type=int, default=128,
+    parser.add_argument("--batch", type=int, default=16, help="sequences per step")
+    parser.add_argument("--context", type=int, default=64,
                         help="characters per training sequence (and longest sample)")
-    parser.add_argument("--dim", type=int, default=128, help="model width")
+    parser.add_argument("--dim", type=int, default=64, help="model width")
     parser.add_argument("--heads", type=int, default=4, help="attention heads")
     parser.add_argument("--layers", type=int, default=4, help="transformer blocks")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate")
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-every", type=int, default=100,
                         help="print the training loss every this many steps")
     parser.add_argument("--prompt", default="def ", help="text the sample starts with")
-    parser.add_argument("--sample-chars", type=int, default=120,
+    parser.add_argument("--sample-chars", type=int, default=60,
                         help="characters to generate (capped by --context)")
     parser.add_argument("--temperature", type=float, default=0.8,
                         help="sampling temperature (lower: more predictable)")
