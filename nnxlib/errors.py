@@ -34,6 +34,7 @@ __all__ = [
     "LazyInitError",
     "InvalidArgumentError",
     "NotSupportedError",
+    "CacheNotInitializedError",
     "format_path",
 ]
 
@@ -204,6 +205,23 @@ class NotSupportedError(NNXError, NotImplementedError):
         >>> try:
         ...     nnx.jit(lambda x: x, abstracted_axes=({0: "n"},))
         ... except nnx.errors.NotSupportedError:
+        ...     print("raised")
+        raised
+    """
+
+
+class CacheNotInitializedError(NNXError, ValueError):
+    """A layer is asked to decode (``decode=True``) before its cache was created.
+
+    Call the layer's ``init_cache`` first. A ``ValueError``, as flax raises there.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> attn = nnx.MultiHeadAttention(2, 4, decode=True, rngs=nnx.Rngs(0))
+        >>> try:
+        ...     attn(jnp.ones((1, 1, 4)))
+        ... except nnx.errors.CacheNotInitializedError:
         ...     print("raised")
         raised
     """

@@ -17,6 +17,14 @@ from nnxlib.nn import activations, initializers
 from nnxlib.nn import dtypes as dtypes  # nnx.nn.dtypes, as in flax (not star-exported)
 from nnxlib.nn import recurrent as recurrent  # nnx.nn.recurrent, as in flax
 from nnxlib.nn.activations import *  # noqa: F403  (names listed in activations.__all__)
+from nnxlib.nn.attention import (
+    MultiHeadAttention,
+    combine_masks,
+    dot_product_attention,
+    dot_product_attention_weights,
+    make_attention_mask,
+    make_causal_mask,
+)
 from nnxlib.nn.conv import Conv, ConvTranspose
 from nnxlib.nn.embed import Embed
 from nnxlib.nn.linear import Einsum, Linear, LinearGeneral
@@ -47,6 +55,13 @@ __all__ = [
     "InstanceNorm",
     "SpectralNorm",
     "WeightNorm",
+    # attention
+    "MultiHeadAttention",
+    "combine_masks",
+    "dot_product_attention",
+    "dot_product_attention_weights",
+    "make_attention_mask",
+    "make_causal_mask",
     "Conv",
     "ConvTranspose",
     "Embed",
