@@ -31,9 +31,18 @@ from typing import Any
 
 import nnxlib
 from nnxlib.nn import initializers
-from nnxlib.training import optimizer
-from nnxlib.transforms import autodiff, compilation, custom_gradient, general, iteration, vjp_jvp
+from nnxlib.training import optimizer, train_state
+from nnxlib.transforms import (
+    abstract,
+    autodiff,
+    compilation,
+    custom_gradient,
+    general,
+    iteration,
+    vjp_jvp,
+)
 from nnxlib.transforms import transforms as transforms_module
+from nnxlib.transforms.axes import PARTITION_NAME
 from nnxlib.transforms.remat import remat
 
 
@@ -50,6 +59,8 @@ def _mod(name: str) -> types.ModuleType:
     "graphlib", "helpers", "module", "module_tools", "proxy_caller", "pytreelib",
     "rng_tools", "rngs", "state", "state_tools", "tracers", "traversals", "var_options",
     "variables"))
+
+summary_module = importlib.import_module("nnxlib.training.tabulate")
 
 # flax.nnx submodule name -> nnxlib module.
 ALIASES = {
@@ -70,15 +81,36 @@ ALIASES = {
     "extract": extract,
     "proxy_caller": proxy_caller,
     "compat": compat,
+    "summary": summary_module,
 }
 
+_spmd = _mod("spmd")
+
 # Names flax.nnx has in a module that nnxlib defines in another file.
+_nn_linear = importlib.import_module("nnxlib.nn.linear")
+_nn_normalization = importlib.import_module("nnxlib.nn.normalization")
+_conv = importlib.import_module("nnxlib.nn.conv")
+_embed = importlib.import_module("nnxlib.nn.embed")
+_weight_norm = importlib.import_module("nnxlib.nn.weight_norm")
+
 EXTRA_NAMES: dict[types.ModuleType, dict[str, Any]] = {
+    _nn_linear: {"Conv": _conv.Conv, "ConvTranspose": _conv.ConvTranspose,
+                 "canonicalize_padding": _conv.canonicalize_padding,
+                 "Embed": _embed.Embed},
+    _nn_normalization: {"SpectralNorm": _weight_norm.SpectralNorm,
+                        "WeightNorm": _weight_norm.WeightNorm},
+    _spmd: {"get_abstract_model": abstract.get_abstract_model,
+            "abstract_with_sharding": abstract.abstract_with_sharding,
+            "as_abstract": abstract.as_abstract, "PARTITION_NAME": PARTITION_NAME},
+    compat: {"get_abstract_model": abstract.get_abstract_model},
+    helpers: {"TrainState": train_state.TrainState},
     graph: {name: getattr(graphlib, name) for name in graphlib.__all__},
     module: {name: getattr(module_tools, name) for name in module_tools.__all__},
     state: {name: getattr(state_tools, name) for name in state_tools.__all__},
     rngs: {name: getattr(rng_tools, name) for name in rng_tools.__all__},
-    variables: {"var_defaults": var_options.var_defaults,
+    variables: {"use_eager_sharding": _spmd.use_eager_sharding,
+                "using_eager_sharding": _spmd.using_eager_sharding,
+                "var_defaults": var_options.var_defaults,
                 "VarDefaults": var_options.VarDefaults,
                 "VariableState": variables.Variable},  # flax's older name of Variable
     autodiff: {"custom_vjp": custom_gradient.custom_vjp, "CustomVjp": custom_gradient.CustomVjp,
