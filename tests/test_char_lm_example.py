@@ -68,3 +68,14 @@ def test_help_documents_every_flag(char_lm, capsys):
     for action in actions:
         assert action.help and len(action.help) > 10, action.option_strings
         assert action.option_strings[0] in help_text and action.help in help_text
+
+
+def test_lm_step_benchmark_runs_and_its_numerics_check_passes(capsys):
+    spec = importlib.util.spec_from_file_location(
+        "lm_step_benchmark", EXAMPLE.parents[1] / "benchmarks" / "lm_step.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--quick", "--layers", "1", "--dim", "16", "--heads", "2",
+                       "--context", "16", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "numerics check passed" in out and "target(s) missed" in out
