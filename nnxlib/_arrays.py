@@ -26,8 +26,10 @@ _SCALAR_TYPES = (bool, int, float, complex)
 def aval_of(value: Any) -> tuple | None:
     """``(shape, dtype)`` of an array-like value (arrays, tracers, ``ShapeDtypeStruct``),
     None for anything else (Python values, tuples recorded by ``sow``, ...)."""
-    dtype = getattr(value, "dtype", None)
-    shape = getattr(value, "shape", None)
+    try:
+        dtype, shape = value.dtype, value.shape
+    except Exception:  # no array attributes (or ones that refuse to be read)
+        return None
     if dtype is None or shape is None:
         return None
     return tuple(shape), dtype

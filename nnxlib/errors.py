@@ -147,11 +147,11 @@ class InvalidFilterError(NNXError, ValueError):
     """
 
 
-class MissingRngStreamError(NNXError, KeyError, AttributeError):
+class MissingRngStreamError(NNXError, KeyError):
     """An RNG stream is asked for that the ``Rngs`` object does not have (and no default).
 
-    It is a ``KeyError`` for ``rngs['name']`` and an ``AttributeError`` for
-    ``rngs.name``, so ``hasattr`` and ``getattr(rngs, name, default)`` keep working.
+    A ``KeyError``; raised for ``rngs.name`` it is also an ``AttributeError``, so
+    ``hasattr`` and ``getattr(rngs, name, default)`` keep working.
 
     Example:
         >>> issubclass(MissingRngStreamError, KeyError)

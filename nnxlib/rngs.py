@@ -175,7 +175,7 @@ class Rngs(RandomSamplers, Object):
             stream = value if isinstance(value, RngStream) else RngStream(value, tag=name)
             setattr(self, name, stream)
 
-    def _stream(self, name: str) -> RngStream:
+    def _stream(self, name: str, error: type = MissingRngStreamError) -> RngStream:
         streams = self.__dict__
         stream = streams.get(name)
         if isinstance(stream, RngStream):
@@ -183,7 +183,7 @@ class Rngs(RandomSamplers, Object):
         default = streams.get("default")
         if isinstance(default, RngStream):
             return default
-        raise MissingRngStreamError(
+        raise error(
             f"No RNG stream named {name!r} and no 'default' stream to fall back to; "
             f"streams are {sorted(n for n, s in streams.items() if isinstance(s, RngStream))}"
             f". Hint: create it with nnx.Rngs(..., {name}=seed) or give a default seed: "
@@ -193,7 +193,7 @@ class Rngs(RandomSamplers, Object):
     def __getattr__(self, name: str) -> RngStream:
         if name.startswith("__"):
             raise AttributeError(name)
-        return self._stream(name)
+        return self._stream(name, _MissingStreamAttribute)
 
     def __getitem__(self, name: str) -> RngStream:
         return self._stream(name)
@@ -236,30 +236,6 @@ class Rngs(RandomSamplers, Object):
         return Rngs(**{name: stream.fork(split=size) for name, stream, size in sizes})
 
 
-def _check_split(split: Any, where: str, what: str) -> Any:
-    """``split`` as ``None``, an int or a tuple of ints, each at least 1; raise
-    :class:`InvalidArgumentError` otherwise (nothing has been drawn yet)."""
-    if split is None:
-        return None
-    dims = split if isinstance(split, (tuple, list)) else (split,)
-    try:
-        if any(isinstance(d, bool) for d in dims):
-            raise TypeError
-        sizes = tuple(operator.index(d) for d in dims)
-    except TypeError:
-        raise InvalidArgumentError(
-            f"{where}: {what} must be an int or a tuple of ints (the number or shape of "
-            f"keys to make), got {split!r} of type {type(split).__name__}. Hint: e.g. "
-            "split=4 or split=(2, 3)."
-        ) from None
-    if any(d < 1 for d in sizes):
-        raise InvalidArgumentError(
-            f"{where}: {what} must be at least 1 in every dimension, got {split!r}. Hint: "
-            "pass the number of keys wanted (the batch size or number of steps), e.g. "
-            "split=4; leave split out to get a single key."
-        )
-    return sizes if isinstance(split, (tuple, list)) else sizes[0]
-
     def split(self, k: Any) -> "Rngs":
         """A new ``Rngs`` whose streams hold ``k`` split keys each; ``k`` is a size, a
         shape, or a dict from stream filters to sizes (``None``: not split).
@@ -286,6 +262,36 @@ def _check_split(split: Any, where: str, what: str) -> Any:
             size = _split_size_for(name, stream, k)
             streams[name] = stream.fork() if size is None else stream.broadcast(size)
         return Rngs(**streams)
+
+
+class _MissingStreamAttribute(MissingRngStreamError, AttributeError):
+    """``rngs.name`` for a missing stream: also an ``AttributeError``, so ``hasattr`` and
+    ``getattr(rngs, name, default)`` keep working."""
+
+
+def _check_split(split: Any, where: str, what: str) -> Any:
+    """``split`` as ``None``, an int or a tuple of ints, each at least 1; raise
+    :class:`InvalidArgumentError` otherwise (nothing has been drawn yet)."""
+    if split is None:
+        return None
+    dims = split if isinstance(split, (tuple, list)) else (split,)
+    try:
+        if any(isinstance(d, bool) for d in dims):
+            raise TypeError
+        sizes = tuple(operator.index(d) for d in dims)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{where}: {what} must be an int or a tuple of ints (the number or shape of "
+            f"keys to make), got {split!r} of type {type(split).__name__}. Hint: e.g. "
+            "split=4 or split=(2, 3)."
+        ) from None
+    if any(d < 1 for d in sizes):
+        raise InvalidArgumentError(
+            f"{where}: {what} must be at least 1 in every dimension, got {split!r}. Hint: "
+            "pass the number of keys wanted (the batch size or number of steps), e.g. "
+            "split=4; leave split out to get a single key."
+        )
+    return sizes if isinstance(split, (tuple, list)) else sizes[0]
 
 
 def _split_size_for(name: str, stream: RngStream, split: Any) -> Any:

@@ -119,8 +119,7 @@ class MultiHeadAttention(Module):
         rngs: random streams; ``params`` initialises the parameters.
         keep_rngs: store a dropout stream forked from ``rngs`` (when ``dropout_rate >
             0``) so calls need no ``rngs``.
-        kernel_metadata, bias_metadata, out_kernel_metadata, out_bias_metadata,
-        query_ln_scale_metadata, key_ln_scale_metadata: variable metadata, e.g.
+        kernel_metadata, bias_metadata, out_kernel_metadata, out_bias_metadata, query_ln_scale_metadata, key_ln_scale_metadata: variable metadata, e.g.
             sharding names.
 
     Example:

@@ -230,7 +230,7 @@ def _new_alias(m, x):
 
 
 def _value_new_shape(m, x):
-    m.stats.mean[...] = jnp.zeros((5,))
+    m.stats.mean.value = jnp.zeros((5,))
 
 
 def _move_variable(m, x):
@@ -723,8 +723,8 @@ def test_input_shapes_and_dtypes_retrace():
     assert len(traces) == 3
     f(model, jnp.ones((4, 2)))
     assert len(traces) == 3
-    model.kernel[...] = jnp.ones((2, 5))  # a variable's new shape: retraced by jax
-    model.bias[...] = jnp.ones(5)
+    model.kernel.value = jnp.ones((2, 5))  # a variable's new shape: retraced by jax
+    model.bias.value = jnp.ones(5)
     assert f(model, jnp.ones((4, 2))).shape == (4, 5)
     assert len(traces) == 4
 
