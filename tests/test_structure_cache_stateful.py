@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import nnxlib as nnx
 from nnxlib import _graphdef
@@ -119,6 +119,16 @@ class StructureCacheMachine(RuleBasedStateMachine):
         return pairs if kind == "dict" else nnx.Dict(pairs)
 
     # ------------------------------------------------------------------ rules
+    @initialize(data=st.data())
+    def start_with_containers(self, data):
+        """Start from a graph that already holds every kind of container, so that short
+        programs reach the interesting mutations."""
+        self.root.a = nnx.Dict(x=make_leaf(self.fresh()))
+        self.root.b = [make_leaf(self.fresh())]
+        self.root.c = ([], {"y": make_leaf(self.fresh())})
+        if data.draw(st.booleans()):
+            self.root.a["z"] = self.root.b[0]  # a shared reference
+
     @rule(data=st.data())
     def set_attribute(self, data):
         owner = data.draw(st.sampled_from(self.reachable(nnx.Module)))
@@ -195,6 +205,15 @@ class StructureCacheMachine(RuleBasedStateMachine):
             target.clear()
         elif op == "setattr" and isinstance(target, nnx.Dict):
             setattr(target, key, self.value(data))
+
+    # Container mutations are what goes stale: give them twice the weight of other rules.
+    @rule(data=st.data())
+    def mutate_list_again(self, data):
+        self.mutate_list(data)
+
+    @rule(data=st.data())
+    def mutate_dict_again(self, data):
+        self.mutate_dict(data)
 
     @rule(data=st.data())
     def change_metadata(self, data):
