@@ -30,6 +30,7 @@ __all__ = [
     "GraphStructureError",
     "InvalidFilterError",
     "MissingRngStreamError",
+    "MissingRngStreamAttributeError",
     "ShardingError",
     "LazyInitError",
     "InvalidArgumentError",
@@ -163,6 +164,19 @@ class MissingRngStreamError(NNXError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it as written
         return str(self.args[0]) if self.args else ""
+
+
+class MissingRngStreamAttributeError(MissingRngStreamError, AttributeError):
+    """What ``Rngs`` raises for a missing stream: also an ``AttributeError``, so that
+    ``hasattr(rngs, name)`` and ``getattr(rngs, name, default)`` keep working. (The
+    base class is not one, so that code probing an object with ``hasattr`` does not
+    swallow a missing-stream error raised deeper down.)
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> hasattr(nnx.Rngs(params=0), "dropout")
+        False
+    """
 
 
 class ShardingError(NNXError, ValueError):

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from nnxlib import graph as graphlib
 from nnxlib._rng_sampling import RandomSamplers
-from nnxlib.errors import InvalidArgumentError, MissingRngStreamError
+from nnxlib.errors import InvalidArgumentError, MissingRngStreamAttributeError
 from nnxlib.filters import to_predicate
 from nnxlib.module import Object
 from nnxlib.variables import Variable
@@ -175,7 +175,7 @@ class Rngs(RandomSamplers, Object):
             stream = value if isinstance(value, RngStream) else RngStream(value, tag=name)
             setattr(self, name, stream)
 
-    def _stream(self, name: str, error: type = MissingRngStreamError) -> RngStream:
+    def _stream(self, name: str) -> RngStream:
         streams = self.__dict__
         stream = streams.get(name)
         if isinstance(stream, RngStream):
@@ -183,7 +183,7 @@ class Rngs(RandomSamplers, Object):
         default = streams.get("default")
         if isinstance(default, RngStream):
             return default
-        raise error(
+        raise MissingRngStreamAttributeError(
             f"No RNG stream named {name!r} and no 'default' stream to fall back to; "
             f"streams are {sorted(n for n, s in streams.items() if isinstance(s, RngStream))}"
             f". Hint: create it with nnx.Rngs(..., {name}=seed) or give a default seed: "
@@ -193,7 +193,7 @@ class Rngs(RandomSamplers, Object):
     def __getattr__(self, name: str) -> RngStream:
         if name.startswith("__"):
             raise AttributeError(name)
-        return self._stream(name, _MissingStreamAttribute)
+        return self._stream(name)
 
     def __getitem__(self, name: str) -> RngStream:
         return self._stream(name)
@@ -262,11 +262,6 @@ class Rngs(RandomSamplers, Object):
             size = _split_size_for(name, stream, k)
             streams[name] = stream.fork() if size is None else stream.broadcast(size)
         return Rngs(**streams)
-
-
-class _MissingStreamAttribute(MissingRngStreamError, AttributeError):
-    """``rngs.name`` for a missing stream: also an ``AttributeError``, so ``hasattr`` and
-    ``getattr(rngs, name, default)`` keep working."""
 
 
 def _check_split(split: Any, where: str, what: str) -> Any:

@@ -353,7 +353,7 @@ class TestMissingRngStream:
         rngs = nnx.Rngs(params=0)
         before = snapshot(rngs)
         for get, attribute in ((lambda: rngs.dropout(), True),
-                               (lambda: rngs["dropout"](), False), (lambda: rngs(), False)):
+                               (lambda: rngs["dropout"](), True), (lambda: rngs(), True)):
             with pytest.raises(MissingRngStreamError) as info:
                 get()
             msg = str(info.value)
