@@ -91,7 +91,9 @@ def mse(pred, target):
 class NnxImpl:
     """The benchmark written once against the flax.nnx API; ``nnx`` is nnxlib or flax.nnx."""
 
-    def __init__(self, nnx, depth: int, weights):
+    def __init__(self, nnx, depth: int, weights, graph: bool | None = None):
+        modes = {} if graph is None else {"graph": graph}  # tree mode: graph=False
+
         class Block(nnx.Module):
             def __init__(self, rngs):
                 self.linear = nnx.Linear(WIDTH, WIDTH, rngs=rngs)
@@ -121,16 +123,16 @@ class NnxImpl:
         self.model = model
         self.optimizer = nnx.Optimizer(model, optax.sgd(LR), wrt=nnx.Param)
 
-        @nnx.jit
+        @nnx.jit(**modes)
         def train_step(model, optimizer, x, y):
             def loss_fn(model):
                 return mse(model(x), y)
 
-            loss, grads = nnx.value_and_grad(loss_fn)(model)
+            loss, grads = nnx.value_and_grad(loss_fn, **modes)(model)
             optimizer.update(model, grads)
             return loss
 
-        @nnx.jit
+        @nnx.jit(**modes)
         def empty(model, optimizer):
             pass
 

@@ -61,7 +61,7 @@ def _flat(tree: Mapping, prefix: tuple = ()) -> dict[tuple, Any]:
 def _targets(model: Any) -> dict[tuple, tuple[tuple, nnxlib.Variable]]:
     """``(collection, *linen path) -> (nnxlib path, variable)`` for the model's variables
     (random-stream state is not part of Linen checkpoints and is left out)."""
-    for path, node in nnxlib.iter_graph(model):
+    for path, node in nnxlib.iter_graph(model, graph=True):
         if isinstance(node, ToNNX) and node.linen_collections is None:
             raise errors.LazyInitError(
                 f"load_linen_variables: {errors.format_path(path, root='model')} is a ToNNX "
@@ -69,7 +69,7 @@ def _targets(model: Any) -> dict[tuple, tuple[tuple, nnxlib.Variable]]:
                 "call lazy_init(model, sample_input) (or nnx.eval_shape of it) first."
             )
     targets = {}
-    for path, variable in nnxlib.to_flat_state(nnxlib.state(model)):
+    for path, variable in nnxlib.to_flat_state(nnxlib.state(model, graph=True)):
         if not isinstance(variable, nnxlib.Variable) or isinstance(variable, nnxlib.RngState):
             continue
         col = nnxlib.variable_name_from_type(type(variable), allow_register=True)

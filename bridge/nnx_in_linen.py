@@ -79,7 +79,7 @@ _STRUCTURES: dict[Any, _Structure] = {}
 
 
 def _describe(module: nnxlib.Module, owner: str) -> _Structure:
-    graphdef, state = nnxlib.split(module)
+    graphdef, state = nnxlib.split(module, graph=True)
     by_path = dict(nnxlib.to_flat_state(state))
     leaves, counts, seen = [], {}, {}
     for path in graphdef.paths:
@@ -333,7 +333,7 @@ class ToLinen(nn.Module):
         groups: dict[str, dict[str, Any]] = {}
         writable: dict[str, bool] = {}
         metadata_fn = self.metadata_fn
-        for path, variable in nnxlib.to_flat_state(nnxlib.state(module)):
+        for path, variable in nnxlib.to_flat_state(nnxlib.state(module, graph=True)):
             if not isinstance(variable, nnxlib.Variable) or isinstance(variable, nnxlib.RngState):
                 continue
             col = nnxlib.variable_name_from_type(type(variable), allow_register=True)
@@ -377,8 +377,8 @@ def _without_unkept(module: Any, wrapper: ToLinen | None) -> Any:
             return not wrapper.is_mutable_collection(col)
         return col in _NOT_KEPT_AT_INIT
 
-    if any(unkept(p, v) for p, v in nnxlib.iter_graph(module)):
-        module = nnxlib.clone(module)
+    if any(unkept(p, v) for p, v in nnxlib.iter_graph(module, graph=True)):
+        module = nnxlib.clone(module, graph=True)
         nnxlib.pop(module, unkept)
     return module
 

@@ -161,6 +161,7 @@ from nnxlib.graph_contexts import (  # noqa: E402
     update_context,
 )
 from nnxlib.graph_flat import as_pure, flatten, pure, unflatten  # noqa: E402
+from nnxlib.graph_mode import set_graph_mode, set_graph_updates  # noqa: E402
 from nnxlib.graph_state import GraphState, PureState, merge, unpack  # noqa: E402,F811
 from nnxlib.module_tools import capture, view_info, with_attributes  # noqa: E402
 from nnxlib.nn.initializers import Initializer  # noqa: E402

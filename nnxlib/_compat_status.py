@@ -55,11 +55,6 @@ PYTREE_INTERNALS = ("an internal of flax's Pytree class (metaclass, per-object s
                     "repr helpers); nnxlib's Object needs none of it")
 AOT_STAGES = ("flax's wrappers of jax's ahead-of-time stages (Traced/Lowered/Compiled); "
               "nnxlib's JitWrapped returns jax's own stage objects")
-TREE_MODE = (
-    "not implemented yet: nnxlib always runs graph mode (shared references, in-place "
-    "updates), whose cached path already has tree mode's speed. Tracked for a later "
-    "change")
-
 DELIBERATE_OMISSIONS = {
     # graphlib
     **{f"graphlib.{n}": GRAPH_INTERNALS for n in (
@@ -73,10 +68,6 @@ DELIBERATE_OMISSIONS = {
         "is_node_module", "is_node_type", "is_pytree_node", "jax_to_nnx_path",
         "register_pytree_node_type", "static_cache",
     )},
-    "set_graph_mode": TREE_MODE,
-    "set_graph_updates": TREE_MODE,
-    "graphlib.set_graph_mode": TREE_MODE,
-    "graphlib.set_graph_updates": TREE_MODE,
     # extract
     **{f"extract.{n}": EXTRACT_INTERNALS for n in (
         "ExtractIndex", "GraphDefState", "Mask", "Opaque", "OrderedDict", "PrefixMapping",
@@ -149,6 +140,10 @@ DELIBERATE_OMISSIONS = {
 
 # ------------------------------------------------------------------ present, with a note
 BETTER = {
+    "set_graph_mode": (
+        "tree mode runs nnxlib's cached fast path, so it is as fast as graph mode "
+        "(benchmarks/tree_mode.py); StateAxes in vmap/scan axes work in tree mode too "
+        "(flax.nnx raises); scoped values are per thread"),
     "jit": ("caches the graph walk: per call O(number of variables) Python work and the "
             "same compiled program as hand-written JAX (docs/performance.md)"),
     "List": "plain Python lists of modules work as attributes too (tracked as List)",
@@ -176,7 +171,15 @@ DIFFERENT = {
     "data": "a Python scalar marked as data becomes a JAX array (a state leaf)",
     "register_data_type": "values of the type become state leaves of the module",
     "pure": "same as as_pure (flax deprecates pure)",
-    "compat": ("nnxlib is always in graph mode, so nnx.compat.X is nnx.X"),
+    "compat": ("nnx.compat.X is nnx.X called with graph=True (and graph_updates=True for "
+               "transforms) unless the caller passes them"),
+    "set_graph_updates": (
+        "with graph_updates=False (and in tree mode) a structural change made inside a "
+        "transform (new attribute, sow, replaced submodule) raises GraphStructureError "
+        "naming the path; flax.nnx drops it silently"),
+    "grad": ("tree mode (graph=False): an int argnum differentiates every variable and "
+             "returns a module of gradients, as in flax.nnx; a DiffState argnum (which "
+             "flax.nnx rejects in tree mode) keeps its filter and returns a State"),
     "reprlib": "an alias of nnxlib's display module; flax's repr helpers are omitted",
     "visualization": "an alias of nnxlib's display module",
     "graphlib.flatten": ("nnx.flatten and nnx.graphlib.flatten are flax's; "

@@ -30,6 +30,7 @@ import numpy as np
 from nnxlib import _tracking
 from nnxlib._arrays import aval_of
 from nnxlib._frozen import Unhashable, freeze
+from nnxlib._tree_check import NOT_WALKED, first_shared
 from nnxlib.state import key_order, partition_indices
 from nnxlib.variables import Variable, _new_variable, freeze_metadata, thaw_metadata
 
@@ -216,7 +217,7 @@ class GraphDef:
         (True, True)
     """
 
-    __slots__ = ("root", "paths", "avals", "num_leaves", "_hash", "_builder")
+    __slots__ = ("root", "paths", "avals", "num_leaves", "_hash", "_builder", "_shared")
 
     def __init__(self, root: Any, paths: tuple, avals: tuple | None = None):
         set_ = object.__setattr__
@@ -228,6 +229,7 @@ class GraphDef:
         set_(self, "num_leaves", len(paths))
         set_(self, "_hash", hash(root))
         set_(self, "_builder", None)  # compiled lazily by build_fresh (a cache)
+        set_(self, "_shared", NOT_WALKED)  # cached by shared_reference
 
     def build_fresh(self, leaves: list, objects: dict | None = None) -> Any:
         """Build new objects from ``leaves`` (Variables are reused, raw values boxed).
@@ -252,6 +254,26 @@ class GraphDef:
             object.__setattr__(self, "_builder", builder)
         return builder(iter(leaves), {} if objects is None else objects,
                        _tracking.current_trace())
+
+    def shared_reference(self) -> tuple | None:
+        """The first object reachable by two paths, or None when the graph is a tree.
+
+        Returns ``(type, first path, second path)``; found once per definition and
+        cached, so tree mode's check is one attribute read per call.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> shared = nnx.Param(1.0)
+            >>> nnx.graphdef(nnx.Dict(a=shared, b=shared)).shared_reference()
+            (<class 'nnxlib.variables.Param'>, ('a',), ('b',))
+            >>> print(nnx.graphdef(nnx.Dict(a=shared)).shared_reference())
+            None
+        """
+        found = self._shared
+        if found is NOT_WALKED:
+            found = first_shared(self.root)
+            object.__setattr__(self, "_shared", found)
+        return found
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"GraphDef is immutable: cannot set {name!r}.")

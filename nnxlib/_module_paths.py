@@ -135,8 +135,8 @@ def _answer_for(mod: types.ModuleType, extra: dict[str, Any]) -> None:
 class _CallableVariablesModule(types.ModuleType):
     """``nnxlib.variables``: the variables module, callable as ``nnx.variables(...)``."""
 
-    def __call__(self, node: Any, *filters: Any) -> Any:
-        return graph_flat.variables(node, *filters)
+    def __call__(self, node: Any, *filters: Any, graph: bool | None = None) -> Any:
+        return graph_flat.variables(node, *filters, graph=graph)
 
 
 def install() -> None:

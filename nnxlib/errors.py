@@ -28,6 +28,7 @@ __all__ = [
     "StateMismatchError",
     "ShapeMismatchError",
     "GraphStructureError",
+    "SharedReferenceError",
     "InvalidFilterError",
     "MissingRngStreamError",
     "MissingRngStreamAttributeError",
@@ -135,6 +136,23 @@ class GraphStructureError(NNXError, ValueError):
 
     Example:
         >>> issubclass(GraphStructureError, ValueError)
+        True
+    """
+
+
+class SharedReferenceError(GraphStructureError):
+    """Tree mode (``graph=False``) met an object reachable by two paths.
+
+    In tree mode a module is a pytree, so every variable and submodule must appear once;
+    flax.nnx raises a ``ValueError`` there too. The message names both paths.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> shared = nnx.Param(1.0)
+        >>> try:
+        ...     nnx.state(nnx.Dict(a=shared, b=shared), graph=False)
+        ... except nnx.errors.SharedReferenceError as error:
+        ...     print(isinstance(error, ValueError))
         True
     """
 

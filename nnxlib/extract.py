@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-from nnxlib.graph import GraphDef, is_node_or_variable, iter_graph
+from nnxlib.filters import PathIn
+from nnxlib.graph import GraphDef, check_mode, is_node_or_variable, iter_graph
 from nnxlib.graph_contexts import MergeContext, SplitContext
 from nnxlib.transforms.axes import StateAxes
 from nnxlib.variables import Variable
@@ -218,7 +219,8 @@ def from_tree(tree: Any, /, *, prefix: Any = _MISSING, merge_fn: Callable | None
     return jax.tree_util.tree_map_with_path(leaf, tree, is_leaf=stop)
 
 
-def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /) -> StateAxes:
+def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *,
+           graph: bool | None = None) -> StateAxes:
     """Per-variable axes for ``node`` as a :class:`~nnxlib.StateAxes`, usable as an
     ``in_axes``/``out_axes`` entry of ``nnx.vmap``/``nnx.scan``.
 
@@ -238,12 +240,11 @@ def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /) -> S
         >>> nnx.vmap(lambda p: p.a * p.b, in_axes=(axes,))(Pair())
         Array([0., 2., 4., 6., 8.], dtype=float32)
     """
+    check_mode(node, graph, "nnx.prefix")
     if isinstance(filter_map, Mapping):
         return StateAxes(filter_map)
-    from nnxlib.filters import PathIn
-
     groups: dict[Any, list] = {}
-    for path, value in iter_graph(node):
+    for path, value in iter_graph(node, graph=True):
         if isinstance(value, Variable):
             groups.setdefault(filter_map(path, value), []).append(path)
     items = [(PathIn(*paths), axis) for axis, paths in groups.items()]

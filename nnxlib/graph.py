@@ -61,8 +61,10 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
     register_graph_node_type,
     unflatten,
 )
+from nnxlib._tree_check import check_tree
 from nnxlib.errors import StateMismatchError, format_path
 from nnxlib.filters import to_predicate
+from nnxlib.graph_mode import resolve_graph, set_graph_mode
 from nnxlib.state import State, filter_state, map_state, merge_state
 from nnxlib.variables import Variable
 
@@ -88,7 +90,8 @@ __all__ = [
 ]
 
 
-def _graphdef_apply(self: GraphDef, state: Any, *states: Any) -> Any:
+def _graphdef_apply(self: GraphDef, state: Any, *states: Any,
+                    graph: bool | None = None) -> Any:
     """Functional call helper: ``graphdef.apply(state).method(...)``.
 
     Returns ``(output, (graphdef, state))`` like :func:`call`.
@@ -101,6 +104,8 @@ def _graphdef_apply(self: GraphDef, state: Any, *states: Any) -> Any:
         >>> y.shape
         (1, 3)
     """
+    if not resolve_graph(graph):
+        check_tree(self, "GraphDef.apply")
     return call((self, merge_state_args(state, *states)))
 
 
@@ -115,7 +120,30 @@ def merge_state_args(state: Any, *states: Any) -> Any:
 
 
 # ------------------------------------------------------------------ public API
-def split(node: Any, *filters: Any) -> tuple:
+def check_mode(node: Any, graph: bool | None, where: str, root: str = "") -> None:
+    """Tree mode's rule for a graph function called on ``node``.
+
+    With ``graph=False`` (or ``graph=None`` under ``set_graph_mode(False)``) ``node`` must
+    be a tree: an object reachable by two paths raises
+    :class:`~nnxlib.errors.SharedReferenceError`. One cached check per structure.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> shared = nnx.Param(1.0)
+        >>> check_mode(nnx.List([shared, shared]), True, "nnx.state")   # graph mode
+        >>> try:
+        ...     check_mode(nnx.List([shared, shared]), False, "nnx.state")
+        ... except nnx.errors.SharedReferenceError as error:
+        ...     print(str(error).splitlines()[0])
+        nnx.state(graph=False): `[0]` and `[1]` are the same Param; tree mode needs every object at one path.
+    """
+    if graph is True or (graph is None and set_graph_mode.current()):
+        return
+    if not resolve_graph(graph):
+        check_tree(plan_for(node).graphdef, where, root=root)
+
+
+def split(node: Any, *filters: Any, graph: bool | None = None) -> tuple:
     """Split a graph into its :class:`GraphDef` and one :class:`State` per filter.
 
     Without filters returns ``(graphdef, state)``. With filters, each leaf goes to the
@@ -128,6 +156,7 @@ def split(node: Any, *filters: Any) -> tuple:
         >>> sorted(state)
         ['bias', 'kernel']
     """
+    check_mode(node, graph, "nnx.split")
     plan = plan_for(node)
     leaves = plan.leaves()
     graphdef = plan.graphdef
@@ -155,7 +184,7 @@ def _flat_of(state: Any) -> tuple:
 _ROOT_PATHS = ((),)
 
 
-def graphdef(node: Any) -> GraphDef:
+def graphdef(node: Any, /, *, graph: bool | None = None) -> GraphDef:
     """Return only the :class:`GraphDef` of a graph (cached).
 
     Example:
@@ -163,10 +192,11 @@ def graphdef(node: Any) -> GraphDef:
         >>> isinstance(nnx.graphdef(nnx.Linear(1, 1, rngs=nnx.Rngs(0))), nnx.GraphDef)
         True
     """
+    check_mode(node, graph, "nnx.graphdef")
     return plan_for(node).graphdef
 
 
-def state(node: Any, *filters: Any) -> Any:
+def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
     """Return the graph's :class:`State`, or the part matching each filter.
 
     Unlike :func:`split`, leaves matching no filter are simply left out.
@@ -177,6 +207,7 @@ def state(node: Any, *filters: Any) -> Any:
         >>> sorted(nnx.state(bn, nnx.BatchStat))
         ['mean', 'var']
     """
+    check_mode(node, graph, "nnx.state")
     plan = plan_for(node)
     leaves = plan.leaves()
     paths = plan.graphdef.paths
@@ -423,7 +454,7 @@ def pop(node: Any, *filters: Any) -> Any:
     """
     if not filters:
         raise TypeError("pop: expected at least one filter, e.g. pop(model, nnx.Intermediate).")
-    selected = state(node, *filters)
+    selected = state(node, *filters, graph=True)
     chosen = {id(v) for s in (selected if len(filters) > 1 else (selected,))
               for v in s._flat()[1] if isinstance(v, Variable)}
     edges = [(owner, key) for owner, key, value in _edges(node) if id(value) in chosen]
@@ -455,7 +486,8 @@ def _edges(node: Any) -> Iterator[tuple[Any, Any, Any]]:
     yield from visit(node)
 
 
-def clone(node: Any, variables: bool = True, *, arrays: bool = False) -> Any:
+def clone(node: Any, variables: bool = True, *, arrays: bool = False,
+          graph: bool | None = None) -> Any:
     """Copy a graph: new nodes, same structure and sharing.
 
     ``variables=True`` (default) gives the copy its own ``Variable`` objects (holding
@@ -477,6 +509,7 @@ def clone(node: Any, variables: bool = True, *, arrays: bool = False) -> Any:
             "clone: arrays=True copies the arrays held by variables, so it needs "
             "variables=True. Hint: drop variables=False, or arrays=True."
         )
+    check_mode(node, graph, "nnx.clone")
     plan = plan_for(node)
     leaves = plan.leaves()
     if variables:
@@ -493,7 +526,7 @@ def _copy_leaf(leaf: Any, arrays: bool) -> Any:
     return jnp.array(leaf, copy=True) if arrays and is_array(leaf) else leaf
 
 
-def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
+def iter_graph(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tuple, Any]]:
     """Yield ``(path, value)`` for every node and leaf once, children before parents.
 
     Example:
@@ -502,6 +535,7 @@ def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
         >>> [path for path, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
         [('bias',), ('kernel',)]
     """
+    check_mode(node, graph, "nnx.iter_graph")
     seen: set[int] = set()
 
     def visit(path: tuple, value: Any) -> Iterator[tuple[tuple, Any]]:
@@ -518,7 +552,7 @@ def iter_graph(node: Any) -> Iterator[tuple[tuple, Any]]:
     yield from visit((), node)
 
 
-def iter_children(node: Any) -> Iterator[tuple[Any, Any]]:
+def iter_children(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[Any, Any]]:
     """Yield ``(key, child)`` for the direct children of a node that are graph nodes.
 
     Example:
@@ -527,12 +561,14 @@ def iter_children(node: Any) -> Iterator[tuple[Any, Any]]:
         >>> [key for key, _ in nnx.iter_children(seq)]
         ['layers']
     """
+    check_mode(node, graph, "nnx.iter_children")
     for key, child in node_impl(type(node)).children(node):
         if is_graph_node(child):
             yield key, child
 
 
-def recursive_map(f: Callable[[tuple, Any], Any], node: Any) -> Any:
+def recursive_map(f: Callable[[tuple, Any], Any], node: Any, /, *,
+                  graph: bool | None = None) -> Any:
     """Rebuild a graph bottom-up, replacing each node and leaf by ``f(path, value)``.
 
     Shared objects are mapped once and stay shared.
@@ -546,6 +582,7 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any) -> Any:
         >>> float(nnx.recursive_map(to_zeros, model).kernel[...].sum())
         0.0
     """
+    check_mode(node, graph, "nnx.recursive_map")
     memo: dict[int, Any] = {}
 
     def visit(path: tuple, value: Any) -> Any:
@@ -572,7 +609,8 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any) -> Any:
     return visit((), node)
 
 
-def map_node(f: Callable[[tuple, Any], Any], node: Any, /) -> Any:
+def map_node(f: Callable[[tuple, Any], Any], node: Any, /, *,
+             graph: bool | None = None) -> Any:
     """A new graph like ``node`` with ``f(path, variable)`` as each state leaf
     (``nnx.map``). ``f`` returns a Variable (e.g. ``v.replace(new_value)``) or a raw
     value, which is boxed in the same kind of Variable; ``node`` is not changed.
@@ -585,7 +623,7 @@ def map_node(f: Callable[[tuple, Any], Any], node: Any, /) -> Any:
         >>> float(zeros.kernel[...].sum()), float(model.kernel[...].sum()) != 0.0
         (0.0, True)
     """
-    graphdef_, state_ = split(node)
+    graphdef_, state_ = split(node, graph=graph)
     return merge(graphdef_, map_state(f, state_))
 
 
@@ -600,7 +638,7 @@ def set_metadata(node: Any, /, *, only: Any = Variable, **metadata: Any) -> None
         (True, False)
     """
     predicate = to_predicate(only)
-    targets = [v for path, v in iter_graph(node)
+    targets = [v for path, v in iter_graph(node, graph=True)
                if isinstance(v, Variable) and predicate(path, v)]
     for var in targets:
         var.set_metadata(**metadata)
@@ -656,7 +694,7 @@ class _CallProxy:
         for name in self._names:
             target = getattr(target, name)
         out = target(*args, **kwargs)
-        return out, split(node)
+        return out, split(node, graph=True)
 
 
 def clone_state(state_: Any) -> State:

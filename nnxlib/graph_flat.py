@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import jax
 
-from nnxlib.graph import GraphDef, merge, split
+from nnxlib.graph import GraphDef, merge, split, state
 from nnxlib.state import FlatState, State, from_flat_state, to_flat_state
 from nnxlib.variables import Variable
 
@@ -26,7 +26,8 @@ __all__ = ["flatten", "unflatten", "variables", "as_pure", "pure"]
 A = TypeVar("A")
 
 
-def flatten(node: Any, /, *, with_paths: bool = True) -> tuple[GraphDef, Any]:
+def flatten(node: Any, /, *, with_paths: bool = True, graph: bool | None = None
+            ) -> tuple[GraphDef, Any]:
     """Split ``node`` into its ``GraphDef`` and a flat state.
 
     With ``with_paths=True`` the flat state is a :class:`~nnxlib.FlatState` of
@@ -40,7 +41,7 @@ def flatten(node: Any, /, *, with_paths: bool = True) -> tuple[GraphDef, Any]:
         >>> [leaf.shape for leaf in leaves]
         [(3,), (2, 3)]
     """
-    graphdef, state = split(node)
+    graphdef, state = split(node, graph=graph)
     if isinstance(state, Variable):  # the root is a variable: one leaf at path ()
         flat = FlatState([((), state)])
     else:
@@ -77,7 +78,8 @@ def unflatten(graphdef: GraphDef, state: Any, /, *, copy_variables: bool = False
     return merge(graphdef, state, copy=copy_variables)
 
 
-def variables(node: Any, *filters: Any) -> State | tuple[State, ...]:
+def variables(node: Any, *filters: Any, graph: bool | None = None
+              ) -> State | tuple[State, ...]:
     """The ``Variable`` objects of ``node`` (not copies) as a ``State``, one per filter.
 
     ``nnx.variables(model, nnx.Param)`` is ``nnx.state(model, nnx.Param)`` in nnxlib (a
@@ -90,8 +92,7 @@ def variables(node: Any, *filters: Any) -> State | tuple[State, ...]:
         >>> params["kernel"] is model.kernel
         True
     """
-    _, *states = split(node, *filters) if filters else split(node)
-    return states[0] if len(states) == 1 else tuple(states)
+    return state(node, *filters, graph=graph)
 
 
 def as_pure(tree: A) -> A:

@@ -71,7 +71,8 @@ class GraphState(MutableMapping):
         return f"GraphState({self.state!r})"
 
 
-def unpack(node: Any, *filters: Any) -> GraphState | tuple[GraphState, ...]:
+def unpack(node: Any, *filters: Any, graph: bool | None = None
+           ) -> GraphState | tuple[GraphState, ...]:
     """Like ``nnx.split``, with the ``GraphDef`` bundled into each returned state.
 
     Example:
@@ -80,7 +81,7 @@ def unpack(node: Any, *filters: Any) -> GraphState | tuple[GraphState, ...]:
         >>> nnx.merge(nnx.unpack(model)).kernel is model.kernel
         True
     """
-    graphdef, *states = _graph.split(node, *filters)
+    graphdef, *states = _graph.split(node, *filters, graph=graph)
     packed = tuple(GraphState(graphdef, s) for s in states)
     return packed[0] if len(packed) == 1 else packed
 

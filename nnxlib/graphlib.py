@@ -38,6 +38,7 @@ from nnxlib.graph_contexts import (
     update_context,
 )
 from nnxlib.graph_flat import as_pure, flatten, pure, unflatten, variables
+from nnxlib.graph_mode import set_graph_mode, set_graph_updates
 from nnxlib.graph_state import GraphState, PureState, merge, unpack
 from nnxlib.module import iter_module_children
 from nnxlib.state import FlatState, State, map_state
@@ -53,5 +54,5 @@ __all__ = [
     "find_duplicates", "set_metadata", "is_graph_node", "register_graph_node_type",
     "flatten", "unflatten", "variables", "as_pure", "pure", "unpack", "split_context",
     "merge_context", "update_context", "current_update_context", "cached_partial",
-    "with_vars", "vars_as",
+    "with_vars", "vars_as", "set_graph_mode", "set_graph_updates",
 ]

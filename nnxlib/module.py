@@ -226,7 +226,7 @@ def _size_summary(obj: Any) -> str:
     """``Param: 550 (2.2 KB), BatchStat: 20 (80 B)``: the variables reachable from
     ``obj`` (shared ones once), by kind, with element counts and bytes."""
     counts: dict[str, list[int]] = {}
-    for _, value in graphlib.iter_graph(obj):
+    for _, value in graphlib.iter_graph(obj, graph=True):
         if not isinstance(value, Variable):
             continue
         raw = value._raw_value
@@ -352,7 +352,7 @@ class Module(Object):
             >>> [path for path, _ in seq.iter_modules()]
             [('layers', 0), ()]
         """
-        return iter_modules(self)
+        return iter_modules(self, graph=True)
 
     def iter_children(self) -> Iterator[tuple[Any, "Module"]]:
         """Yield ``(name, submodule)`` for direct child modules.
@@ -366,7 +366,7 @@ class Module(Object):
         return ((k, v) for k, v in graphlib.iter_children(self) if isinstance(v, Module))
 
     def set_attributes(self, *filters: Any, raise_if_not_found: bool = True,
-                       **attributes: Any) -> None:
+                       graph: bool | None = None, **attributes: Any) -> None:
         """Set ``attributes`` on every submodule (matching ``filters``) that has them.
 
         Example:
@@ -376,6 +376,7 @@ class Module(Object):
             >>> [layer.deterministic for layer in model.layers]
             [True, True]
         """
+        graphlib.check_mode(self, graph, "Module.set_attributes")
         _set_attributes(self, filters, raise_if_not_found, attributes, "set_attributes")
 
     def train(self, **attributes: Any) -> None:
@@ -405,7 +406,8 @@ class Module(Object):
                             **attributes, raise_if_not_found=False)
 
 
-def iter_modules(module: Any) -> Iterator[tuple[tuple, Module]]:
+def iter_modules(module: Any, /, *, graph: bool | None = None
+                 ) -> Iterator[tuple[tuple, Module]]:
     """Yield ``(path, module)`` for every module in the graph, children first.
 
     Example:
@@ -414,7 +416,7 @@ def iter_modules(module: Any) -> Iterator[tuple[tuple, Module]]:
         >>> [type(m).__name__ for _, m in nnx.iter_modules(model)]
         ['Linear', 'Sequential']
     """
-    for path, value in graphlib.iter_graph(module):
+    for path, value in graphlib.iter_graph(module, graph=graph):
         if isinstance(value, Module):
             yield path, value
 
@@ -425,7 +427,7 @@ def _set_attributes(root: Any, filters: tuple, raise_if_not_found: bool,
     them; an attribute found nowhere is an error raised before anything is set."""
     predicates = [to_predicate(f) for f in filters]
     writes, found = [], set()
-    for path, module in iter_modules(root):
+    for path, module in iter_modules(root, graph=True):
         if predicates and not any(p(path, module) for p in predicates):
             continue
         for name, value in attributes.items():
@@ -444,7 +446,7 @@ def _set_attributes(root: Any, filters: tuple, raise_if_not_found: bool,
 
 
 def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
-         **attributes: Any) -> Any:
+         graph: bool | None = None, **attributes: Any) -> Any:
     """A copy of ``node`` with static attributes changed, e.g. an evaluation view.
 
     The copy has its own modules and variables, holding the same arrays as ``node``;
@@ -459,13 +461,14 @@ def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
         >>> nnx.view(model, only=nnx.Dropout, deterministic=True).layers[1].use_running_average
         False
     """
-    copy = graphlib.clone(node)
+    copy = graphlib.clone(node, graph=graph)
     filters = () if only is ... else (only,)
     _set_attributes(copy, filters, raise_if_not_found, attributes, "view")
     return copy
 
 
-def iter_module_children(node: Any, /) -> Iterator[tuple[Any, "Module"]]:
+def iter_module_children(node: Any, /, *, graph: bool | None = None
+                         ) -> Iterator[tuple[Any, "Module"]]:
     """Yield ``(key, submodule)`` for the direct children of ``node`` that are modules.
 
     Example:
@@ -476,12 +479,12 @@ def iter_module_children(node: Any, /) -> Iterator[tuple[Any, "Module"]]:
         >>> list(nnx.iter_module_children(nnx.Linear(1, 1, rngs=nnx.Rngs(0))))
         []
     """
-    for key, child in graphlib.iter_children(node):
+    for key, child in graphlib.iter_children(node, graph=graph):
         if isinstance(child, Module):
             yield key, child
 
 
-def iter_children(node: Any) -> Iterator[tuple[Any, Any]]:
+def iter_children(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[Any, Any]]:
     """Yield ``(key, child)`` for the direct graph-node children of ``node``.
 
     Example:
@@ -492,7 +495,7 @@ def iter_children(node: Any) -> Iterator[tuple[Any, Any]]:
         >>> [k for k, _ in nnx.iter_children(Pair())]
         ['a']
     """
-    return graphlib.iter_children(node)
+    return graphlib.iter_children(node, graph=graph)
 
 
 def first_from(*values: Any, error_msg: str) -> Any:

@@ -19,6 +19,7 @@ import functools
 from typing import Any, Callable
 
 from nnxlib import graph as graphlib
+from nnxlib.filters import to_predicate
 from nnxlib.module import Module, Object, iter_modules, view
 from nnxlib.state import State
 from nnxlib.variables import Variable
@@ -132,7 +133,7 @@ def capture(fn: Any, *var_types: type[Variable], init: Any = None,
 
 
 def with_attributes(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
-                    **attributes: Any) -> Any:
+                    graph: bool | None = None, **attributes: Any) -> Any:
     """A copy of ``node`` with ``attributes`` set on its modules; ``node`` is unchanged.
 
     The copy holds the same arrays (no data is copied). This is :func:`nnxlib.view`
@@ -147,13 +148,14 @@ def with_attributes(node: Any, /, *, only: Any = ..., raise_if_not_found: bool =
         >>> frozen.layers[1].kernel[...] is model.layers[1].kernel[...]
         True
     """
-    return view(node, only=only, raise_if_not_found=raise_if_not_found, **attributes)
+    return view(node, only=only, raise_if_not_found=raise_if_not_found, graph=graph,
+                **attributes)
 
 
 MODE_FLAGS = ("deterministic", "use_running_average", "decode")
 
 
-def view_info(node: Any, /, *, only: Any = ...) -> str:
+def view_info(node: Any, /, *, only: Any = ..., graph: bool | None = None) -> str:
     """What :func:`nnxlib.view` can switch in ``node``: per module type, the mode flags
     it has (``deterministic``, ``use_running_average``, ``decode``) and their values.
 
@@ -169,11 +171,9 @@ def view_info(node: Any, /, *, only: Any = ...) -> str:
         Dropout:
           deterministic: bool = False
     """
-    from nnxlib.filters import to_predicate
-
     predicate = to_predicate(only)
     flags: dict[str, dict[str, Any]] = {}
-    for path, module in iter_modules(node):
+    for path, module in iter_modules(node, graph=graph):
         if not isinstance(module, Module) or not predicate(path, module):
             continue
         entry = flags.setdefault(type(module).__name__, {})

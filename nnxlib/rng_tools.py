@@ -42,7 +42,7 @@ class SplitBackups(list):
         _restore(self)
 
 
-def backup_keys(node: Any, /) -> SplitBackups:
+def backup_keys(node: Any, /, *, graph: bool | None = None) -> SplitBackups:
     """Save the key and count of every RNG stream in ``node``.
 
     Example:
@@ -53,7 +53,7 @@ def backup_keys(node: Any, /) -> SplitBackups:
         >>> nnx.restore_rngs(backups); int(rngs.default.count[...])
         0
     """
-    return SplitBackups((s, s.key[...], s.count[...]) for _, s in iter_graph(node)
+    return SplitBackups((s, s.key[...], s.count[...]) for _, s in iter_graph(node, graph=graph)
                         if isinstance(s, RngStream))
 
 
@@ -71,7 +71,8 @@ def _rule(rules: Any, path: tuple, stream: RngStream) -> Any:
 
 
 def with_rngs(node: Any = None, /, *, split: Any = None, fork: Any = None,
-              broadcast: Any = None, only: Any = True) -> Any:
+              broadcast: Any = None, only: Any = True, graph: bool | None = None,
+              graph_updates: bool | None = None) -> Any:
     """A copy of ``node`` whose RNG streams are split, broadcast or forked.
 
     For each stream matching ``only``: if ``split`` gives it a shape (an int/shape for
@@ -95,9 +96,10 @@ def with_rngs(node: Any = None, /, *, split: Any = None, fork: Any = None,
                                    only=only)
     select = to_predicate(only)
     forks = to_predicate(list(fork) if isinstance(fork, (list, tuple)) else fork)
-    originals = {path: s for path, s in iter_graph(node) if isinstance(s, RngStream)}
-    copy = clone(node)
-    for path, target in iter_graph(copy):
+    originals = {path: s for path, s in iter_graph(node, graph=graph)
+                 if isinstance(s, RngStream)}
+    copy = clone(node, graph=True)
+    for path, target in iter_graph(copy, graph=True):
         if not isinstance(target, RngStream):
             continue
         source = originals[path]

@@ -300,7 +300,7 @@ def _split_size_for(name: str, stream: RngStream, split: Any) -> Any:
 
 def _streams(node: Any, only: Any) -> list[tuple[tuple, RngStream]]:
     predicate = to_predicate(only)
-    return [(path, s) for path, s in graphlib.iter_graph(node)
+    return [(path, s) for path, s in graphlib.iter_graph(node, graph=True)
             if isinstance(s, RngStream) and predicate(path, s.key)]
 
 
@@ -359,8 +359,10 @@ class split_rngs(contextlib.ContextDecorator):
         ()
     """
 
-    def __init__(self, node: Any = None, *, splits: int | tuple[int, ...], only: Any = ...,
-                 squeeze: bool = False):
+    def __init__(self, node: Any = None, /, *, splits: int | tuple[int, ...], only: Any = ...,
+                 squeeze: bool = False, graph: bool | None = None,
+                 graph_updates: bool | None = None):
+        self.graph = graph
         self.node = node
         self.splits = _check_split(splits, "split_rngs", "splits")
         self.only = only
@@ -368,6 +370,7 @@ class split_rngs(contextlib.ContextDecorator):
         self._backups: list = []
 
     def __enter__(self) -> Any:
+        graphlib.check_mode(self.node, self.graph, "nnx.split_rngs")
         self._backups.append(_split(self.node, self.splits, self.only, self.squeeze))
         return self.node
 
@@ -380,6 +383,7 @@ class split_rngs(contextlib.ContextDecorator):
             nodes = [x for x in jax.tree_util.tree_leaves((args, kwargs),
                                                           is_leaf=graphlib.is_graph_node)
                      if graphlib.is_graph_node(x)]
+            graphlib.check_mode(tuple(nodes), self.graph, "nnx.split_rngs")
             backups = [_split(n, self.splits, self.only, self.squeeze) for n in nodes]
             try:
                 return fn(*args, **kwargs)
@@ -403,7 +407,8 @@ def _restore(backup: list) -> None:
         stream.count.value = count
 
 
-def fork_rngs(node: Any, *, split: Any = None) -> list:
+def fork_rngs(node: Any, /, *, split: Any = None, graph: bool | None = None,
+              graph_updates: bool | None = None) -> list:
     """Advance every stream in ``node`` once and reseed it from the drawn key.
 
     Returns the backups that ``restore_rngs`` accepts.
@@ -416,6 +421,7 @@ def fork_rngs(node: Any, *, split: Any = None) -> list:
         >>> bool(rngs.default.key[...] == old)
         False
     """
+    graphlib.check_mode(node, graph, "nnx.fork_rngs")
     return _redraw(node, ..., split, "fork_rngs", keep_draw=False)
 
 
@@ -435,7 +441,8 @@ def restore_rngs(backups: list, /) -> None:
     _restore(backups)
 
 
-def reseed(node: Any, /, *, policy: str | Callable = "scalars_only", **seeds: Any) -> None:
+def reseed(node: Any, /, *, graph: bool | None = None,
+           policy: str | Callable = "scalars_only", **seeds: Any) -> None:
     """Reset the named streams in ``node`` to new seeds (counts back to zero).
 
     ``policy`` says what to do with a stream holding a stack of keys (made by
@@ -451,6 +458,7 @@ def reseed(node: Any, /, *, policy: str | Callable = "scalars_only", **seeds: An
         >>> bool((rngs() == first))
         True
     """
+    graphlib.check_mode(node, graph, "nnx.reseed")
     if not callable(policy) and policy not in ("scalars_only", "match_shape"):
         raise ValueError(
             f"reseed: unknown policy {policy!r}; expected 'scalars_only', 'match_shape' "

@@ -118,8 +118,8 @@ def with_vars(node: A, /, *, hijax: bool | None = None, ref: bool | None = None,
                 "allow_duplicates=True to keep it shared in the copy."
             )
     predicate = to_predicate(only)
-    copy = clone(node)
-    for path, value in iter_graph(copy):
+    copy = clone(node, graph=True)
+    for path, value in iter_graph(copy, graph=True):
         if isinstance(value, Variable) and options and predicate(path, value):
             value.set_metadata(**options)
     return copy

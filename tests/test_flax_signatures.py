@@ -15,10 +15,6 @@ import nnxlib as nnx
 from nnxlib import _compat_check as check
 
 P = inspect.Parameter
-# Parameters that select flax.nnx's tree mode (modules as plain pytrees, no graph
-# updates). nnxlib always runs in graph mode, whose cached fast path is what tree mode
-# exists for in flax.
-TREE_MODE = {"graph", "graph_updates"}
 NOT_SUPPORTED = {
     # Internal representations differ (nnxlib's are documented in docs/graph.md).
     "GraphDef": "different internal structure",
@@ -112,8 +108,7 @@ def accepts(ours: inspect.Signature, theirs: inspect.Signature) -> list[str]:
     has_var_pos = any(p.kind is P.VAR_POSITIONAL for p in our_params)
     has_var_kw = any(p.kind is P.VAR_KEYWORD for p in our_params)
     flax_positional = [p for p in theirs.parameters.values()
-                       if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)
-                       and p.name not in TREE_MODE]
+                       if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
     for index, param in enumerate(flax_positional):
         if index >= len(positional) and not has_var_pos:
             problems.append(f"{param.name}: flax takes it at position {index}")
@@ -122,8 +117,6 @@ def accepts(ours: inspect.Signature, theirs: inspect.Signature) -> list[str]:
             problems.append(f"position {index} is {positional[index].name!r}, flax's "
                             f"is {param.name!r}")
     for param in theirs.parameters.values():
-        if param.name in TREE_MODE:
-            continue
         if param.kind in (P.KEYWORD_ONLY, P.POSITIONAL_OR_KEYWORD):
             mine = ours.parameters.get(param.name)
             if mine is None and not has_var_kw:

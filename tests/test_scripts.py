@@ -67,9 +67,10 @@ def test_digits_help_documents_every_flag():
         assert len(line.split()) > 2 or rest.startswith(" " * 10), flag
 
 
-@pytest.mark.parametrize("script", ["graph_overhead.py", "train_step_overhead.py"])
+@pytest.mark.parametrize("script", ["graph_overhead.py", "train_step_overhead.py",
+                                    "tree_mode.py"])
 def test_benchmark_runs(script):
     out = run_script(f"benchmarks/{script}", "--quick", "--depths", "2")
     assert "target(s) missed" in out
-    if script == "train_step_overhead.py":
+    if script in ("train_step_overhead.py", "tree_mode.py"):
         assert "numerics check passed" in out

@@ -69,7 +69,7 @@ def _substituted(replacements: list[tuple[Variable, jax.Array]]) -> Iterator[Non
 
 
 def _variables(layer: Module, filter: Any) -> list[tuple[tuple, Variable]]:
-    return list(to_flat_state(graphlib.state(layer, filter)))
+    return list(to_flat_state(graphlib.state(layer, filter, graph=True)))
 
 
 def _where(path: tuple) -> str:

@@ -43,7 +43,7 @@ __all__ = ["checkpoint_target", "compare_structure", "save_checkpoint",
 
 
 def _state_of(node: Any) -> State:
-    return node if isinstance(node, State) else graphlib.state(node)
+    return node if isinstance(node, State) else graphlib.state(node, graph=True)
 
 
 def _is_key(x: Any) -> bool:

@@ -73,7 +73,7 @@ class EMA(Pytree):
 
     def __init__(self, params: Any, decay: float, *, only: Any = ..., graph: bool | None = None):
         copies = []
-        for path, variable in to_flat_state(graphlib.state(params, only)):
+        for path, variable in to_flat_state(graphlib.state(params, only, graph=graph)):
             if not isinstance(variable, Variable):
                 raise TypeError(
                     f"EMA: {format_path(path)} is a {type(variable).__name__}, not a "
@@ -88,7 +88,7 @@ class EMA(Pytree):
         self.params = _nested_dicts(copies)
 
     def _averages(self) -> list[tuple[tuple, Variable]]:
-        return list(to_flat_state(graphlib.state(self.params)))
+        return list(to_flat_state(graphlib.state(self.params, graph=True)))
 
     def update(self, updates: Any) -> None:
         """Blend the current values of ``updates`` (the model) into the averages.
@@ -108,7 +108,7 @@ class EMA(Pytree):
             Array([3.], dtype=float32)
         """
         averages = self._averages()
-        current = dict(to_flat_state(graphlib.state(updates, self.filter)))
+        current = dict(to_flat_state(graphlib.state(updates, self.filter, graph=True)))
         problems = []
         for path, average in averages:
             if path not in current:
@@ -144,7 +144,7 @@ class EMA(Pytree):
             >>> averaged.scale is ema.params.scale, averaged.mean is model.mean
             (True, True)
         """
-        graphdef, state = graphlib.split(model)
+        graphdef, state = graphlib.split(model, graph=True)
         averages = from_flat_state(self._averages())
         return graphlib.merge(graphdef, merge_state(state, averages))
 

@@ -91,7 +91,7 @@ class Metric(Pytree):
             >>> sorted(state)
             ['count', 'total']
         """
-        return graphlib.split(self, *filters)
+        return graphlib.split(self, *filters, graph=True)
 
 
 def _argument(metric: Metric, argname: str, kwargs: dict) -> Any:

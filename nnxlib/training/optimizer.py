@@ -228,10 +228,11 @@ class Optimizer(Object):
 
     def __init__(self, model: Any, tx: optax.GradientTransformation, *, wrt: Any = Param,
                  graph: bool | None = None):
+        graphlib.check_mode(model, graph, "nnx.Optimizer")
         pairs = _selected(model, wrt)
         if not pairs:  # an optimizer of nothing would silently never train anything
             kinds: dict = {}
-            for path, leaf in to_flat_state(graphlib.state(model)):
+            for path, leaf in to_flat_state(graphlib.state(model, graph=True)):
                 kinds.setdefault(type(leaf).__name__, []).append(format_path(path))
             found = "; ".join(f"{len(paths)} {kind} (e.g. {paths[0]})"
                               for kind, paths in kinds.items()) or "no variables at all"
@@ -271,8 +272,9 @@ class Optimizer(Object):
         Args:
             model: the model given to the constructor (or one with the same structure).
             grads: a ``State`` (e.g. from ``nnx.grad``) or nested dict of gradients whose
-                paths are those of ``nnx.state(model, wrt)``; entries that are variables
-                not matching ``wrt`` are ignored.
+                paths are those of ``nnx.state(model, wrt)``, or a module holding
+                gradients (tree-mode ``nnx.grad``); entries that are variables not
+                matching ``wrt`` are ignored.
             **kwargs: passed to ``tx.update`` (variables are unwrapped to arrays).
 
         Returns:
@@ -314,6 +316,8 @@ class Optimizer(Object):
 
     def _match_grads(self, pairs: list, grads: Any) -> State:
         """Gradients as a State of arrays in parameter order, or a clear error."""
+        if graphlib.is_graph_node(grads):  # tree-mode nnx.grad: a module of gradients
+            grads = graphlib.state(grads, graph=True)
         if isinstance(grads, Variable) or not hasattr(grads, "items"):
             raise TypeError(
                 f"Optimizer.update: grads must be an nnx.State or a nested dict, got "
@@ -351,7 +355,7 @@ class Optimizer(Object):
 
 def _selected(model: Any, wrt: Any) -> list[tuple[tuple, Any]]:
     """``(path, variable)`` for the variables of ``model`` matching ``wrt``."""
-    return list(to_flat_state(graphlib.state(model, wrt)))
+    return list(to_flat_state(graphlib.state(model, wrt, graph=True)))
 
 
 class ModelAndOptimizer(Optimizer):
@@ -369,8 +373,9 @@ class ModelAndOptimizer(Optimizer):
         (True, 1)
     """
 
-    def __init__(self, model: Any, tx: optax.GradientTransformation, *, wrt: Any = Param):
-        super().__init__(model, tx, wrt=wrt)
+    def __init__(self, model: Any, tx: optax.GradientTransformation, *, wrt: Any = Param,
+                 graph: bool | None = None):
+        super().__init__(model, tx, wrt=wrt, graph=graph)
         self.model = model
 
     def update(self, grads: Any, /, **kwargs: Any) -> Any:  # type: ignore[override]

@@ -56,7 +56,7 @@ def _is_array(x: Any) -> bool:
 def _flops(node: Any, name: str, abstract_inputs: Any, vjp: bool) -> float | None:
     """XLA's flop estimate for ``node.name(*args, **kwargs)`` (or its forward and
     backward pass), from the lowered program; None where XLA gives none."""
-    graphdef, state = graphlib.split(node)
+    graphdef, state = graphlib.split(node, graph=True)
 
     def forward(state: Any, inputs: Any) -> Any:
         args, kwargs = inputs
@@ -112,7 +112,7 @@ def _nbytes(value: Any) -> int:
 def _variable_summary(node: Any) -> dict[str, tuple[int, int, list[str]]]:
     """Per variable kind: entries, bytes, and one ``name: dtype[shape]`` line each."""
     out: dict[str, list] = {}
-    for path, variable in to_flat_state(graphlib.state(node)):
+    for path, variable in to_flat_state(graphlib.state(node, graph=True)):
         value = variable[...] if isinstance(variable, Variable) else variable
         kind = type(variable).__name__ if isinstance(variable, Variable) else "Array"
         if isinstance(variable, RngState):
@@ -236,9 +236,9 @@ def tabulate(
             "of the method to run, e.g. method='__call__'."
         )
 
-    real_nodes = {path: node for path, node in graphlib.iter_graph(obj)
+    real_nodes = {path: node for path, node in graphlib.iter_graph(obj, graph=True)
                   if isinstance(node, Module)}
-    graphdef, state = graphlib.split(obj)
+    graphdef, state = graphlib.split(obj, graph=True)
     calls: list[CallInfo | None] = []
 
     # Arrays (and ShapeDtypeStructs) are traced; anything else stays a Python value.
@@ -251,7 +251,7 @@ def tabulate(
         args, kwargs = treedef.unflatten(
             [next(given) if t else leaf for leaf, t in zip(leaves, traced)])
         copy = graphlib.merge(graphdef, state)
-        tracked = {id(node): (path, node) for path, node in graphlib.iter_graph(copy)
+        tracked = {id(node): (path, node) for path, node in graphlib.iter_graph(copy, graph=True)
                    if isinstance(node, Module) or path == ()}
         with _recording(tracked, method, calls):
             return getattr(copy, method)(*args, **kwargs)
@@ -299,7 +299,7 @@ def tabulate(
         if not row_filter(call):
             continue
         node = real_nodes.get(call.path, obj)
-        leaf = not any(isinstance(v, Module) for _, v in graphlib.iter_graph(node)
+        leaf = not any(isinstance(v, Module) for _, v in graphlib.iter_graph(node, graph=True)
                        if v is not node)
         table.add_row(format_path(call.path, root="") if call.path else "", call.type,
                       call.inputs, call.outputs, *flop_cells(call), *cells(node, leaf))

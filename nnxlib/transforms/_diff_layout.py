@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from nnxlib import graph as graphlib
 from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
+from nnxlib.graph_mode import GRAPH, Mode
 from nnxlib.state import State, to_flat_state
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.variables import Variable
@@ -75,7 +76,7 @@ class _Layout:
         if item is None:
             return []
         if is_graph_node(item):
-            item = graphlib.state(item)
+            item = graphlib.state(item, graph=True)
         if isinstance(item, State) or (isinstance(item, dict) and
                                        self.root_defs[r].kind != "variable"):
             pairs = list(to_flat_state(item if isinstance(item, State) else State(item)))
@@ -123,7 +124,8 @@ def _split_aux(out: Any, has_aux: bool, where: str) -> tuple:
     return out
 
 
-def _pure_function(f: Callable, ext: Any, diff: tuple, has_aux: bool, where: str) -> Callable:
+def _pure_function(f: Callable, ext: Any, diff: tuple, has_aux: bool, where: str,
+                   mode: Mode = GRAPH) -> Callable:
     """``f`` as a pure function ``(diff_values, others) -> (out, aux_outputs)``.
 
     ``diff_values`` replace the extracted graph values at positions ``diff`` (the ones
@@ -139,7 +141,7 @@ def _pure_function(f: Callable, ext: Any, diff: tuple, has_aux: bool, where: str
         rebuilt = _lift.rebuild(key, vals, others)
         out, aux = _split_aux(f(*rebuilt.tree), has_aux, where)
         out = _full_state.detach(out, where)
-        info, send, other_out = _lift.collect(rebuilt, key, aux)
+        info, send, other_out = _lift.collect(rebuilt, key, aux, mode, f"nnx.{where}")
         return out, (_lift.StaticBox(info), send, other_out)
 
     return pure

@@ -16,6 +16,7 @@ import jax
 
 from nnxlib.errors import format_path
 from nnxlib.graph import Plan, is_graph_node
+from nnxlib.graph_mode import GRAPH, Mode
 from nnxlib.transforms import _lift
 from nnxlib.variables import Variable
 
@@ -28,13 +29,14 @@ def raw(value: Any) -> Any:
     return value._raw_value if isinstance(value, Variable) else value
 
 
-def collect_full(rebuilt: _lift.Rebuilt, key: tuple, out: Any) -> tuple:
+def collect_full(rebuilt: _lift.Rebuilt, key: tuple, out: Any, mode: Mode = GRAPH,
+                 where: str = "", names: tuple | None = None) -> tuple:
     """Like :func:`_lift.collect`, but every input leaf value is sent out.
 
     Returns ``(info, values, others)`` where ``info.changed`` lists every leaf position,
     so :func:`_lift.apply_outputs` writes all of them back.
     """
-    info, send, others = _lift.collect(rebuilt, key, out)
+    info, send, others = _lift.collect(rebuilt, key, out, mode, where, names)
     if not info.fast:
         return info, send, others
     values = list(rebuilt.in_values)

@@ -40,10 +40,15 @@ from nnxlib._graphdef import (
     plan_for_many,
 )
 from nnxlib.graph import _write_into_pytree
+from nnxlib.graph_mode import GRAPH, Mode
+from nnxlib.transforms._tree_mode import Trace, check_inputs, check_outputs, root_labels
 from nnxlib.variables import Variable, expire_variable
 
 __all__ = ["Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",
-           "OutInfo"]
+           "OutInfo", "ARGS_KWARGS"]
+
+#: Labels of the items of an ``(args, kwargs)`` tree, for error messages.
+ARGS_KWARGS = ("args", "kwargs")
 
 
 class Extracted(NamedTuple):
@@ -62,13 +67,21 @@ class Extracted(NamedTuple):
                 None if self.plan is None else self.plan.graphdef)
 
 
-def extract(tree: Any) -> Extracted:
-    """Flatten ``tree``; split the graph objects in it with one joint, cached plan."""
+def extract(tree: Any, mode: Mode = GRAPH, where: str = "",
+            names: tuple | None = None) -> Extracted:
+    """Flatten ``tree``; split the graph objects in it with one joint, cached plan.
+
+    In tree mode (``mode.graph`` False) the objects must form a tree; ``where`` and
+    ``names`` (labels of ``tree``'s top-level items, e.g. ``("args", "kwargs")``) word
+    the error.
+    """
     leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=is_node_or_variable)
     positions = tuple([i for i, leaf in enumerate(leaves) if is_node_or_variable(leaf)])
     if not positions:
         return Extracted(treedef, (), None, [], leaves)
     plan = plan_for_many(tuple(leaves[i] for i in positions))
+    if not mode.graph:
+        check_inputs(plan.graphdef, tree, positions, names, where)
     values = plan_values(plan)
     if len(positions) == len(leaves):
         others = []
@@ -146,10 +159,12 @@ jax.tree_util.register_pytree_node(
     StaticBox, lambda box: ((), box.value), lambda value, _: StaticBox(value))
 
 
-def collect(rebuilt: Rebuilt, key: tuple, out: Any) -> tuple[OutInfo, list, list]:
+def collect(rebuilt: Rebuilt, key: tuple, out: Any, mode: Mode = GRAPH,
+            where: str = "", names: tuple | None = None) -> tuple[OutInfo, list, list]:
     """After ``fn`` ran on rebuilt objects: what changed, as ``(info, values, leaves)``.
 
     ``values`` are graph leaf values to send out; ``leaves`` are ``out``'s other leaves.
+    With graph updates off (``mode``), a structural change or an aliased output raises.
     """
     graphdef = key[2]
     out_leaves, out_treedef = jax.tree_util.tree_flatten(out, is_leaf=is_node_or_variable)
@@ -162,7 +177,14 @@ def collect(rebuilt: Rebuilt, key: tuple, out: Any) -> tuple[OutInfo, list, list
     values = [_raw(v) for v in flat.leaves]
     in_values = rebuilt.in_values
     n = 0 if graphdef is None else graphdef.num_leaves
-    unchanged = graphdef is None or PytreeDef(tuple, root_defs[:num_inputs]) == graphdef.root
+    new_in_root = PytreeDef(tuple, root_defs[:num_inputs])
+    if not mode.updates:
+        check_outputs(mode, where, Trace(
+            None if graphdef is None else graphdef.root, new_in_root,
+            tuple(d for _, d in root_defs[num_inputs:]),
+            lambda: root_labels(rebuilt.tree, key[1], names),
+            lambda: root_labels(out, out_positions, None, "out")))
+    unchanged = graphdef is None or new_in_root == graphdef.root
     if unchanged:
         changed = tuple(i for i in range(n) if values[i] is not in_values[i])
         # A value whose shape or dtype changed is a structural change (graph definitions

@@ -38,7 +38,8 @@ def get_abstract_model(init_fn: Callable[[], Any], mesh: jax.sharding.Mesh, *,
 
     Nothing is computed or allocated. Each leaf of the state is a ``ShapeDtypeStruct``
     with the ``NamedSharding`` of its variable's metadata (resolved with the active
-    ``logical_axis_rules``). ``graph`` is accepted for flax.nnx compatibility.
+    ``logical_axis_rules``). ``graph=False`` (tree mode) requires a model without shared
+    references.
 
     Example:
         >>> import jax
@@ -52,7 +53,7 @@ def get_abstract_model(init_fn: Callable[[], Any], mesh: jax.sharding.Mesh, *,
     """
     with jax.set_mesh(mesh):
         abstract_model = eval_shape(init_fn)
-        graphdef, state = graphlib.split(abstract_model)
+        graphdef, state = graphlib.split(abstract_model, graph=graph)
         shardings = get_named_sharding(state, mesh)
 
     def with_sharding(path: tuple, var: Any) -> Any:
@@ -108,7 +109,7 @@ def as_abstract(tree: Any, graph: bool | None = None) -> Any:
 
     if isinstance(tree, State):
         return map_state(add_sharding, tree)
-    return graphlib.map_node(add_sharding, tree)
+    return graphlib.map_node(add_sharding, tree, graph=graph)
 
 
 #: flax.nnx's earlier name for :func:`as_abstract`.

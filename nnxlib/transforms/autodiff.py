@@ -20,15 +20,20 @@ import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
+from nnxlib.errors import InvalidArgumentError, format_path
 from nnxlib.filters import to_predicate
-from nnxlib.graph import is_node_or_variable
+from nnxlib.graph import graphdef, is_node_or_variable, merge
+from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _lift
 from nnxlib.transforms._sharding import argument_of_leaves
 from nnxlib.variables import Param, Variable
 
 __all__ = ["DiffState", "grad", "value_and_grad"]
+
+_ARGS_KWARGS = ("args", "kwargs")
 
 
 class DiffState(NamedTuple):
@@ -94,6 +99,25 @@ def _layout(specs: tuple, ext: _lift.Extracted, args: tuple, kwargs: dict) -> _L
         tuple(is_node_or_variable(args[s.argnum]) for s in specs))
 
 
+def _check_differentiable(ext: _lift.Extracted, layout: _Layout, pytree_grads: tuple,
+                          specs: tuple, where: str) -> None:
+    """Tree mode differentiates every variable: name an integer one before jax does."""
+    for k, tree in enumerate(pytree_grads):
+        if not tree:
+            continue
+        for j in layout.diff_graph[k]:
+            dtype = getattr(ext.values[j], "dtype", None)
+            if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
+                path = ext.plan.graphdef.paths[j]  # type: ignore[union-attr]
+                raise InvalidArgumentError(
+                    f"{where}(graph=False) differentiates every variable of argument "
+                    f"{specs[k].argnum}, as jax.grad does a pytree; "
+                    f"`{format_path(path[1:], f'args[{specs[k].argnum}]')}` is {dtype}, "
+                    "which has no gradient.\nExpected: floating-point leaves. Hint: pass "
+                    "allow_int=True, argnums=nnx.DiffState(0, nnx.Param) to select "
+                    "variables, or graph mode (which differentiates Params by default).")
+
+
 def _grad_state(ext: _lift.Extracted, positions: tuple, grads: list) -> State:
     paths = ext.plan.graphdef.paths
     template = ext.plan.template
@@ -103,17 +127,28 @@ def _grad_state(ext: _lift.Extracted, positions: tuple, grads: list) -> State:
 
 
 def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
-               allow_int: bool, return_value: bool) -> Callable:
+               allow_int: bool, return_value: bool, mode: Mode) -> Callable:
     specs, single = _normalize_argnums(argnums)
+    where = "nnx.value_and_grad" if return_value else "nnx.grad"
+    # Tree mode differentiates a module argument like jax.grad a pytree: every variable,
+    # and the gradient has the argument's shape (a module holding gradients).
+    pytree_grads = tuple(not mode.graph and not isinstance(a, DiffState)
+                         for a in ((argnums,) if single else tuple(argnums)))
+    if any(pytree_grads):
+        specs = tuple(DiffState(s.argnum, ...) if tree else s
+                      for s, tree in zip(specs, pytree_grads))
     layouts: dict = {}
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ext = _lift.extract((args, kwargs))
+        ext = _lift.extract((args, kwargs), mode, where, _ARGS_KWARGS)
         key = ext.key
         layout = layouts.get(key)
         if layout is None:
-            layout = layouts[key] = _layout(specs, ext, args, kwargs)
+            layout = _layout(specs, ext, args, kwargs)
+            if not allow_int:
+                _check_differentiable(ext, layout, pytree_grads, specs, where)
+            layouts[key] = layout
         values, others = ext.values, ext.others
         n_values, n_others = len(values), len(others)
 
@@ -143,7 +178,8 @@ def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
                 primal, aux = out
             else:
                 primal, aux = out, None
-            info, send, other_out = _lift.collect(rebuilt, key, aux)
+            info, send, other_out = _lift.collect(rebuilt, key, aux, mode, where,
+                                                  _ARGS_KWARGS)
             return primal, (_lift.StaticBox(info), send, other_out)
 
         diff_graph = [[values[j] for j in group] for group in layout.diff_graph]
@@ -157,7 +193,10 @@ def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
         grads = []
         for k, spec in enumerate(specs):
             if layout.arg_is_node[k]:
-                grads.append(_grad_state(ext, layout.diff_graph[k], g_graph[k]))
+                state = _grad_state(ext, layout.diff_graph[k], g_graph[k])
+                if pytree_grads[k]:  # shaped like the argument (tree mode)
+                    state = merge(graphdef(args[spec.argnum], graph=True), state)
+                grads.append(state)
             else:
                 arg = args[spec.argnum]
                 treedef = jax.tree_util.tree_structure(arg, is_leaf=is_node_or_variable)
@@ -172,13 +211,18 @@ def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
 
 
 def grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = False, *,
-         holomorphic: bool = False, allow_int: bool = False, reduce_axes: tuple = ()
-         ) -> Any:
+         holomorphic: bool = False, allow_int: bool = False, reduce_axes: tuple = (),
+         graph: bool | None = None, graph_updates: bool | None = None) -> Any:
     """Gradient of ``f`` with respect to the ``Param`` s of module arguments.
 
     ``argnums`` may hold ints or :class:`DiffState` s. Returns a ``State`` per module
     argument (plain gradients for array arguments); with ``has_aux`` returns
     ``(grads, aux)``. Usable as a decorator with or without arguments.
+
+    In tree mode (``graph=False``) a module argument given by its int position is
+    differentiated like a pytree by ``jax.grad``: with respect to every variable, the
+    gradient being a copy of the module holding gradients (``nnx.Optimizer.update``
+    takes either form). A :class:`DiffState` keeps its filter and ``State`` result.
 
     Example:
         >>> import jax.numpy as jnp
@@ -188,15 +232,18 @@ def grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = False, *,
         >>> grads["bias"][...]
         Array([1.], dtype=float32)
     """
+    mode = resolve_mode(graph, graph_updates)
     if f is None:
         return lambda fn: grad(fn, argnums, has_aux, holomorphic=holomorphic,
-                               allow_int=allow_int)
-    return _transform(f, argnums, has_aux, holomorphic, allow_int, return_value=False)
+                               allow_int=allow_int, graph=mode.graph,
+                               graph_updates=mode.updates)
+    return _transform(f, argnums, has_aux, holomorphic, allow_int, False, mode)
 
 
 def value_and_grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = False, *,
                    holomorphic: bool = False, allow_int: bool = False,
-                   reduce_axes: tuple = ()) -> Any:
+                   reduce_axes: tuple = (), graph: bool | None = None,
+                   graph_updates: bool | None = None) -> Any:
     """Like :func:`grad` but returns ``(value, grads)`` (``((value, aux), grads)``).
 
     Example:
@@ -207,7 +254,9 @@ def value_and_grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = 
         >>> float(value), sorted(grads)
         (0.0, ['bias', 'kernel'])
     """
+    mode = resolve_mode(graph, graph_updates)
     if f is None:
         return lambda fn: value_and_grad(fn, argnums, has_aux, holomorphic=holomorphic,
-                                         allow_int=allow_int)
-    return _transform(f, argnums, has_aux, holomorphic, allow_int, return_value=True)
+                                         allow_int=allow_int, graph=mode.graph,
+                                         graph_updates=mode.updates)
+    return _transform(f, argnums, has_aux, holomorphic, allow_int, True, mode)

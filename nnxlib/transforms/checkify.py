@@ -24,13 +24,15 @@ from typing import Any, Callable
 
 from jax.experimental import checkify as jax_checkify
 
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _lift
 
 __all__ = ["checkify"]
 
 
-def checkify(f: Callable[..., Any],
-             errors: frozenset = jax_checkify.user_checks) -> Callable[..., tuple]:
+def checkify(f: Callable[..., Any], errors: frozenset = jax_checkify.user_checks,
+             graph: bool | None = None, graph_updates: bool | None = None
+             ) -> Callable[..., tuple]:
     """Wrap ``f`` so it returns ``(error, output)`` and modules' state changes persist.
 
     ``errors`` picks the error categories to check, as in JAX (``checks.user_checks``,
@@ -52,17 +54,19 @@ def checkify(f: Callable[..., Any],
         >>> err.get(), int(y), int(counter.calls[...])
         ('x must be >= 0, got -3 (`check` failed)', -6, 1)
     """
+    mode = resolve_mode(graph, graph_updates)
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> tuple:
-        ext = _lift.extract((args, kwargs))
+        ext = _lift.extract((args, kwargs), mode, "nnx.checkify", _lift.ARGS_KWARGS)
         key = ext.key
 
         def pure(values: list, others: list) -> tuple:
             rebuilt = _lift.rebuild(key, values, others)
             call_args, call_kwargs = rebuilt.tree
             out = f(*call_args, **call_kwargs)
-            info, send, other_out = _lift.collect(rebuilt, key, out)
+            info, send, other_out = _lift.collect(rebuilt, key, out, mode, "nnx.checkify",
+                                                  _lift.ARGS_KWARGS)
             return _lift.StaticBox(info), send, other_out
 
         error, (box, send, other_out) = jax_checkify.checkify(pure, errors=errors)(

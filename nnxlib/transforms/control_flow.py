@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 
+from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.transforms import _full_state, _lift
 
 __all__ = ["cond", "switch", "fori_loop", "while_loop"]
@@ -40,8 +41,9 @@ __all__ = ["cond", "switch", "fori_loop", "while_loop"]
 
 # ------------------------------------------------------------------- branches
 def _run_branches(name: str, labels: Sequence[str], functions: Sequence[Callable],
-                  operands: tuple, lax_call: Callable) -> Any:
-    ext = _lift.extract(operands)
+                  operands: tuple, lax_call: Callable, mode: Mode) -> Any:
+    where = f"nnx.{name}"
+    ext = _lift.extract(operands, mode, where)
     key = ext.key
     infos: list = [None] * len(functions)
 
@@ -49,7 +51,7 @@ def _run_branches(name: str, labels: Sequence[str], functions: Sequence[Callable
         def branch(values: list, others: list) -> tuple:
             rebuilt = _lift.rebuild(key, values, others)
             out = fn(*rebuilt.tree)
-            info, send, other_out = _full_state.collect_full(rebuilt, key, out)
+            info, send, other_out = _full_state.collect_full(rebuilt, key, out, mode, where)
             infos[k] = info
             return send, other_out
 
@@ -103,7 +105,8 @@ def _structure_note(info: _lift.OutInfo) -> str:
     return "keeps it" if info.fast else "changes it"
 
 
-def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any) -> Any:
+def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any,
+         graph: bool | None = None, graph_updates: bool | None = None) -> Any:
     """``jax.lax.cond`` for functions of modules: run one of two branches on ``operands``.
 
     Modules among the operands may be mutated by either branch; after the call they
@@ -134,10 +137,12 @@ def cond(pred: Any, true_fun: Callable, false_fun: Callable, *operands: Any) -> 
     """
     return _run_branches(
         "cond", ("true_fun", "false_fun"), (true_fun, false_fun), operands,
-        lambda branches, values, others: jax.lax.cond(pred, *branches, values, others))
+        lambda branches, values, others: jax.lax.cond(pred, *branches, values, others),
+        resolve_mode(graph, graph_updates))
 
 
-def switch(index: Any, branches: Sequence[Callable], *operands: Any) -> Any:
+def switch(index: Any, branches: Sequence[Callable], *operands: Any,
+           graph: bool | None = None, graph_updates: bool | None = None) -> Any:
     """``jax.lax.switch`` for functions of modules: run ``branches[index]``.
 
     ``index`` is clamped to the valid range, as in JAX. State changes made by the
@@ -163,7 +168,8 @@ def switch(index: Any, branches: Sequence[Callable], *operands: Any) -> Any:
     labels = tuple(f"branches[{k}]" for k in range(len(functions)))
     return _run_branches(
         "switch", labels, functions, operands,
-        lambda fns, values, others: jax.lax.switch(index, fns, values, others))
+        lambda fns, values, others: jax.lax.switch(index, fns, values, others),
+        resolve_mode(graph, graph_updates))
 
 
 # ---------------------------------------------------------------------- loops
@@ -209,7 +215,8 @@ def _roots(ext: _lift.Extracted) -> list:
 
 
 def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_val: Any,
-              *, unroll: int | bool | None = None) -> Any:
+              *, unroll: int | bool | None = None, graph: bool | None = None,
+              graph_updates: bool | None = None) -> Any:
     """``jax.lax.fori_loop`` whose carry may hold modules: ``body_fun(i, carry) -> carry``.
 
     Modules in ``init_val`` are carried by value: the body sees fresh copies built from
@@ -233,7 +240,8 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_
         >>> out_acc is acc, float(acc.total[...]), float(x)
         (True, 15.0, 16.0)
     """
-    ext = _lift.extract(init_val)
+    ext = _lift.extract(init_val, resolve_mode(graph, graph_updates), "nnx.fori_loop",
+                        "init_val")
     body = _carry_body("fori_loop", ext.key, body_fun, pass_index=True)
     values, others = jax.lax.fori_loop(lower, upper, body, (ext.values, ext.others),
                                        unroll=unroll)
@@ -241,7 +249,8 @@ def fori_loop(lower: Any, upper: Any, body_fun: Callable[[Any, Any], Any], init_
 
 
 def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any],
-               init_val: Any) -> Any:
+               init_val: Any, *, graph: bool | None = None,
+               graph_updates: bool | None = None) -> Any:
     """``jax.lax.while_loop`` whose carry may hold modules.
 
     ``cond_fun(carry)`` decides whether to continue (changes it makes to modules are
@@ -259,7 +268,8 @@ def while_loop(cond_fun: Callable[[Any], Any], body_fun: Callable[[Any], Any],
         >>> int(steps[...])
         128
     """
-    ext = _lift.extract(init_val)
+    ext = _lift.extract(init_val, resolve_mode(graph, graph_updates), "nnx.while_loop",
+                        "init_val")
     key = ext.key
 
     def cond(carry: tuple) -> Any:

@@ -29,6 +29,7 @@ import jax
 from nnxlib import graph as graphlib
 from nnxlib.filters import to_predicate
 from nnxlib.graph import is_node_or_variable
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._diff_layout import _Layout
 from nnxlib.transforms.autodiff import DiffState
@@ -236,7 +237,9 @@ class CustomVjp:
         1.0
     """
 
-    def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple = ()):
+    def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple = (),
+                 graph: bool | None = None, graph_updates: bool | None = None):
+        self.mode = resolve_mode(graph, graph_updates)
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.nondiff_argnums = tuple(nondiff_argnums)
@@ -279,7 +282,7 @@ class CustomVjp:
             )
         if kwargs:
             args = self._positional(args, kwargs)
-        ext = _lift.extract(args)
+        ext = _lift.extract(args, self.mode, "nnx.custom_vjp")
         cache_key = (ext.key, len(args))
         entry = self._entries.get(cache_key)
         if entry is None:
@@ -305,7 +308,8 @@ class CustomVjp:
 
 
 def custom_vjp(fun: Callable[..., Any] | None = None, *,
-               nondiff_argnums: tuple = ()) -> Any:
+               nondiff_argnums: tuple = (), graph: bool | None = None,
+               graph_updates: bool | None = None) -> Any:
     """Define a function's VJP by hand; arguments may be modules.
 
     Returns a :class:`CustomVjp`; set its rules with ``.defvjp(fwd, bwd)``. For each
@@ -341,6 +345,8 @@ def custom_vjp(fun: Callable[..., Any] | None = None, *,
         >>> round(float(grads["x"][...]), 4), round(float(grads["y"][...]), 4)
         (1.0806, 0.8415)
     """
+    mode = resolve_mode(graph, graph_updates)
     if fun is None:
-        return functools.partial(custom_vjp, nondiff_argnums=nondiff_argnums)
-    return CustomVjp(fun, nondiff_argnums)
+        return functools.partial(custom_vjp, nondiff_argnums=nondiff_argnums,
+                                 graph=mode.graph, graph_updates=mode.updates)
+    return CustomVjp(fun, nondiff_argnums, mode.graph, mode.updates)

@@ -30,12 +30,14 @@ import jax
 
 from nnxlib import graph as graphlib
 from nnxlib.graph import is_node_or_variable
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _full_state, _lift
 
 __all__ = ["eval_shape"]
 
 
-def eval_shape(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def eval_shape(f: Callable[..., Any], *args: Any, graph: bool | None = None,
+               graph_updates: bool | None = None, **kwargs: Any) -> Any:
     """Shapes and dtypes of ``f(*args, **kwargs)``, modules included, without running it.
 
     Arguments may hold modules (and concrete or abstract arrays). Returned arrays are
@@ -54,7 +56,8 @@ def eval_shape(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         >>> state["kernel"].value.shape, graphdef == nnx.graphdef(model)
         ((4, 2), True)
     """
-    ext = _lift.extract((args, kwargs))
+    mode = resolve_mode(graph, graph_updates)
+    ext = _lift.extract((args, kwargs), mode, "nnx.eval_shape", _lift.ARGS_KWARGS)
     key = ext.key
 
     def pure(values: list, others: list) -> tuple:

@@ -99,7 +99,7 @@ def write_back(inputs: list, new_inputs: tuple, out: Any, ctxtag: Any = None) ->
     copies = unpack(new_inputs, ctx)
     for original, copy in zip(inputs, copies):
         if original is not copy:
-            _, new_state = split(copy)
+            _, new_state = split(copy, graph=True)
             update(original, new_state)
     out = unpack(out, ctx)
     return jax.tree_util.tree_map(

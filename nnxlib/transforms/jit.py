@@ -29,6 +29,7 @@ import jax
 
 from nnxlib.errors import InvalidArgumentError, NotSupportedError, format_path
 from nnxlib.graph import is_node_or_variable
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _lift
 from nnxlib.transforms._sharding import (
     StateSharding,
@@ -38,6 +39,8 @@ from nnxlib.transforms._sharding import (
 )
 
 __all__ = ["jit", "JitWrapped", "StateSharding"]
+
+_ARGS_KWARGS = ("args", "kwargs")  # how errors name the items of (args, kwargs)
 
 
 class _Entry:
@@ -76,8 +79,10 @@ class JitWrapped:
                  static_argnums: Any = None, static_argnames: Any = None,
                  donate_argnums: Any = None, donate_argnames: Any = None,
                  keep_unused: bool = False, device: Any = None, backend: Any = None,
-                 inline: bool = False, abstracted_axes: Any = None):
+                 inline: bool = False, abstracted_axes: Any = None,
+                 graph: bool | None = None, graph_updates: bool | None = None):
         _reject_abstracted_axes(abstracted_axes)
+        self.mode = resolve_mode(graph, graph_updates)
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.in_shardings = in_shardings
@@ -102,7 +107,7 @@ class JitWrapped:
         statics: tuple = ()
         if self.static_argnums or self.static_argnames:
             args, kwargs, statics = self._pull_statics(args, kwargs)
-        ext = _lift.extract((args, kwargs))
+        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _ARGS_KWARGS)
         key = (ext.key, statics)
         last_key, entry = self._last
         if key != last_key:
@@ -155,7 +160,7 @@ class JitWrapped:
         statics: tuple = ()
         if self.static_argnums or self.static_argnames:
             args, kwargs, statics = self._pull_statics(args, kwargs)
-        ext = _lift.extract((args, kwargs))
+        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _ARGS_KWARGS)
         key = (ext.key, statics)
         entry = self._entries.get(key)
         if entry is None:
@@ -172,6 +177,7 @@ class JitWrapped:
                 _reject_graph_objects(value, name)
         fun = self.fun
         key = ext.key
+        mode = self.mode
         value_shardings, other_shardings = leaf_shardings(
             self.in_shardings, ext, args, kwargs, self._signature)
         out_shardings = self.out_shardings
@@ -182,7 +188,8 @@ class JitWrapped:
             call_args, call_kwargs = rebuilt.tree
             call_args, call_kwargs = _insert_statics(call_args, call_kwargs, statics)
             out = fun(*call_args, **call_kwargs)
-            info, send, other_out = _lift.collect(rebuilt, key, out)
+            info, send, other_out = _lift.collect(rebuilt, key, out, mode, "nnx.jit",
+                                                _ARGS_KWARGS)
             if donated and info.fast:
                 # XLA may reuse a donated buffer for any output, so every donated leaf
                 # must come back, changed or not (unchanged ones alias at no cost).
@@ -421,7 +428,8 @@ def _signature_or_none(fun: Callable) -> inspect.Signature | None:
 def jit(fun: Callable | None = None, *, in_shardings: Any = None, out_shardings: Any = None,
         static_argnums: Any = None, static_argnames: Any = None, donate_argnums: Any = None,
         donate_argnames: Any = None, keep_unused: bool = False, device: Any = None,
-        backend: Any = None, inline: bool = False, abstracted_axes: Any = None) -> Any:
+        backend: Any = None, inline: bool = False, abstracted_axes: Any = None,
+        graph: bool | None = None, graph_updates: bool | None = None) -> Any:
     """Compile ``fun``; modules and variables among its arguments are handled as state.
 
     Mutations made inside (new variable values, BatchNorm statistics, RNG counts, even
@@ -432,6 +440,10 @@ def jit(fun: Callable | None = None, *, in_shardings: Any = None, out_shardings:
     may be a sharding for all its arrays, a :class:`StateSharding` mapping filters to
     shardings, or a State of shardings. ``out_shardings`` constrains the returned
     values (a pytree prefix of the output).
+
+    ``graph=False`` (tree mode) treats modules as pytrees: shared references raise, and
+    only variable values flow back (as with ``graph_updates=False``); see
+    :mod:`nnxlib.graph_mode`.
 
     Static arguments (``static_argnums``/``static_argnames``) must be hashable constants:
     one holding a module, variable or container raises ``InvalidArgumentError`` (its
@@ -453,7 +465,8 @@ def jit(fun: Callable | None = None, *, in_shardings: Any = None, out_shardings:
         5
     """
     _reject_abstracted_axes(abstracted_axes)  # at decoration time, not at the first call
-    options = dict(in_shardings=in_shardings, out_shardings=out_shardings,
+    mode = resolve_mode(graph, graph_updates)  # the mode in force here, as in flax
+    options = dict(graph=mode.graph, graph_updates=mode.updates,in_shardings=in_shardings, out_shardings=out_shardings,
                    static_argnums=static_argnums, static_argnames=static_argnames,
                    donate_argnums=donate_argnums, donate_argnames=donate_argnames,
                    keep_unused=keep_unused, device=device, backend=backend, inline=inline,

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 import jax
 
+from nnxlib.graph import check_mode
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms.general import merge_inputs, pack
 
 __all__ = ["make_jaxpr"]
@@ -23,7 +25,8 @@ __all__ = ["make_jaxpr"]
 
 def make_jaxpr(f: Callable, *, static_argnums: int | Sequence[int] = (),
                axis_env: Sequence[tuple[Any, int]] | None = None,
-               return_shape: bool = False, abstracted_axes: Any = None) -> Callable:
+               return_shape: bool = False, abstracted_axes: Any = None,
+               graph: bool | None = None, graph_updates: bool | None = None) -> Callable:
     """The jaxpr of ``f`` called on modules (their arrays are the inputs), as
     ``jax.make_jaxpr`` gives it for pure functions. With ``return_shape=True`` the
     result is ``(jaxpr, shapes)``: the ``ShapeDtypeStruct`` s of ``f``'s output.
@@ -38,11 +41,14 @@ def make_jaxpr(f: Callable, *, static_argnums: int | Sequence[int] = (),
         >>> shape.shape
         (1, 3)
     """
+    graph = resolve_mode(graph, graph_updates).graph
+
     def output_only(*args: Any, **kwargs: Any) -> Any:
         return merge_inputs(f)(*args, **kwargs)[1]
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        check_mode(args, graph, "nnx.make_jaxpr", "args")
         packed_args, packed_kwargs = pack((args, kwargs))
         options = {} if abstracted_axes is None else {"abstracted_axes": abstracted_axes}
         return jax.make_jaxpr(output_only, static_argnums=static_argnums,

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import jax
 
-from nnxlib.graph import is_node_or_variable
+from nnxlib.graph import check_mode, is_node_or_variable
 from nnxlib.transforms._axes import (
     add_axis,
     iter_variables,
@@ -26,7 +26,7 @@ __all__ = ["transform_metadata"]
 
 
 def transform_metadata(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
-                       partition: str) -> Any:
+                       partition: str, graph: bool | None = None) -> Any:
     """Show ``f`` the per-member view of sharding metadata, as ``vmap``/``scan`` would.
 
     Before the call, the ``partition`` name is removed from the sharding metadata of the
@@ -46,7 +46,7 @@ def transform_metadata(f: Callable | None = None, *, in_axes: Any = 0, out_axes:
     """
     if f is None:
         return lambda fn: transform_metadata(fn, in_axes=in_axes, out_axes=out_axes,
-                                             partition=partition)
+                                             partition=partition, graph=graph)
     metadata = {PARTITION_NAME: partition}
 
     def axes_of(prefix: Any, tree: Any, where: str) -> list:
@@ -61,6 +61,7 @@ def transform_metadata(f: Callable | None = None, *, in_axes: Any = 0, out_axes:
         return found
 
     def wrapper(*args: Any) -> Any:
+        check_mode(args, graph, "nnx.transform_metadata", "args")
         prefix = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else in_axes
         inputs = axes_of(prefix, args, "transform_metadata in_axes")
         done = []

@@ -27,6 +27,8 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+from nnxlib.graph import check_mode
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms.jit import jit
 
 __all__ = ["cached_partial", "jit_partial", "CachedPartial"]
@@ -54,7 +56,8 @@ class CachedPartial:
         return f"CachedPartial({self.func!r}, {len(self.args)} bound)"
 
 
-def cached_partial(f: Callable[..., Any], *cached_args: Any) -> CachedPartial:
+def cached_partial(f: Callable[..., Any], *cached_args: Any, graph: bool | None = None,
+                   graph_updates: bool | None = None) -> CachedPartial:
     """Bind ``cached_args`` (typically a model and its optimizer) as ``f``'s first
     arguments; call the result with the remaining ones.
 
@@ -74,6 +77,8 @@ def cached_partial(f: Callable[..., Any], *cached_args: Any) -> CachedPartial:
         >>> int(counter.n[...])
         6
     """
+    check_mode(cached_args, resolve_mode(graph, graph_updates).graph, "nnx.cached_partial",
+               "args")
     return CachedPartial(f, *cached_args)
 
 
@@ -81,7 +86,8 @@ def jit_partial(fun: Callable[..., Any], *partial_args: Any, in_shardings: Any =
                 out_shardings: Any = None, static_argnums: Any = None,
                 static_argnames: Any = None, donate_argnums: Any = None,
                 donate_argnames: Any = None, keep_unused: bool = False,
-                device: Any = None, backend: Any = None, inline: bool = False
+                device: Any = None, backend: Any = None, inline: bool = False,
+                graph: bool | None = None, graph_updates: bool | None = None
                 ) -> CachedPartial:
     """``nnx.jit(fun, **options)`` with ``partial_args`` bound as its first arguments.
 
@@ -108,5 +114,6 @@ def jit_partial(fun: Callable[..., Any], *partial_args: Any, in_shardings: Any =
     jitted = jit(fun, in_shardings=in_shardings, out_shardings=out_shardings,
                  static_argnums=static_argnums, static_argnames=static_argnames,
                  donate_argnums=donate_argnums, donate_argnames=donate_argnames,
-                 keep_unused=keep_unused, device=device, backend=backend, inline=inline)
+                 keep_unused=keep_unused, device=device, backend=backend, inline=inline,
+                 graph=graph, graph_updates=graph_updates)
     return CachedPartial(jitted, *partial_args)

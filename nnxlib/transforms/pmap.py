@@ -27,6 +27,8 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import jax
 
+from nnxlib.graph import check_mode
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms.general import merge_inputs, objects_in, pack, write_back
 
 __all__ = ["pmap"]
@@ -51,7 +53,8 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
          static_broadcasted_argnums: int | Iterable[int] = (),
          devices: Sequence[Any] | None = None, backend: str | None = None,
          axis_size: int | None = None, donate_argnums: int | Iterable[int] = (),
-         transform_metadata: Mapping[str, Any] | None = None) -> Any:
+         transform_metadata: Mapping[str, Any] | None = None, graph: bool | None = None,
+         graph_updates: bool | None = None) -> Any:
     """Map ``f`` over devices like ``jax.pmap``; modules and variables in the
     arguments are mapped by the argument's ``in_axes`` entry (an int or ``None``).
 
@@ -68,9 +71,10 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
         >>> out.shape == (n, 1, 3)
         True
     """
+    mode = resolve_mode(graph, graph_updates)
     if f is None:
         return functools.partial(
-            pmap, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes,
+            pmap, graph=mode.graph, graph_updates=mode.updates, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes,
             static_broadcasted_argnums=static_broadcasted_argnums, devices=devices,
             backend=backend, axis_size=axis_size, donate_argnums=donate_argnums,
             transform_metadata=transform_metadata)
@@ -79,6 +83,7 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
     @functools.wraps(f)
     def wrapper(*args: Any) -> Any:
         axes = tuple(in_axes) if isinstance(in_axes, (list, tuple)) else (in_axes,) * len(args)
+        check_mode(args, mode.graph, "nnx.pmap", "args")
         object_axes = _object_axes(axes, args)
         inputs = objects_in(args)
         mapped = jax.pmap(

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import jax
 
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _lift
 
 __all__ = ["remat", "checkpoint"]
@@ -43,7 +44,8 @@ def _as_tuple(x: Any) -> tuple:
 
 def remat(f: Callable | None = None, *, prevent_cse: bool = True,
           static_argnums: int | tuple[int, ...] = (),
-          policy: Callable[..., bool] | None = None) -> Any:
+          policy: Callable[..., bool] | None = None, graph: bool | None = None,
+          graph_updates: bool | None = None) -> Any:
     """``jax.checkpoint`` for functions whose arguments hold modules.
 
     ``prevent_cse`` and ``policy`` are passed to ``jax.checkpoint``. Positional
@@ -64,9 +66,11 @@ def remat(f: Callable | None = None, *, prevent_cse: bool = True,
         ...     for e in jaxpr.eqns)
         True
     """
+    mode = resolve_mode(graph, graph_updates)
     if f is None:
         return functools.partial(remat, prevent_cse=prevent_cse,
-                                 static_argnums=static_argnums, policy=policy)
+                                 static_argnums=static_argnums, policy=policy,
+                                 graph=mode.graph, graph_updates=mode.updates)
     statics = _as_tuple(static_argnums)
 
     @functools.wraps(f)
@@ -75,7 +79,7 @@ def remat(f: Callable | None = None, *, prevent_cse: bool = True,
         static_at = sorted({i % n for i in statics if -n <= i < n})
         static_values = [args[i] for i in static_at]
         dynamic = tuple(a for i, a in enumerate(args) if i not in static_at)
-        ext = _lift.extract((dynamic, kwargs))
+        ext = _lift.extract((dynamic, kwargs), mode, "nnx.remat", _lift.ARGS_KWARGS)
         key = ext.key
 
         def pure(values: list, others: list) -> tuple:
@@ -85,7 +89,8 @@ def remat(f: Callable | None = None, *, prevent_cse: bool = True,
             for i, value in zip(static_at, static_values):
                 call_args.insert(i, value)
             out = f(*call_args, **call_kwargs)
-            info, send, other_out = _lift.collect(rebuilt, key, out)
+            info, send, other_out = _lift.collect(rebuilt, key, out, mode, "nnx.remat",
+                                                  _lift.ARGS_KWARGS)
             return _lift.StaticBox(info), send, other_out
 
         checkpointed = jax.checkpoint(pure, prevent_cse=prevent_cse, policy=policy)

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.rngs import RngState
 from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms.axes import Carry, StateAxes
@@ -303,7 +304,8 @@ def _check_carry(layout: _Layout, carry_in: Any, carry_out: Any) -> list:
 def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool = False,
          unroll: int | bool = 1, _split_transpose: bool = False,
          in_axes: Any = (Carry, 0), out_axes: Any = (Carry, 0),
-         transform_metadata: Any = None) -> Any:
+         transform_metadata: Any = None, graph: bool | None = None,
+         graph_updates: bool | None = None) -> Any:
     """Loop ``f`` over slices of its arguments, like ``jax.lax.scan``, modules included.
 
     ``in_axes`` has one entry per positional argument: ``nnx.Carry`` for the carry (at
@@ -339,7 +341,9 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
     """
     if transform_metadata is None:
         transform_metadata = {}
-    options = dict(length=length, reverse=reverse, unroll=unroll,
+    mode = resolve_mode(graph, graph_updates)
+    options = dict(graph=mode.graph, graph_updates=mode.updates, length=length,
+                   reverse=reverse, unroll=unroll,
                    _split_transpose=_split_transpose, in_axes=in_axes, out_axes=out_axes,
                    transform_metadata=transform_metadata)
     if f is None:
@@ -368,7 +372,7 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
                 f"carry), but it was called with {len(args)}. Hint: use "
                 "in_axes=(nnx.Carry, 0, ...) to give one entry per argument."
             )
-        ext = _lift.extract(args)
+        ext = _lift.extract(args, mode, "nnx.scan")
         layout = layouts.get(ext.key)
         if layout is None:
             layout = layouts[ext.key] = _layout(ext, args, in_axes, in_carry)
@@ -414,7 +418,7 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
             if tag:
                 _axes.restore_mapped_axes(rebuilt, layout, metadata, ys_tree, out_roots,
                                           "scan axes for new state")
-            info, send, other_out = _lift.collect(rebuilt, key, ys_tree)
+            info, send, other_out = _lift.collect(rebuilt, key, ys_tree, mode, "nnx.scan")
             router = _Router(layout, list(carry_graph), values, template)
             _route(router, info, send, in_roots, out_roots)
             graph_sources = tuple(router.sources)

@@ -40,6 +40,7 @@ from jax.sharding import PartitionSpec
 
 from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._sharding import StateSharding
@@ -119,7 +120,8 @@ def _leaf_specs(in_specs: Any, args: tuple, ext: _lift.Extracted) -> tuple[list,
 
 def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
               out_specs: Any, axis_names: Any = frozenset(), check_vma: bool = True,
-              check_rep: bool | None = None, auto: Any = None) -> Any:
+              check_rep: bool | None = None, auto: Any = None, graph: bool | None = None,
+              graph_updates: bool | None = None) -> Any:
     """``jax.shard_map`` for functions whose arguments hold modules.
 
     ``in_specs`` gives one spec per positional argument (see the module docstring for
@@ -144,8 +146,10 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
         >>> float(total(counter, jnp.arange(16.0))), float(counter[...])
         (120.0, 120.0)
     """
+    mode = resolve_mode(graph, graph_updates)
     if f is None:
-        return functools.partial(shard_map, mesh=mesh, in_specs=in_specs,
+        return functools.partial(shard_map, graph=mode.graph, graph_updates=mode.updates,
+                                 mesh=mesh, in_specs=in_specs,
                                  out_specs=out_specs, axis_names=axis_names,
                                  check_vma=check_vma, check_rep=check_rep, auto=auto)
     if check_rep is not None:
@@ -161,7 +165,7 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
                 f"shard_map: keyword arguments {sorted(kwargs)} are not supported; pass "
                 "every argument positionally (in_specs has one entry per argument)."
             )
-        ext = _lift.extract(args)
+        ext = _lift.extract(args, mode, "nnx.shard_map")
         key = ext.key
         mapped = entries.get(key)
         if mapped is None:

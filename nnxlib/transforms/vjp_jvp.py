@@ -33,6 +33,7 @@ from typing import Any, Callable
 import jax
 
 from nnxlib.filters import to_predicate
+from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.transforms import _lift
 from nnxlib.transforms._diff_layout import (
     _MISSING,
@@ -48,7 +49,8 @@ __all__ = ["vjp", "jvp"]
 
 # ------------------------------------------------------------------------ vjp
 def vjp(f: Callable[..., Any] | None = None, *primals: Any, has_aux: bool = False,
-        reduce_axes: tuple = ()) -> Any:
+        reduce_axes: tuple = (), graph: bool | None = None,
+        graph_updates: bool | None = None) -> Any:
     """``jax.vjp`` for functions of modules: ``(out, vjp_fn)`` or ``(out, vjp_fn, aux)``.
 
     ``vjp_fn(cotangent)`` returns one cotangent per primal: a ``State`` of the ``Param``
@@ -67,25 +69,27 @@ def vjp(f: Callable[..., Any] | None = None, *primals: Any, has_aux: bool = Fals
         >>> bool(jnp.allclose(m_ct["kernel"][...], grads["kernel"][...]))
         True
     """
+    mode = resolve_mode(graph, graph_updates)
     if f is None:
-        return functools.partial(vjp, has_aux=has_aux)
+        return functools.partial(vjp, has_aux=has_aux, graph=mode.graph,
+                                 graph_updates=mode.updates)
     if not primals:
         @functools.wraps(f)
         def wrapper(*args: Any) -> Any:
-            return _vjp(f, args, has_aux)
+            return _vjp(f, args, has_aux, mode)
 
         return wrapper
-    return _vjp(f, primals, has_aux)
+    return _vjp(f, primals, has_aux, mode)
 
 
-def _vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple:
-    ext = _lift.extract(primals)
+def _vjp(f: Callable, primals: tuple, has_aux: bool, mode: Mode) -> tuple:
+    ext = _lift.extract(primals, mode, "nnx.vjp", "primals")
     layout = _Layout(primals, ext)
     is_param = to_predicate(Param)
     diff = tuple(j for j, (path, leaf) in enumerate(zip(layout.paths, layout.template))
                  if is_param(path[1:], leaf))
     values = ext.values
-    pure = _pure_function(f, ext, diff, has_aux, "vjp")
+    pure = _pure_function(f, ext, diff, has_aux, "vjp", mode)
 
     out, pullback, (box, send, other_out) = jax.vjp(
         pure, [values[j] for j in diff], ext.others, has_aux=True)
@@ -100,7 +104,8 @@ def _vjp(f: Callable, primals: tuple, has_aux: bool) -> tuple:
 
 # ------------------------------------------------------------------------ jvp
 def jvp(f: Callable[..., Any] | None = None, primals: Any = _MISSING,
-        tangents: Any = _MISSING, *, has_aux: bool = False) -> Any:
+        tangents: Any = _MISSING, *, has_aux: bool = False, graph: bool | None = None,
+        graph_updates: bool | None = None) -> Any:
     """``jax.jvp`` for functions of modules: ``(out, tangent_out)`` (``+ (aux,)``).
 
     ``primals`` and ``tangents`` are tuples with one entry per argument. The tangent of
@@ -119,25 +124,27 @@ def jvp(f: Callable[..., Any] | None = None, primals: Any = _MISSING,
         >>> float(dy[0, 0])                  # d/dt of x @ (W + t) + (b + t)
         3.0
     """
+    mode = resolve_mode(graph, graph_updates)
     if f is None:
-        return functools.partial(jvp, has_aux=has_aux)
+        return functools.partial(jvp, has_aux=has_aux, graph=mode.graph,
+                                 graph_updates=mode.updates)
     if primals is _MISSING:
         @functools.wraps(f)
         def wrapper(primals: Any, tangents: Any) -> Any:
-            return _jvp(f, primals, tangents, has_aux)
+            return _jvp(f, primals, tangents, has_aux, mode)
 
         return wrapper
-    return _jvp(f, primals, tangents, has_aux)
+    return _jvp(f, primals, tangents, has_aux, mode)
 
 
-def _jvp(f: Callable, primals: Any, tangents: Any, has_aux: bool) -> tuple:
+def _jvp(f: Callable, primals: Any, tangents: Any, has_aux: bool, mode: Mode) -> tuple:
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(
             f"jvp: got {len(primals)} primals but {len(tangents)} tangents; pass one "
             "tangent per primal (a State or None for a module)."
         )
-    ext = _lift.extract(primals)
+    ext = _lift.extract(primals, mode, "nnx.jvp", "primals")
     layout = _Layout(primals, ext)
     flat_tangents: list = []
     for i, (treedef, tangent) in enumerate(zip(layout.arg_treedefs, tangents)):
@@ -157,7 +164,7 @@ def _jvp(f: Callable, primals: Any, tangents: Any, has_aux: bool) -> tuple:
     diff = tuple(sorted(graph_tangents))
     other_tangents = [flat_tangents[p] for p in sorted(layout.other_index)]
     values = ext.values
-    pure = _pure_function(f, ext, diff, has_aux, "jvp")
+    pure = _pure_function(f, ext, diff, has_aux, "jvp", mode)
 
     out, tangent_out, (box, send, other_out) = jax.jvp(
         pure, ([values[j] for j in diff], ext.others),

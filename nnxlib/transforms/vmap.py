@@ -31,6 +31,7 @@ import jax
 
 from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
+from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms.axes import Carry, StateAxes
 
@@ -185,7 +186,8 @@ _BATCHED_NONE = re.compile(r"out_axes\[1\]\[(\d+)\]\[(\d+)\]")
 
 def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
          axis_name: Any = None, axis_size: int | None = None, spmd_axis_name: Any = None,
-         transform_metadata: Any = None) -> Any:
+         transform_metadata: Any = None, graph: bool | None = None,
+         graph_updates: bool | None = None) -> Any:
     """Vectorize ``f`` over an axis of its arguments, modules included.
 
     ``in_axes``: an int, None, or a tuple with one entry per positional argument (nested
@@ -211,7 +213,9 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
     """
     if transform_metadata is None:
         transform_metadata = {}
-    options = dict(in_axes=in_axes, out_axes=out_axes, axis_name=axis_name,
+    mode = resolve_mode(graph, graph_updates)
+    options = dict(graph=mode.graph, graph_updates=mode.updates, in_axes=in_axes,
+                   out_axes=out_axes, axis_name=axis_name,
                    axis_size=axis_size, spmd_axis_name=spmd_axis_name,
                    transform_metadata=transform_metadata)
     if f is None:
@@ -242,7 +246,8 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
             if tag:
                 _axes.restore_mapped_axes(rebuilt, layout, metadata, out, out_roots,
                                           "vmap axes for new state")
-            info, send, other_out = _lift.collect(rebuilt, key, out)
+            info, send, other_out = _lift.collect(rebuilt, key, out, mode, "nnx.vmap",
+                                                  _lift.ARGS_KWARGS)
             axes, names = _sent_axes(info, send, layout, in_roots, out_roots)
             lists: list = [[] for _ in buckets]
             labels: list = [[] for _ in buckets]
@@ -265,7 +270,7 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         args, kwargs = _bind(signature, args, kwargs)
-        ext = _lift.extract((args, kwargs))
+        ext = _lift.extract((args, kwargs), mode, "nnx.vmap", _lift.ARGS_KWARGS)
         entry = entries.get(ext.key)
         if entry is None:
             entry = entries[ext.key] = make_entry(ext, args, kwargs)

@@ -1,0 +1,93 @@
+"""Tree mode's check: is a graph definition a tree (no object reachable twice)?
+
+A :class:`~nnxlib._graphdef.GraphDef` records a second path to an object as a ``ref``
+definition, so the check is a walk over definitions, done once per ``GraphDef`` and
+cached there (``GraphDef.shared_reference``).
+
+Example:
+    >>> import nnxlib as nnx
+    >>> shared = nnx.Param(1.0)
+    >>> first_shared(nnx.graphdef(nnx.List([shared, shared])).root)[1:]
+    ((0,), (1,))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nnxlib.errors import SharedReferenceError, format_path
+
+__all__ = ["first_shared", "index_paths", "check_tree", "NOT_WALKED"]
+
+
+NOT_WALKED = object()  # GraphDef._shared before the first walk
+
+
+def first_shared(root: Any) -> tuple | None:
+    defined: dict[int, tuple] = {}  # index -> (type, path of its definition)
+    pending = [(root, ())]
+    while pending:  # depth first, in attribute order: the walk that made the indices
+        d, path = pending.pop()
+        kind = d.kind
+        if kind == "ref":
+            typ, first = defined[d.index]
+            return typ, first, path
+        if kind in ("node", "variable"):
+            defined[d.index] = (d.type, path)
+        if kind in ("node", "pytree"):
+            pending.extend((child, path + (key,)) for key, child in reversed(d.attributes))
+    return None
+
+
+def index_paths(root: Any) -> dict[int, tuple]:
+    """Where each object of a definition is defined: ``{index: path}``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> index_paths(nnx.graphdef(nnx.List([nnx.Param(1.0)])).root)
+        {0: (), 1: (0,)}
+    """
+    found: dict[int, tuple] = {}
+    pending = [(root, ())]
+    while pending:
+        d, path = pending.pop()
+        if d.kind in ("node", "variable"):
+            found.setdefault(d.index, path)
+        if d.kind in ("node", "pytree"):
+            pending.extend((child, path + (key,)) for key, child in d.attributes)
+    return found
+
+
+def check_tree(graphdef: Any, where: str, root_labels: Any = None, root: str = "") -> None:
+    """Raise :class:`SharedReferenceError` unless ``graphdef`` describes a tree.
+
+    ``where`` names the call (``"nnx.jit"``); ``root_labels[i]`` names root ``i`` of a
+    joint definition (``"args[0]"``), whose paths then start with the root number;
+    otherwise ``root`` names the object itself in the message.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> shared = nnx.Param(1.0)
+        >>> try:
+        ...     check_tree(nnx.graphdef(nnx.Dict(a=shared, b=shared)), "nnx.split")
+        ... except nnx.errors.SharedReferenceError as error:
+        ...     print(str(error).splitlines()[0])
+        nnx.split(graph=False): `a` and `b` are the same Param; tree mode needs every object at one path.
+    """
+    found = graphdef.shared_reference()
+    if found is None:
+        return
+    typ, first, second = found
+    if root_labels is not None:
+        first = (root_labels[first[0]], *first[1:])
+        second = (root_labels[second[0]], *second[1:])
+        first_s, second_s = format_path(first[1:], first[0]), format_path(second[1:], second[0])
+    else:
+        first_s, second_s = format_path(first, root), format_path(second, root)
+    name = where.rsplit(".", 1)[-1]
+    raise SharedReferenceError(
+        f"{where}(graph=False): `{first_s}` and `{second_s}` are the same "
+        f"{typ.__name__}; tree mode needs every object at one path.\n"
+        f"Expected: a tree (each Variable and module reachable once). Actual: a shared "
+        f"reference.\nHint: pass graph=True ({where}(..., graph=True), or "
+        f"nnx.compat.{name}) to keep shared references, or nnx.clone one of them.")
