@@ -394,6 +394,7 @@ class Variable:
             >>> q is p, (p.value, p.tag), (q.value, q.tag)
             (False, (1.0, 'a'), (2.0, 'b'))
         """
+        updates.pop("_copy_ref", None)  # flax's array-ref flag: nnxlib has no refs
         new_value = self._raw_value if value is _MISSING else value
         return _new_variable(type(self), new_value, {**self._metadata, **updates})
 

@@ -80,6 +80,7 @@ def test_copy_with_value_and_metadata_updates_like_flax():
     np.testing.assert_array_equal(o.get_value(), t.get_value())
     assert (o.tag, o.extra) == (t.tag, t.extra) == ("b", 1)
     assert ours.tag == "a" and ours.shape == (3,) and not hasattr(ours, "extra")
+    assert "_copy_ref" not in ours.copy(_copy_ref=False).get_metadata()
     plain = ours.copy()
     assert plain.get_metadata() == {"tag": "a"} and plain.value is ours.value
 
