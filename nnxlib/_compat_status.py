@@ -28,7 +28,6 @@ PENDING_FROM_OTHER_BRANCHES = {
         "wrappers", "wrappers.*", "bridge.interop", "bridge.interop.*", "bridge.module",
         "bridge.module.*", "bridge.wrappers", "bridge.wrappers.*",
         "bridge.variables.sort_variable_types",
-        "spmd.add_axis", "spmd.get_var_pspec", "spmd.remove_axis",
         "summary.ArrayRepr", "summary.NoneDumper", "summary.ObjectInfo",
         "summary.SimpleObjectRepr", "summary.SizeBytes", "summary.filter_rng_streams",
         "summary.in_ipython", "nn.recurrent.RNNBase",
@@ -189,4 +188,10 @@ DIFFERENT = {
     "split_context": ("objects seen in an earlier split of the same context are described "
                       "again in full (same index), so each pair also merges on its own"),
     "UpdateContext": "the four calls must come in order: split, merge, split, merge",
+    "spmd.add_axis": ("a negative index counts from the end of the result, as "
+                      "jnp.expand_dims does (-1: the new axis is last); flax inserts "
+                      "before the last existing entry"),
+    "spmd.get_var_pspec": ("resolves logical names as nnx.get_partition_spec does "
+                           "(flax.linen precedence: where rules are given, a name no rule "
+                           "maps is replicated); flax.nnx keeps such a name as it is"),
 }
