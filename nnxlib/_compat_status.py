@@ -30,7 +30,7 @@ PENDING_FROM_OTHER_BRANCHES = {
         "bridge.variables.sort_variable_types",
         "summary.ArrayRepr", "summary.NoneDumper", "summary.ObjectInfo",
         "summary.SimpleObjectRepr", "summary.SizeBytes", "summary.filter_rng_streams",
-        "summary.in_ipython", "nn.recurrent.RNNBase",
+        "summary.in_ipython",
     )},
 }
 
