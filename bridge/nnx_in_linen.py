@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -170,7 +171,7 @@ class ToLinen(nn.Module):
     kwargs: Mapping[str, Any] = nn.FrozenDict({})
     skip_rng: bool = False
     metadata_fn: Callable[[nnxlib.Variable], Any] | None = to_linen_var
-    abstract_init: bool = True
+    abstract_init: bool = dataclasses.field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
         cls = self.nnx_class

@@ -32,7 +32,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -53,6 +53,7 @@ __all__ = [
     "with_partitioning",
     "variable_to_logically_partitioned",
     "sharding_names_of",
+    "sort_variable_types",
 ]
 
 #: Metadata key naming the axis a scan/vmap adds (the same string as ``nn.PARTITION_NAME``).
@@ -492,3 +493,20 @@ def nnx_attrs_to_linen_vars(nnx_attrs: Mapping[str, Any],
         value = variable.get_value() if metadata_fn is None else metadata_fn(variable)
         pairs.append(((col, *path), value))
     return _nested(pairs)
+
+
+def sort_variable_types(types: Iterable[type]) -> list[type]:
+    """``types`` as a list with every class before its base classes, so that the first
+    ``isinstance`` match in it is the most specific type (``Param`` subclasses before
+    ``Param``, ``Param`` before ``Variable``). Classes deeper in the hierarchy come
+    first; classes equally deep keep their given order.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> from bridge.variables import sort_variable_types
+        >>> class Fast(nnx.Param):
+        ...     pass
+        >>> [t.__name__ for t in sort_variable_types([nnx.Variable, nnx.Param, Fast])]
+        ['Fast', 'Param', 'Variable']
+    """
+    return sorted(types, key=lambda t: -len(t.__mro__))

@@ -189,11 +189,12 @@ variables = _module_paths.variables  # the callable module: nnx.variables(model,
 
 def __getattr__(name: str):
     # ``nnxlib.bridge`` (the top-level ``bridge`` package) is imported on first use only:
-    # it imports flax, which ``import nnxlib`` must never do.
-    if name == "bridge":
+    # it imports flax, which ``import nnxlib`` must never do. ``nnxlib.wrappers`` is
+    # flax.nnx's other path to the Linen wrappers: the same package.
+    if name in ("bridge", "wrappers"):
         import importlib
 
         module = importlib.import_module("bridge")
-        globals()["bridge"] = module
+        globals()[name] = module
         return module
     raise AttributeError(f"module 'nnxlib' has no attribute {name!r}")

@@ -21,19 +21,7 @@ _SHARDING = "spmd branch"
 _BRIDGE = "bridge branch"
 _TRAINING = "norm-training branch"
 _OPEN = "not provided yet (open work)"
-PENDING_FROM_OTHER_BRANCHES = {
-    # flax.nnx.bridge's own Module system and its older module paths: nnxlib's bridge
-    # provides the wrappers at nnxlib.bridge (bridge.ToNNX, ...), not these paths yet.
-    **{name: _OPEN for name in (
-        "wrappers", "wrappers.*", "bridge.interop", "bridge.interop.*", "bridge.module",
-        "bridge.module.*", "bridge.wrappers", "bridge.wrappers.*",
-        "bridge.variables.sort_variable_types",
-        "spmd.add_axis", "spmd.get_var_pspec", "spmd.remove_axis",
-        "summary.ArrayRepr", "summary.NoneDumper", "summary.ObjectInfo",
-        "summary.SimpleObjectRepr", "summary.SizeBytes", "summary.filter_rng_streams",
-        "summary.in_ipython", "nn.recurrent.RNNBase",
-    )},
-}
+PENDING_FROM_OTHER_BRANCHES: dict[str, str] = {}
 
 # ------------------------------------------------------------------ omitted
 GRAPH_INTERNALS = (
@@ -55,6 +43,15 @@ PYTREE_INTERNALS = ("an internal of flax's Pytree class (metaclass, per-object s
                     "repr helpers); nnxlib's Object needs none of it")
 AOT_STAGES = ("flax's wrappers of jax's ahead-of-time stages (Traced/Lowered/Compiled); "
               "nnxlib's JitWrapped returns jax's own stage objects")
+BRIDGE_MODULE = (
+    "flax's experimental bridge.Module: a second, Linen-style module system (scoped "
+    "names, compact methods, lazy creation by name) built on flax.nnx, and its interop "
+    "helpers for it. nnxlib has one module system; Linen code is used through "
+    "bridge.ToNNX/ToLinen/lazy_init instead, which cover the same migrations")
+SUMMARY_INTERNALS = (
+    "a helper of flax's tabulate implementation (yaml dumpers, value reprs, byte "
+    "counting, IPython detection); nnx.tabulate renders its own table and keeps its "
+    "helpers private")
 DELIBERATE_OMISSIONS = {
     # graphlib
     **{f"graphlib.{n}": GRAPH_INTERNALS for n in (
@@ -68,6 +65,13 @@ DELIBERATE_OMISSIONS = {
         "is_node_module", "is_node_type", "is_pytree_node", "jax_to_nnx_path",
         "register_pytree_node_type", "static_cache",
     )},
+    # bridge: flax's own Linen-style module system
+    **{name: BRIDGE_MODULE for name in (
+        "bridge.module", "bridge.module.*", "bridge.interop", "bridge.interop.*")},
+    # summary (tabulate's internals)
+    **{f"summary.{n}": SUMMARY_INTERNALS for n in (
+        "ArrayRepr", "NoneDumper", "ObjectInfo", "SimpleObjectRepr", "SizeBytes",
+        "filter_rng_streams", "in_ipython")},
     # extract
     **{f"extract.{n}": EXTRACT_INTERNALS for n in (
         "ExtractIndex", "GraphDefState", "Mask", "Opaque", "OrderedDict", "PrefixMapping",
@@ -192,4 +196,10 @@ DIFFERENT = {
     "split_context": ("objects seen in an earlier split of the same context are described "
                       "again in full (same index), so each pair also merges on its own"),
     "UpdateContext": "the four calls must come in order: split, merge, split, merge",
+    "spmd.add_axis": ("a negative index counts from the end of the result, as "
+                      "jnp.expand_dims does (-1: the new axis is last); flax inserts "
+                      "before the last existing entry"),
+    "spmd.get_var_pspec": ("resolves logical names as nnx.get_partition_spec does "
+                           "(flax.linen precedence: where rules are given, a name no rule "
+                           "maps is replicated); flax.nnx keeps such a name as it is"),
 }

@@ -118,16 +118,16 @@ class BoolSetting:
     def __exit__(self, *exc: Any) -> None:
         type(self)._pop()
 
-    def __call__(self, fn: F) -> F:
+    def __call__(self, f: F) -> F:
         self._unset_default()
         value = self.value
         cls = type(self)
 
-        @functools.wraps(fn)
+        @functools.wraps(f)
         def scoped(*args: Any, **kwargs: Any) -> Any:
             cls._push(value)
             try:
-                return fn(*args, **kwargs)
+                return f(*args, **kwargs)
             finally:
                 cls._pop()
 

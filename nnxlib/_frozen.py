@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["freeze", "Unhashable"]
+__all__ = ["freeze", "Unhashable", "freeze_metadata", "thaw_metadata"]
 
 
 class Unhashable:
@@ -68,3 +68,47 @@ def freeze(value: Any) -> Any:
 
 def _item_key(item: tuple) -> str:
     return repr(item[0])
+
+
+def freeze_metadata(metadata: dict) -> tuple:
+    """Metadata as a hashable, order-independent tuple (for aux data and graph defs).
+
+    Example:
+        >>> thaw_metadata(freeze_metadata({"b": [1], "a": 2}))
+        {'a': 2, 'b': [1]}
+    """
+    if not metadata:
+        return ()
+    return tuple(sorted((k, _FrozenEntry(v)) for k, v in metadata.items()))
+
+
+def thaw_metadata(frozen: tuple) -> dict:
+    """Inverse of :func:`freeze_metadata`.
+
+    Example:
+        >>> thaw_metadata(())
+        {}
+    """
+    return {k: entry.value for k, entry in frozen}
+
+
+class _FrozenEntry:
+    """Keeps the original metadata value but hashes/compares it by its frozen form."""
+
+    __slots__ = ("value", "key")
+
+    def __init__(self, value: Any):
+        self.value = value
+        self.key = freeze(value)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _FrozenEntry) and self.key == other.key
+
+    def __lt__(self, other: "_FrozenEntry") -> bool:  # only reached on duplicate keys
+        return False
+
+    def __repr__(self) -> str:
+        return repr(self.value)

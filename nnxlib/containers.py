@@ -27,6 +27,8 @@ Example:
 
 from __future__ import annotations
 
+import inspect
+import sys
 from typing import Any, Iterable
 
 import jax
@@ -68,13 +70,40 @@ def _check_trace(node: Any, what: str) -> None:
         _tracking.check_trace(node, what)
 
 
-def _mutator(base: type, name: str, convert: Any = None) -> Any:
+class _NoDefault:
+    """The default of an optional argument the builtin method has no value for."""
+
+    def __repr__(self) -> str:
+        return "<no default>"
+
+
+_NO_DEFAULT = _NoDefault()
+
+
+def _mutator(base: type, name: str, convert: Any = None, params: tuple = ()) -> Any:
     """``base.name`` with a trace check, ``convert`` applied to the arguments, and the
-    structural change recorded (even when the base method raises half-way)."""
+    structural change recorded (even when the base method raises half-way).
+
+    ``params`` names the arguments (``"value"`` or ``("index", -1)`` with a default), as
+    flax.nnx's containers name them, so that they can be passed by keyword too; the
+    builtin method gets them positionally. Without ``params`` the arguments go through
+    as they are."""
     method = getattr(base, name)
+    signature = None
+    if params:
+        signature = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
+            + [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+               if isinstance(p, str) else
+               inspect.Parameter(p[0], inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 default=p[1]) for p in params])
 
     def mutate(self: Any, *args: Any, **kwargs: Any) -> Any:
         _check_trace(self, f"call {name}")
+        if kwargs and signature is not None:
+            bound = signature.bind(self, *args, **kwargs).arguments
+            args = tuple(v for v in bound.values() if v is not _NO_DEFAULT)[1:]
+            kwargs = {}
         if convert is not None:
             args, kwargs = convert(*args, **kwargs)
         try:
@@ -87,6 +116,8 @@ def _mutator(base: type, name: str, convert: Any = None) -> Any:
     mutate.__qualname__ = f"{base.__name__}.{name}"
     mutate.__doc__ = (f"Like ``{base.__name__}.{name}``; recorded as a structural change"
                       f"{' (plain lists/dicts stored are converted)' if convert else ''}.")
+    if signature is not None:
+        mutate.__signature__ = signature  # type: ignore[attr-defined]
     return mutate
 
 
@@ -137,18 +168,38 @@ class List(list):
     def __init__(self, items: Iterable = ()):
         list.__init__(self, [track(x) for x in items])
 
-    append = _mutator(list, "append", _one)
-    extend = _mutator(list, "extend", _many)
-    __iadd__ = _mutator(list, "__iadd__", _many)
-    insert = _mutator(list, "insert", _list_insert)
-    __setitem__ = _mutator(list, "__setitem__", _list_setitem)
-    __delitem__ = _mutator(list, "__delitem__")
-    __imul__ = _mutator(list, "__imul__")
-    pop = _mutator(list, "pop")
-    remove = _mutator(list, "remove")
+    append = _mutator(list, "append", _one, ("value",))
+    extend = _mutator(list, "extend", _many, ("values",))
+    __iadd__ = _mutator(list, "__iadd__", _many, ("values",))
+    insert = _mutator(list, "insert", _list_insert, ("index", "value"))
+    __setitem__ = _mutator(list, "__setitem__", _list_setitem, ("index", "value"))
+    __delitem__ = _mutator(list, "__delitem__", None, ("index",))
+    __imul__ = _mutator(list, "__imul__", None, ("value",))
+    pop = _mutator(list, "pop", None, (("index", -1),))
+    remove = _mutator(list, "remove", None, ("value",))
     clear = _mutator(list, "clear")
     sort = _mutator(list, "sort")
     reverse = _mutator(list, "reverse")
+
+    def count(self, value: Any) -> int:
+        """Like ``list.count`` (``value`` may be passed by keyword, as in flax.nnx).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.List([1, 2, 1]).count(value=1)
+            2
+        """
+        return list.count(self, value)
+
+    def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
+        """Like ``list.index``; ``stop=None`` searches to the end (flax.nnx's default).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.List(["a", "b", "a"]).index("a", start=1, stop=None)
+            2
+        """
+        return list.index(self, value, start, sys.maxsize if stop is None else stop)
 
     def __getitem__(self, index: Any) -> Any:
         result = list.__getitem__(self, index)
@@ -183,11 +234,11 @@ class Dict(dict):
     def __init__(self, /, *args: Any, **kwargs: Any):
         dict.__init__(self, {k: track(v) for k, v in dict(*args, **kwargs).items()})
 
-    __setitem__ = _mutator(dict, "__setitem__", _dict_setitem)
+    __setitem__ = _mutator(dict, "__setitem__", _dict_setitem, ("key", "value"))
     update = _mutator(dict, "update", _dict_update)
     __ior__ = _mutator(dict, "__ior__", _dict_update)
-    __delitem__ = _mutator(dict, "__delitem__")
-    pop = _mutator(dict, "pop")
+    __delitem__ = _mutator(dict, "__delitem__", None, ("key",))
+    pop = _mutator(dict, "pop", None, ("key", ("default", _NO_DEFAULT)))
     popitem = _mutator(dict, "popitem")
     clear = _mutator(dict, "clear")
 
@@ -198,6 +249,17 @@ class Dict(dict):
             return dict.__getitem__(self, key)
         self[key] = default
         return dict.__getitem__(self, key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """Like ``dict.get`` (``key`` and ``default`` may be passed by keyword, as in
+        flax.nnx).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> nnx.Dict(a=1).get(key="b", default=0)
+            0
+        """
+        return dict.get(self, key, default)
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -82,7 +82,7 @@ def to_predicate(filter: Filter) -> Predicate:
 class _FilterBase:
     """Common base so ``to_predicate`` can pass filter objects through unchanged."""
 
-    def __call__(self, path: tuple, value: TAny) -> bool:  # pragma: no cover
+    def __call__(self, path: tuple, x: TAny) -> bool:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -101,10 +101,10 @@ class _CollectionOrTag(_FilterBase):
 
     name: str
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
-        if _collection_of(value) == self.name:
+    def __call__(self, path: tuple, x: TAny) -> bool:
+        if _collection_of(x) == self.name:
             return True
-        return isinstance(value, Variable) and value._metadata.get("tag") == self.name
+        return isinstance(x, Variable) and x._metadata.get("tag") == self.name
 
     def __repr__(self) -> str:
         return repr(self.name)
@@ -122,8 +122,8 @@ class OfType(_FilterBase):
 
     type: type
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
-        return isinstance(value, self.type)
+    def __call__(self, path: tuple, x: TAny) -> bool:
+        return isinstance(x, self.type)
 
     def __repr__(self) -> str:
         return f"OfType({self.type.__name__})"
@@ -146,7 +146,7 @@ class PathContains(_FilterBase):
     key: TAny
     exact: bool = True
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
+    def __call__(self, path: tuple, x: TAny) -> bool:
         if self.exact:
             return self.key in path
         key = str(self.key)
@@ -166,7 +166,7 @@ class PathIn(_FilterBase):
     def __init__(self, *paths: tuple):
         self.paths = frozenset(tuple(p) for p in paths)
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
+    def __call__(self, path: tuple, x: TAny) -> bool:
         return tuple(path) in self.paths
 
     def __eq__(self, other: object) -> bool:
@@ -209,8 +209,8 @@ class WithTag(_FilterBase):
 
     tag: str
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
-        return isinstance(value, Variable) and value._metadata.get("tag") == self.tag
+    def __call__(self, path: tuple, x: TAny) -> bool:
+        return isinstance(x, Variable) and x._metadata.get("tag") == self.tag
 
 
 class Any(_FilterBase):
@@ -226,8 +226,8 @@ class Any(_FilterBase):
         self.filters = tuple(filters)
         self.predicates = tuple(to_predicate(f) for f in filters)
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
-        return builtins.any(p(path, value) for p in self.predicates)
+    def __call__(self, path: tuple, x: TAny) -> bool:
+        return builtins.any(p(path, x) for p in self.predicates)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Any) and self.predicates == other.predicates
@@ -253,8 +253,8 @@ class All(_FilterBase):
         self.filters = tuple(filters)
         self.predicates = tuple(to_predicate(f) for f in filters)
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
-        return builtins.all(p(path, value) for p in self.predicates)
+    def __call__(self, path: tuple, x: TAny) -> bool:
+        return builtins.all(p(path, x) for p in self.predicates)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, All) and self.predicates == other.predicates
@@ -279,8 +279,8 @@ class Not(_FilterBase):
         self.filter = filter
         self.predicate = to_predicate(filter)
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
-        return not self.predicate(path, value)
+    def __call__(self, path: tuple, x: TAny) -> bool:
+        return not self.predicate(path, x)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Not) and self.predicate == other.predicate
@@ -301,7 +301,7 @@ class Everything(_FilterBase):
         True
     """
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
+    def __call__(self, path: tuple, x: TAny) -> bool:
         return True
 
     def __eq__(self, other: object) -> bool:
@@ -323,7 +323,7 @@ class Nothing(_FilterBase):
         False
     """
 
-    def __call__(self, path: tuple, value: TAny) -> bool:
+    def __call__(self, path: tuple, x: TAny) -> bool:
         return False
 
     def __eq__(self, other: object) -> bool:

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
 import types
@@ -572,7 +573,8 @@ class Sequential(Module):
     """Apply layers (any callables) one after another.
 
     The first layer receives all arguments; a tuple output is unpacked into the next
-    layer's arguments.
+    layer's arguments. ``rngs``, when given, goes to every layer whose signature names
+    an ``rngs`` parameter (as in flax.nnx; a bare ``**kwargs`` does not count).
 
     Example:
         >>> import jax
@@ -582,18 +584,38 @@ class Sequential(Module):
         ...                        nnx.Linear(4, 1, rngs=nnx.Rngs(1)))
         >>> model(jnp.ones((3, 2))).shape
         (3, 1)
+        >>> drop = nnx.Sequential(nnx.Dropout(0.5), jax.nn.relu, nnx.Dropout(0.5))
+        >>> drop(jnp.ones(4), rngs=nnx.Rngs(dropout=0)).shape
+        (4,)
     """
 
     def __init__(self, *fns: Any):
         self.layers = List(fns)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, rngs: Any = None, **kwargs: Any) -> Any:
         if not self.layers:
             raise ValueError("Sequential has no layers. Hint: Sequential(layer1, layer2).")
-        out = self.layers[0](*args, **kwargs)
+        first = self.layers[0]
+        out = first(*args, **kwargs, **_rngs_for(first, rngs))
         for layer in itertools.islice(self.layers, 1, None):
-            out = layer(*out) if isinstance(out, tuple) else layer(out)
+            extra = _rngs_for(layer, rngs)
+            out = layer(*out, **extra) if isinstance(out, tuple) else layer(out, **extra)
         return out
+
+
+def _rngs_for(layer: Any, rngs: Any) -> dict:
+    """``{"rngs": rngs}`` when ``rngs`` is given and ``layer`` names an ``rngs``
+    parameter, else ``{}``."""
+    if rngs is None:
+        return {}
+    try:
+        parameters = inspect.signature(layer).parameters
+    except (TypeError, ValueError):
+        return {}
+    param = parameters.get("rngs")
+    if param is None or param.kind is inspect.Parameter.POSITIONAL_ONLY:
+        return {}
+    return {"rngs": rngs}
 
 def _marker_field(marker: str, field_kwargs: dict) -> Any:
     """A ``dataclasses.field`` whose metadata marks the attribute data or static."""

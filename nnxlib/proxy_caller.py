@@ -68,10 +68,10 @@ class DelayedAccessor:
 
     actions: tuple = ()
 
-    def __call__(self, obj: Any) -> Any:
+    def __call__(self, x: Any) -> Any:
         for action in self.actions:
-            obj = action(obj)
-        return obj
+            x = action(x)
+        return x
 
     def __getattr__(self, name: str) -> "DelayedAccessor":
         if name.startswith("__"):

@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import jax
 import numpy as np
@@ -46,9 +46,9 @@ from nnxlib._placement import (
     use_eager_sharding,
     using_eager_sharding,
 )
-from nnxlib.errors import format_path
+from nnxlib.errors import ShardingError, format_path
 from nnxlib.state import State, map_state
-from nnxlib.variables import Variable, with_metadata, with_partitioning
+from nnxlib.variables import SHARDING_KEYS, Variable, with_metadata, with_partitioning
 
 __all__ = [
     "with_partitioning",
@@ -63,7 +63,14 @@ __all__ = [
     "using_eager_sharding",
     "var_defaults",
     "VarDefaults",
+    "PARTITION_NAME",
+    "add_axis",
+    "remove_axis",
+    "get_var_pspec",
 ]
+
+#: The ``transform_metadata`` key naming the mapped axis in sharding metadata.
+PARTITION_NAME = "partition_name"
 
 # Docstrings for the names defined in the private helper (one implementation, public
 # documentation here).
@@ -373,3 +380,191 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
                 "transforms already propagate variable updates."
             )
     return _VarDefaultsScope(eager_sharding)
+
+
+# ------------------------------------------------------------ axis add/remove
+# vmap/scan (and nnx.transform_metadata) add the mapped axis's name to the sharding
+# metadata of the variables they map, and remove it for the per-member view.
+A = TypeVar("A")
+
+
+def get_var_pspec(v: Variable) -> PartitionSpec | None:
+    """The ``PartitionSpec`` of variable ``v``: its sharding metadata resolved with its
+    ``sharding_rules`` and the active :class:`logical_axis_rules` (``P()`` when it has
+    none; None for a value that is not an array).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> v = nnx.Param(jnp.ones((2, 3)), out_sharding=("embed", "mlp"))
+        >>> with nnx.logical_axis_rules([("mlp", "model")]):
+        ...     nnx.spmd.get_var_pspec(v)
+        P(None, 'model')
+        >>> nnx.spmd.get_var_pspec(nnx.Param(jnp.ones(2)))
+        P()
+    """
+    if not isinstance(v, Variable):
+        raise TypeError(f"get_var_pspec: expected a Variable, got {type(v).__name__}. "
+                        "Hint: use nnx.get_partition_spec for a whole state or module.")
+    return variable_spec(v)
+
+
+def _check_partition_name(transform_metadata: Mapping, where: str) -> None:
+    if not isinstance(transform_metadata, Mapping) or PARTITION_NAME not in transform_metadata:
+        raise ShardingError(
+            f"{where}: transform_metadata={transform_metadata!r} has no {PARTITION_NAME!r} "
+            "entry, so there is no axis name to put in the sharding metadata. Hint: pass "
+            "{nnx.PARTITION_NAME: 'layers'} (or None for an unnamed axis).")
+
+
+def _unique_variables(tree: Any) -> list:
+    seen: set = set()
+    found = []
+    for leaf in jax.tree_util.tree_leaves(tree, is_leaf=_is_variable):
+        if isinstance(leaf, Variable) and id(leaf) not in seen:
+            seen.add(id(leaf))
+            found.append(leaf)
+    return found
+
+
+def add_axis(tree: A, index: int, transform_metadata: Mapping) -> A:
+    """Insert ``transform_metadata[nnx.PARTITION_NAME]`` at position ``index`` of the
+    sharding metadata of every variable in ``tree`` (a module, a ``State`` or any
+    pytree), in place, and return ``tree``; what ``vmap``/``scan`` do with
+    ``transform_metadata`` to the variables they map. Variables without sharding
+    metadata are left alone; a variable reached twice is changed once.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> v = nnx.Param(jnp.ones((2, 3)), out_sharding=("embed", "mlp"))
+        >>> _ = nnx.spmd.add_axis({"w": v}, 0, {nnx.PARTITION_NAME: "layers"})
+        >>> v.out_sharding
+        ('layers', 'embed', 'mlp')
+    """
+    _check_partition_name(transform_metadata, "add_axis")
+    for var in _unique_variables(tree):
+        add_variable_axis(var, index, transform_metadata)
+    return tree
+
+
+def remove_axis(tree: A, index: int, transform_metadata: Mapping) -> A:
+    """Undo :func:`add_axis`: remove the partition name at position ``index`` from the
+    sharding metadata of every variable in ``tree``, in place, and return ``tree``. A
+    different name at that position raises :class:`~nnxlib.errors.ShardingError`.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> v = nnx.Param(jnp.ones((4, 2)), out_sharding=("layers", "embed"))
+        >>> _ = nnx.spmd.remove_axis([v], 0, {nnx.PARTITION_NAME: "layers"})
+        >>> v.out_sharding
+        ('embed',)
+    """
+    _check_partition_name(transform_metadata, "remove_axis")
+    for var in _unique_variables(tree):
+        remove_variable_axis(var, index, transform_metadata)
+    return tree
+
+
+def _insert(fields: Any, index: int, value: Any) -> Any:
+    items = list(fields)
+    if index < 0:
+        index += len(items) + 1
+    while len(items) < index:
+        items.append(None)
+    items.insert(index, value)
+    return _same_kind(fields, items)
+
+
+def _remove(fields: Any, index: int, value: Any, key: str, var: Variable) -> Any:
+    items = list(fields)
+    position = index + len(items) if index < 0 else index
+    if not 0 <= position < len(items) or items[position] != value:
+        found = items[position] if 0 <= position < len(items) else "nothing"
+        raise ShardingError(
+            f"transform_metadata: expected {value!r} at position {index} of the "
+            f"{type(var).__name__}'s {key}={tuple(fields)!r} when mapping over that axis, "
+            f"found {found!r}. Hint: the partition name must match the one the state was "
+            "created with, at the mapped axis."
+        )
+    del items[position]
+    return _same_kind(fields, items)
+
+
+def _same_kind(original: Any, items: list) -> Any:
+    if isinstance(original, jax.sharding.PartitionSpec):
+        return jax.sharding.PartitionSpec(*items)
+    return list(items) if isinstance(original, list) else tuple(items)
+
+
+def _shaped_entries(var: Variable, transform_metadata: Mapping) -> Iterator[tuple]:
+    name = transform_metadata[PARTITION_NAME]
+    metadata = var._metadata
+    for key in SHARDING_KEYS:
+        if _is_axes_tuple(metadata.get(key)):
+            yield key, name
+    for key, value in transform_metadata.items():
+        if key != PARTITION_NAME and key not in SHARDING_KEYS:
+            if _is_axes_tuple(metadata.get(key)):
+                yield key, value
+
+
+def _is_axes_tuple(value: Any) -> bool:
+    return isinstance(value, (tuple, list, jax.sharding.PartitionSpec)) and len(value) > 0
+
+
+def add_variable_axis(var: Variable, axis: int, transform_metadata: Mapping,
+                      quiet: bool = False) -> None:
+    """Insert the partition name at ``axis`` in ``var``'s sharding metadata (in place).
+
+    ``quiet`` rewrites the metadata without a structure stamp (objects private to a
+    trace); otherwise ``set_metadata`` is used. Metadata entries named in
+    ``transform_metadata`` besides the partition name get their own value inserted.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> v = nnx.Param(0.0, out_sharding=("embed",))
+        >>> add_variable_axis(v, 0, {nnx.PARTITION_NAME: "layers"})
+        >>> v.out_sharding
+        ('layers', 'embed')
+    """
+    updates = {key: _insert(var._metadata[key], axis, value)
+               for key, value in _shaped_entries(var, transform_metadata)}
+    _set(var, updates, quiet)
+    _run_hooks(var, "on_add_axis", axis, transform_metadata[PARTITION_NAME])
+
+
+def remove_variable_axis(var: Variable, axis: int, transform_metadata: Mapping,
+                         quiet: bool = False) -> None:
+    """Remove the partition name at ``axis`` from ``var``'s sharding metadata (in
+    place); a different name there raises :class:`~nnxlib.errors.ShardingError`.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> v = nnx.Param(0.0, out_sharding=("layers", "embed"))
+        >>> remove_variable_axis(v, 0, {nnx.PARTITION_NAME: "layers"})
+        >>> v.out_sharding
+        ('embed',)
+    """
+    updates = {key: _remove(var._metadata[key], axis, value, key, var)
+               for key, value in _shaped_entries(var, transform_metadata)}
+    _set(var, updates, quiet)
+    _run_hooks(var, "on_remove_axis", axis, transform_metadata[PARTITION_NAME])
+
+
+def _set(var: Variable, updates: dict, quiet: bool) -> None:
+    if not updates:
+        return
+    if quiet:
+        object.__setattr__(var, "_metadata", {**var._metadata, **updates})
+    else:
+        var.set_metadata(updates)
+
+
+def _run_hooks(var: Variable, key: str, axis: int, name: Any) -> None:
+    hooks = var._metadata.get(key)
+    if hooks is None:
+        return
+    for hook in hooks if isinstance(hooks, (tuple, list)) else (hooks,):
+        hook(var, axis, name)

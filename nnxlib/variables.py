@@ -32,8 +32,9 @@ import numpy as np
 
 from nnxlib import _placement, _tracking
 from nnxlib._arrays import same_aval, written_value
-from nnxlib._frozen import freeze
+from nnxlib._frozen import freeze_metadata, thaw_metadata
 from nnxlib._var_defaults import current_defaults
+from nnxlib._var_operators import install_operators
 from nnxlib.display import render_variable
 
 __all__ = [
@@ -175,29 +176,50 @@ class Variable:
     def value(self, new: Any) -> None:
         self.set_value(new)
 
-    def get_value(self) -> Any:
-        """Return the held value.
+    def get_value(self, *, index: Any = _MISSING) -> Any:
+        """Return the held value, or ``value[index]`` when ``index`` is given.
 
         Example:
+            >>> import jax.numpy as jnp
             >>> import nnxlib as nnx
-            >>> nnx.Param(3.0).get_value()
-            3.0
+            >>> p = nnx.Param(jnp.arange(6).reshape(2, 3))
+            >>> p.get_value(index=1).tolist(), p.get_value(index=(0, 2)).tolist()
+            ([3, 4, 5], 2)
         """
-        return self.value
+        return self.value if index is _MISSING else self[index]
 
-    def set_value(self, new: Any) -> None:
+    def set_value(self, value: Any, *, index: Any = _MISSING) -> None:
         """Replace the held value (any shape or dtype; ``v.value = x`` is the same).
+
+        With ``index``, write ``value`` into that part of the held value instead, as
+        ``v[index] = value`` does: an array keeps its shape and dtype (``value`` is cast
+        and broadcast; a shape that does not fit raises
+        :class:`~nnxlib.errors.ShapeMismatchError`), a list or dict gets the item set
+        (on a copy, so a list shared with other code is left alone).
 
         Checked at assignment: the variable must belong to the current trace, and the
         value must not be a tracer of a transform that has already returned.
 
         Example:
+            >>> import jax.numpy as jnp
             >>> import nnxlib as nnx
             >>> p = nnx.Param(1.0)
             >>> p.set_value(2.0)
             >>> p.value
             2.0
+            >>> q = nnx.Param(jnp.zeros((2, 2)))
+            >>> q.set_value(1.0, index=1)
+            >>> q.value.tolist()
+            [[0.0, 0.0], [1.0, 1.0]]
         """
+        new = value
+        if index is not _MISSING:
+            old = self.value
+            if isinstance(old, (list, dict)):
+                new = copy.copy(old)
+                new[index] = _unbox(value)
+            else:
+                new = written_value(old, index, _unbox(value), type(self).__name__)
         if isinstance(new, Variable):
             new = new._raw_value
         trace = self._nnx_trace
@@ -231,8 +253,15 @@ class Variable:
         self.set_value(written_value(value, key, _unbox(new), type(self).__name__))
 
     # --------------------------------------------------------------------- metadata
-    def get_metadata(self, name: Any = _MISSING, default: Any = _MISSING) -> Any:
-        """Return a copy of the metadata dict, or one entry of it.
+    def get_metadata(self, name: str | None = None, default: Any = _MISSING, *,
+                     exclude_required: bool | None = None) -> Any:
+        """Return a copy of the metadata dict, or the entry ``name`` (``default``, or a
+        ``KeyError``, when it is missing).
+
+        flax.nnx's required keys (``hijax``, ``ref``, ``eager_sharding``) are read
+        without being stored: ``exclude_required=False`` adds them to the dict,
+        ``True`` leaves them out even when they were given, and ``None`` returns what is
+        stored. ``exclude_required`` goes with the whole dict only.
 
         Example:
             >>> import nnxlib as nnx
@@ -241,9 +270,23 @@ class Variable:
             {'sharding': ('embed',)}
             >>> p.get_metadata("sharding")
             ('embed',)
+            >>> sorted(p.get_metadata(exclude_required=False))
+            ['eager_sharding', 'hijax', 'ref', 'sharding']
         """
-        if name is _MISSING:
-            return dict(self._metadata)
+        if name is None:
+            metadata = dict(self._metadata)
+            if exclude_required:
+                for key in DEFAULT_METADATA:
+                    metadata.pop(key, None)
+            elif exclude_required is not None:
+                for key in DEFAULT_METADATA:
+                    metadata.setdefault(key, default_metadata(key))
+            return metadata
+        if exclude_required is not None:
+            raise TypeError(
+                f"get_metadata({name!r}, exclude_required=...): exclude_required selects "
+                "keys of the whole metadata dict. Hint: call get_metadata(exclude_required"
+                "=...) without a name, or get_metadata(name) without exclude_required.")
         if name in self._metadata:
             return self._metadata[name]
         if name in DEFAULT_METADATA:  # flax.nnx's default keys, read without storing
@@ -340,16 +383,20 @@ class Variable:
         new_value = self._raw_value if value is _MISSING else value
         return _new_variable(type(self), new_value, {**self._metadata, **metadata})
 
-    def copy(self: V) -> V:
-        """Return a new variable with the same value and a copy of the metadata.
+    def copy(self: V, value: Any = _MISSING, **updates: Any) -> V:
+        """Return a new variable of the same type: the same value (or ``value``) and a
+        copy of the metadata updated with ``updates``.
 
         Example:
             >>> import nnxlib as nnx
-            >>> p = nnx.Param(1.0)
-            >>> p.copy() is p
-            False
+            >>> p = nnx.Param(1.0, tag="a")
+            >>> q = p.copy(2.0, tag="b")
+            >>> q is p, (p.value, p.tag), (q.value, q.tag)
+            (False, (1.0, 'a'), (2.0, 'b'))
         """
-        return _new_variable(type(self), self._raw_value, dict(self._metadata))
+        updates.pop("_copy_ref", None)  # flax's array-ref flag: nnxlib has no refs
+        new_value = self._raw_value if value is _MISSING else value
+        return _new_variable(type(self), new_value, {**self._metadata, **updates})
 
     def __copy__(self: V) -> V:
         return self.copy()
@@ -504,40 +551,7 @@ def _short_repr(value: Any) -> str:
     return repr(value)
 
 
-def _binary(op: Callable) -> tuple[Callable, Callable, Callable]:
-    def forward(self, other):
-        return op(self.value, _unbox(other))
-
-    def reflected(self, other):
-        return op(_unbox(other), self.value)
-
-    def inplace(self, other):
-        self.set_value(op(self.value, _unbox(other)))
-        return self
-
-    return forward, reflected, inplace
-
-
-for _name, _op in {
-    "add": operator.add, "sub": operator.sub, "mul": operator.mul,
-    "truediv": operator.truediv, "floordiv": operator.floordiv, "mod": operator.mod,
-    "pow": operator.pow, "matmul": operator.matmul, "and": operator.and_,
-    "or": operator.or_, "xor": operator.xor, "lshift": operator.lshift,
-    "rshift": operator.rshift, "divmod": divmod,
-}.items():
-    _fwd, _ref, _inp = _binary(_op)
-    setattr(Variable, f"__{_name}__", _fwd)
-    setattr(Variable, f"__r{_name}__", _ref)
-    if _name != "divmod":
-        setattr(Variable, f"__i{_name}__", _inp)
-
-for _name, _op in {"lt": operator.lt, "le": operator.le, "gt": operator.gt,
-                   "ge": operator.ge}.items():
-    setattr(Variable, f"__{_name}__", _binary(_op)[0])
-
-for _name, _op in {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs,
-                   "invert": operator.invert}.items():
-    setattr(Variable, f"__{_name}__", (lambda op: lambda self: op(self.value))(_op))
+install_operators(Variable)
 
 
 def _new_variable(cls: type[V], value: Any, metadata: dict, trace: Any = _MISSING) -> V:
@@ -572,40 +586,6 @@ def _register_pytree(cls: type) -> None:
         return _new_variable(cls, children[0], thaw_metadata(frozen), None)
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
-
-
-def freeze_metadata(metadata: dict) -> tuple:
-    """Metadata as a hashable, order-independent tuple (for aux data and graph defs)."""
-    if not metadata:
-        return ()
-    return tuple(sorted((k, _FrozenEntry(v)) for k, v in metadata.items()))
-
-
-def thaw_metadata(frozen: tuple) -> dict:
-    """Inverse of :func:`freeze_metadata`."""
-    return {k: entry.value for k, entry in frozen}
-
-
-class _FrozenEntry:
-    """Keeps the original metadata value but hashes/compares it by its frozen form."""
-
-    __slots__ = ("value", "key")
-
-    def __init__(self, value: Any):
-        self.value = value
-        self.key = freeze(value)
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _FrozenEntry) and self.key == other.key
-
-    def __lt__(self, other: "_FrozenEntry") -> bool:  # only reached on duplicate keys
-        return False
-
-    def __repr__(self) -> str:
-        return repr(self.value)
 
 
 class Param(Variable):

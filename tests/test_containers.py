@@ -224,3 +224,84 @@ class TestSequential:
         graphdef, state = nnx.split(seq)
         out = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.array(1.0))
         assert float(out) == 6.0
+
+
+def test_list_methods_take_flax_parameter_names_by_keyword():
+    from flax import nnx as flax_nnx
+
+    ours, theirs = nnx.List([1, 2]), flax_nnx.List([1, 2])
+    for lst in (ours, theirs):
+        lst.append(value=3)
+        lst.insert(index=0, value=0)
+        lst.extend(values=[4])
+        lst.remove(value=2)
+        assert lst.pop(index=1) == 1
+        lst[0] = 7
+    assert list(ours) == list(theirs) == [7, 3, 4]
+    assert ours.count(value=7) == theirs.count(value=7) == 1
+    assert ours.index(4, start=1, stop=None) == theirs.index(4, start=1, stop=None) == 2
+    with pytest.raises(TypeError):
+        ours.append(item=1)
+
+
+def test_list_keyword_append_converts_and_records_the_change():
+    model = nnx.Sequential()
+    model.layers = nnx.List()
+    before = nnx.graphdef(model)
+    model.layers.append(value=[nnx.Linear(1, 1, rngs=nnx.Rngs(0))])
+    assert type(model.layers[0]) is nnx.List
+    assert nnx.graphdef(model) != before
+    assert "kernel" in nnx.state(model)["layers"][0][0]
+
+
+def test_dict_methods_take_flax_parameter_names_by_keyword():
+    from flax import nnx as flax_nnx
+
+    ours, theirs = nnx.Dict(a=1, b=2), flax_nnx.Dict(a=1, b=2)
+    for d in (ours, theirs):
+        assert d.pop(key="a") == 1
+        assert d.pop("zz", default=5) == 5
+        assert d.get(key="b", default=0) == 2 and d.get(key="q") is None
+        with pytest.raises(KeyError):
+            d.pop(key="missing")
+    assert dict(ours) == dict(theirs) == {"b": 2}
+
+
+def test_sequential_passes_rngs_to_layers_that_name_it_like_flax():
+    from flax import nnx as flax_nnx
+
+    def run(lib):
+        seen = []
+
+        class Takes(lib.Module):
+            def __call__(self, x, *, rngs=None):
+                seen.append(("takes", rngs is not None))
+                return x + 1
+
+        class Plain(lib.Module):
+            def __call__(self, x, **kwargs):
+                seen.append(("plain", kwargs))
+                return (x, x)
+
+        def join(x, y, rngs=None):
+            seen.append(("join", rngs is not None))
+            return x + y
+
+        model = lib.Sequential(Takes(), Plain(), join)
+        out = model(jnp.ones(2), rngs=lib.Rngs(0))
+        out_without = model(jnp.ones(2))
+        return out.tolist(), out_without.tolist(), seen
+
+    assert run(nnx) == run(flax_nnx) == (
+        [4.0, 4.0], [4.0, 4.0],
+        [("takes", True), ("plain", {}), ("join", True),
+         ("takes", False), ("plain", {}), ("join", False)])
+
+
+def test_sequential_rngs_drive_dropout():
+    model = nnx.Sequential(nnx.Dropout(0.5), nnx.Dropout(0.5))
+    a = model(jnp.ones(64), rngs=nnx.Rngs(dropout=0))
+    b = model(jnp.ones(64), rngs=nnx.Rngs(dropout=0))
+    c = model(jnp.ones(64), rngs=nnx.Rngs(dropout=1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and set(np.unique(a).tolist()) <= {0.0, 4.0}

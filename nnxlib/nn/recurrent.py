@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,7 @@ __all__ = [
     "OptimizedLSTMCell",
     "SimpleCell",
     "GRUCell",
+    "RNNBase",
     "RNN",
     "Bidirectional",
     "flip_sequences",
@@ -112,6 +113,30 @@ def _own_stream(rngs: Any, where: str, *, accept_stream: bool = True) -> RngStre
         f"(its carry stream is forked) or an nnx.RngStream; got {type(rngs).__name__}. "
         "Hint: use rngs=nnx.Rngs(seed)."
     )
+
+
+class RNNBase(Protocol):
+    """What :class:`Bidirectional` needs of its forward and backward layers: a callable
+    that runs over a sequence with :class:`RNN`'s call options. ``RNN`` satisfies it, and
+    so does any object with such a ``__call__`` (no subclassing needed).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> def gru(seed: int) -> nnx.nn.recurrent.RNNBase:
+        ...     return nnx.RNN(nnx.GRUCell(2, 3, rngs=nnx.Rngs(seed)))
+        >>> nnx.Bidirectional(gru(0), gru(1))(jnp.ones((1, 5, 2))).shape
+        (1, 5, 6)
+    """
+
+    def __call__(self, inputs: jax.Array, *, initial_carry: Any = None,
+                 rngs: Rngs | RngStream | None = None,
+                 seq_lengths: jax.Array | None = None, return_carry: bool | None = None,
+                 time_major: bool | None = None, reverse: bool | None = None,
+                 keep_order: bool | None = None) -> Output | tuple[Any, Output]:
+        """Run over the sequence ``inputs``: the outputs, or ``(carry, outputs)`` with
+        ``return_carry``."""
+        ...
 
 
 class RNN(Module):
@@ -310,7 +335,7 @@ class Bidirectional(Module):
         (2, 5, 8)
     """
 
-    def __init__(self, forward_rnn: Any, backward_rnn: Any, *,
+    def __init__(self, forward_rnn: RNNBase, backward_rnn: RNNBase, *,
                  merge_fn: Callable[[jax.Array, jax.Array], jax.Array] = _concatenate,
                  time_major: bool = False, return_carry: bool = False,
                  rngs: Rngs | RngStream | bool = True):

@@ -20,6 +20,8 @@ import jax
 from nnxlib.errors import format_path
 from nnxlib.graph import GraphDef, is_node_or_variable, node_impl
 from nnxlib.rngs import RngState
+from nnxlib.spmd import add_variable_axis as add_axis
+from nnxlib.spmd import remove_variable_axis as remove_axis
 from nnxlib.transforms.axes import (  # noqa: F401  (re-exported for the transforms)
     PARTITION_NAME,
     Carry,
@@ -27,7 +29,7 @@ from nnxlib.transforms.axes import (  # noqa: F401  (re-exported for the transfo
     _axis_repr,
     _check_axis,
 )
-from nnxlib.variables import SHARDING_KEYS, Variable, _new_variable, thaw_metadata
+from nnxlib.variables import Variable, _new_variable, thaw_metadata
 
 
 # ------------------------------------------------------------------ prefix handling
@@ -275,90 +277,6 @@ def _retag_inputs(objects: dict, layout: Any, metadata: Mapping, change: Callabl
         axis = layout.graph_axes[j]
         if isinstance(axis, int) and axis is not Carry:
             change(objects[index], axis, metadata, quiet=True)
-
-
-def _insert(fields: Any, index: int, value: Any) -> Any:
-    items = list(fields)
-    if index < 0:
-        index += len(items) + 1
-    while len(items) < index:
-        items.append(None)
-    items.insert(index, value)
-    return _same_kind(fields, items)
-
-
-def _remove(fields: Any, index: int, value: Any, key: str, var: Variable) -> Any:
-    items = list(fields)
-    position = index + len(items) if index < 0 else index
-    if not 0 <= position < len(items) or items[position] != value:
-        found = items[position] if 0 <= position < len(items) else "nothing"
-        raise ValueError(
-            f"transform_metadata: expected {value!r} at position {index} of the "
-            f"{type(var).__name__}'s {key}={tuple(fields)!r} when mapping over that axis, "
-            f"found {found!r}. Hint: the partition name must match the one the state was "
-            "created with, at the mapped axis."
-        )
-    del items[position]
-    return _same_kind(fields, items)
-
-
-def _same_kind(original: Any, items: list) -> Any:
-    if isinstance(original, jax.sharding.PartitionSpec):
-        return jax.sharding.PartitionSpec(*items)
-    return list(items) if isinstance(original, list) else tuple(items)
-
-
-def _shaped_entries(var: Variable, transform_metadata: Mapping) -> Iterator[tuple]:
-    name = transform_metadata[PARTITION_NAME]
-    metadata = var._metadata
-    for key in SHARDING_KEYS:
-        if _is_axes_tuple(metadata.get(key)):
-            yield key, name
-    for key, value in transform_metadata.items():
-        if key != PARTITION_NAME and key not in SHARDING_KEYS:
-            if _is_axes_tuple(metadata.get(key)):
-                yield key, value
-
-
-def _is_axes_tuple(value: Any) -> bool:
-    return isinstance(value, (tuple, list, jax.sharding.PartitionSpec)) and len(value) > 0
-
-
-def add_axis(var: Variable, axis: int, transform_metadata: Mapping, quiet: bool) -> None:
-    """Insert the partition name at ``axis`` in ``var``'s sharding metadata.
-
-    ``quiet`` rewrites the metadata without a structure stamp (objects private to a
-    trace); otherwise ``set_metadata`` is used.
-    """
-    updates = {key: _insert(var._metadata[key], axis, value)
-               for key, value in _shaped_entries(var, transform_metadata)}
-    _set(var, updates, quiet)
-    _run_hooks(var, "on_add_axis", axis, transform_metadata[PARTITION_NAME])
-
-
-def remove_axis(var: Variable, axis: int, transform_metadata: Mapping, quiet: bool) -> None:
-    """Remove the partition name at ``axis`` from ``var``'s sharding metadata."""
-    updates = {key: _remove(var._metadata[key], axis, value, key, var)
-               for key, value in _shaped_entries(var, transform_metadata)}
-    _set(var, updates, quiet)
-    _run_hooks(var, "on_remove_axis", axis, transform_metadata[PARTITION_NAME])
-
-
-def _set(var: Variable, updates: dict, quiet: bool) -> None:
-    if not updates:
-        return
-    if quiet:
-        object.__setattr__(var, "_metadata", {**var._metadata, **updates})
-    else:
-        var.set_metadata(updates)
-
-
-def _run_hooks(var: Variable, key: str, axis: int, name: Any) -> None:
-    hooks = var._metadata.get(key)
-    if hooks is None:
-        return
-    for hook in hooks if isinstance(hooks, (tuple, list)) else (hooks,):
-        hook(var, axis, name)
 
 
 def check_transform_metadata(transform_metadata: Mapping, where: str) -> bool:

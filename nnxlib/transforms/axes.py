@@ -19,11 +19,10 @@ from typing import Any, Iterator
 
 from nnxlib.errors import format_path
 from nnxlib.filters import to_predicate
+from nnxlib.spmd import PARTITION_NAME  # defined with the axis-metadata helpers
 
 __all__ = ["Carry", "StateAxes", "PARTITION_NAME"]
 
-#: The ``transform_metadata`` key naming the mapped axis in sharding metadata.
-PARTITION_NAME = "partition_name"
 
 
 class Carry:
