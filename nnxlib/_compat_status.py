@@ -158,6 +158,10 @@ BETTER = {
 }
 
 DIFFERENT = {
+    "get_partition_spec": (
+        "under active logical_axis_rules a logical name is resolved to mesh axes as "
+        "flax.linen does, and a name no rule maps becomes None (unsharded); flax.nnx "
+        "leaves unmapped names in the spec"),
     "variables": ("nnxlib.variables is also the variables module (a callable module): "
                   "nnx.variables(model, nnx.Param) and nnx.variables.Param both work"),
     "var_defaults": ("hijax/ref are recorded and read back as metadata; they do not "

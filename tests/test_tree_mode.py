@@ -404,3 +404,17 @@ def test_train_step_under_jit_same_in_both_modes(graph):
     losses, optimizer = run(graph)
     assert losses == run(True)[0] and int(optimizer.step[...]) == 5
     assert losses == sorted(losses, reverse=True)
+
+
+def test_tree_mode_vjp_is_shaped_like_the_module_as_in_flax():
+    x = jnp.ones((1, 2))
+    ours = Block(nnx.Rngs(0))
+    y, pullback = nnx.vjp(lambda m, x: m(x), ours, x, graph=False)
+    m_ct, x_ct = pullback(jnp.ones_like(y))
+    assert type(m_ct) is Block and m_ct.count[...].dtype == jax.dtypes.float0
+    theirs = flax_nnx.Linear(2, 3, rngs=flax_nnx.Rngs(0))
+    y2, pullback2 = flax_nnx.vjp(lambda m, x: m(x), theirs, x, graph=False)
+    t_ct, t_x = pullback2(jnp.ones_like(y2))
+    np.testing.assert_allclose(m_ct.linear.kernel[...], t_ct.kernel[...], rtol=1e-6)
+    np.testing.assert_allclose(x_ct, t_x, rtol=1e-6)
+    assert int(ours.count[...]) == 1  # the state change was written back

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nnxlib import graph as graphlib
 from nnxlib.errors import format_path
@@ -103,13 +104,25 @@ def _is_inexact(value: Any) -> bool:
         return False
 
 
-def _assemble(layout: _Layout, graph_values: dict, other_values: list) -> tuple:
-    """One entry per argument: States for module roots, arrays for the other leaves."""
+def _assemble(layout: _Layout, graph_values: dict, other_values: list,
+              shaped: bool = False) -> tuple:
+    """One entry per argument: States for module roots (``shaped``: modules of the same
+    type, as ``jax.vjp`` shapes a pytree's cotangent; leaves without one get float0
+    zeros, as integer inputs do in JAX), arrays for the other leaves."""
     flat: list = [None] * len(layout.leaf_owner)
     for p, o in layout.other_index.items():
         flat[p] = other_values[o]
     for p, r in layout.root_at.items():
-        flat[p] = layout.root_value(r, graph_values)
+        if shaped and layout.root_defs[r].kind != "variable":
+            full = {j: graph_values[j] if j in graph_values else
+                    np.zeros(jnp.shape(layout.ext.values[j]), jax.dtypes.float0)
+                    for j in layout.root_leaves[r]}
+            root = layout.ext.plan.objects[layout.root_defs[r].index]
+            # build_fresh, not merge: float0 leaves are not the leaves' dtypes.
+            flat[p] = graphlib.graphdef(root, graph=True).build_fresh(
+                [layout._wrap(j, full[j]) for j in layout.root_leaves[r]])
+        else:
+            flat[p] = layout.root_value(r, graph_values)
     return jax.tree_util.tree_unflatten(layout.ext.treedef, flat)
 
 

@@ -54,7 +54,9 @@ def vjp(f: Callable[..., Any] | None = None, *primals: Any, has_aux: bool = Fals
     """``jax.vjp`` for functions of modules: ``(out, vjp_fn)`` or ``(out, vjp_fn, aux)``.
 
     ``vjp_fn(cotangent)`` returns one cotangent per primal: a ``State`` of the ``Param``
-    cotangents for a module primal, an array (pytree) for an array primal. State the
+    cotangents for a module primal, an array (pytree) for an array primal (tree mode,
+    ``graph=False``: like ``jax.vjp`` of a pytree, a module of the same type holding the
+    cotangents of all its floating leaves, float0 zeros for integer ones). State the
     function changes is written back to the caller's modules. Without primals returns a
     function that takes them (``nnx.vjp(f)(model, x)``); usable as a decorator.
 
@@ -85,10 +87,13 @@ def vjp(f: Callable[..., Any] | None = None, *primals: Any, has_aux: bool = Fals
 def _vjp(f: Callable, primals: tuple, has_aux: bool, mode: Mode) -> tuple:
     ext = _lift.extract(primals, mode, "nnx.vjp", "primals")
     layout = _Layout(primals, ext)
-    is_param = to_predicate(Param)
-    diff = tuple(j for j, (path, leaf) in enumerate(zip(layout.paths, layout.template))
-                 if is_param(path[1:], leaf))
     values = ext.values
+    if mode.graph:
+        is_param = to_predicate(Param)
+        diff = tuple(j for j, (path, leaf) in enumerate(zip(layout.paths, layout.template))
+                     if is_param(path[1:], leaf))
+    else:  # tree mode: like jax.vjp of a pytree, every floating leaf
+        diff = tuple(j for j, value in enumerate(values) if _is_inexact(value))
     pure = _pure_function(f, ext, diff, has_aux, "vjp", mode)
 
     out, pullback, (box, send, other_out) = jax.vjp(
@@ -97,7 +102,8 @@ def _vjp(f: Callable, primals: tuple, has_aux: bool, mode: Mode) -> tuple:
 
     def vjp_fn(cotangent: Any) -> tuple:
         graph_cts, other_cts = pullback(cotangent)
-        return _assemble(layout, dict(zip(diff, graph_cts)), other_cts)
+        return _assemble(layout, dict(zip(diff, graph_cts)), other_cts,
+                         shaped=not mode.graph)
 
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 
