@@ -418,3 +418,14 @@ def test_tree_mode_vjp_is_shaped_like_the_module_as_in_flax():
     np.testing.assert_allclose(m_ct.linear.kernel[...], t_ct.kernel[...], rtol=1e-6)
     np.testing.assert_allclose(x_ct, t_x, rtol=1e-6)
     assert int(ours.count[...]) == 1  # the state change was written back
+
+
+def test_state_axes_and_diff_state_work_in_tree_mode():
+    # flax.nnx rejects both when graph=False; nnxlib keeps them (compatibility page).
+    model = Block(nnx.Rngs(0))
+    axes = nnx.StateAxes({nnx.BatchStat: None, ...: None})
+    out = nnx.vmap(lambda m, x: m.linear(x), in_axes=(axes, 0), graph=False)(model, X)
+    np.testing.assert_allclose(out, model.linear(X), rtol=1e-6)
+    grads = nnx.grad(lambda m: m.linear(X).sum(), argnums=nnx.DiffState(0, nnx.Param),
+                     graph=False)(model)
+    assert isinstance(grads, nnx.State) and sorted(grads["linear"]) == ["bias", "kernel"]
