@@ -27,9 +27,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,6 +92,37 @@ class BoolSetting:
             return cls.default
         stack = cls._stack()
         return stack[-1] if stack else cls.default
+
+    @classmethod
+    def current_value(cls) -> bool:
+        """:meth:`current` under flax.nnx's name (``nnx.set_graph_mode.current_value()``).
+
+        Example:
+            >>> class loud(BoolSetting):
+            ...     default = False
+            >>> loud.current_value()
+            False
+        """
+        return cls.current()
+
+    @classmethod
+    @contextlib.contextmanager
+    def scope(cls, value: bool) -> Iterator[bool]:
+        """A ``with`` block with ``value`` in force, leaving the process-wide value alone
+        (for library code that sets a value on the caller's behalf).
+
+        Example:
+            >>> class quiet(BoolSetting):
+            ...     default = False
+            >>> with quiet.scope(True):
+            ...     quiet.current()
+            True
+        """
+        cls._push(value)
+        try:
+            yield value
+        finally:
+            cls._pop()
 
     @classmethod
     def _push(cls, value: bool) -> None:

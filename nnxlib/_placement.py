@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from nnxlib._flags import BoolSetting
 from nnxlib.errors import ShardingError
 
 # Metadata keys that hold a variable's sharding, in the order they are read (flax
@@ -36,12 +37,9 @@ SPEC_KEYS = ("out_sharding", "sharding_names", "sharding")
 class _Context(threading.local):
     def __init__(self) -> None:
         self.rules: tuple = ()
-        self.eager: list[bool] = []
 
 
 _CONTEXT = _Context()
-# The process-wide default of ``using_eager_sharding`` (flax's default is True).
-_EAGER_DEFAULT = [True]
 
 
 # ------------------------------------------------------------------------- rules
@@ -141,32 +139,14 @@ def logical_to_mesh_axes(names: Sequence[Any], rules: Any = None) -> PartitionSp
 # ----------------------------------------------------------------- eager sharding
 def using_eager_sharding() -> bool:
     """Whether new variables with sharding metadata are placed when created."""
-    stack = _CONTEXT.eager
-    return stack[-1] if stack else _EAGER_DEFAULT[0]
+    return use_eager_sharding.current()
 
 
-class use_eager_sharding:  # noqa: N801  (flax's name)
-    """Set eager sharding globally (a call) or for a ``with`` block (a context)."""
+class use_eager_sharding(BoolSetting):  # noqa: N801  (flax's name)
+    """Set eager sharding process-wide (a call), for a ``with`` block, or for the calls
+    of a decorated function; flax's default is True."""
 
-    def __init__(self, value: bool):
-        if not isinstance(value, bool):
-            raise TypeError(f"use_eager_sharding expects True or False, got {value!r}")
-        self.value = value
-        self._previous = _EAGER_DEFAULT[0]
-        _EAGER_DEFAULT[0] = value  # a bare call changes the default...
-        self._entered = False
-
-    def __enter__(self) -> bool:
-        _EAGER_DEFAULT[0] = self._previous  # ...a with-block changes it only inside
-        _CONTEXT.eager.append(self.value)
-        self._entered = True
-        return self.value
-
-    def __exit__(self, *exc: Any) -> None:
-        _CONTEXT.eager.pop()
-
-    def __repr__(self) -> str:
-        return f"use_eager_sharding({self.value})"
+    default = True
 
 
 # --------------------------------------------------------------- one variable's spec

@@ -66,17 +66,6 @@ class set_graph_mode(BoolSetting):  # noqa: N801  (flax.nnx's name)
 
     default = True
 
-    @classmethod
-    def current_value(cls) -> bool:
-        """The mode in force (flax's name for :meth:`current`).
-
-        Example:
-            >>> import nnxlib as nnx
-            >>> nnx.set_graph_mode.current_value()
-            True
-        """
-        return cls.current()
-
 
 class set_graph_updates(BoolSetting):  # noqa: N801  (flax.nnx's name)
     """Choose whether transforms apply structural changes back (``True``, the default).
@@ -101,17 +90,6 @@ class set_graph_updates(BoolSetting):  # noqa: N801  (flax.nnx's name)
     """
 
     default = True
-
-    @classmethod
-    def current_value(cls) -> bool:
-        """The setting in force (flax's name for :meth:`current`).
-
-        Example:
-            >>> import nnxlib as nnx
-            >>> nnx.set_graph_updates.current_value()
-            True
-        """
-        return cls.current()
 
 
 class Mode(NamedTuple):

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -321,7 +322,7 @@ class _VarDefaultsScope:
 
     def __enter__(self) -> VarDefaults:
         if self.eager_sharding is not None:
-            context = _EagerScope(self.eager_sharding)
+            context = use_eager_sharding.scope(self.eager_sharding)
             context.__enter__()
             self._contexts.append(context)
         return var_defaults()
@@ -331,27 +332,12 @@ class _VarDefaultsScope:
             self._contexts.pop().__exit__(*exc)
 
     def __call__(self, fun: Callable) -> Callable:
-        import functools
-
         @functools.wraps(fun)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with self:
                 return fun(*args, **kwargs)
 
         return wrapper
-
-
-class _EagerScope:
-    """Pushes an eager-sharding value for a block without touching the global default."""
-
-    def __init__(self, value: bool):
-        self.value = value
-
-    def __enter__(self) -> None:
-        _placement._CONTEXT.eager.append(self.value)
-
-    def __exit__(self, *exc: Any) -> None:
-        _placement._CONTEXT.eager.pop()
 
 
 def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,

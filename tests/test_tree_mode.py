@@ -85,6 +85,17 @@ def test_scopes_are_per_thread():
     assert seen == [True]
 
 
+def test_use_eager_sharding_is_the_same_kind_of_setting():
+    @nnx.use_eager_sharding(False)
+    def inside():
+        return nnx.using_eager_sharding()
+
+    assert inside() is False and nnx.using_eager_sharding() is True
+    with nnx.var_defaults(eager_sharding=False):
+        assert nnx.using_eager_sharding() is False
+    assert nnx.using_eager_sharding() is True
+
+
 def test_bad_values_are_rejected():
     with pytest.raises(TypeError, match="True or False"):
         nnx.set_graph_mode("no")
