@@ -67,7 +67,6 @@ from nnxlib.rngs import (
     split_rngs,
 )
 from nnxlib.spmd import (
-    VarDefaults,
     get_named_sharding,
     get_partition_spec,
     logical_axis_rules,
@@ -178,7 +177,7 @@ from nnxlib.rng_tools import with_rngs  # noqa: E402
 from nnxlib.state_tools import restore_int_paths  # noqa: E402
 from nnxlib.transforms.make_jaxpr import make_jaxpr  # noqa: E402
 from nnxlib.transforms.pmap import pmap  # noqa: E402
-from nnxlib.var_options import var_defaults, vars_as, with_vars  # noqa: E402
+from nnxlib.var_options import VarDefaults, var_defaults, vars_as, with_vars  # noqa: E402
 
 A = _TypeVar("A")  # flax.nnx's generic type variables, used in annotations
 M = _TypeVar("M", bound=Module)

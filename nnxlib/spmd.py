@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -62,8 +61,6 @@ __all__ = [
     "with_sharding_constraint",
     "use_eager_sharding",
     "using_eager_sharding",
-    "var_defaults",
-    "VarDefaults",
     "PARTITION_NAME",
     "add_axis",
     "remove_axis",
@@ -276,96 +273,6 @@ def with_sharding_constraint(x: Any, spec: Any, mesh: Any = None) -> Any:
         return _placement.put(a, NamedSharding(mesh, resolved))
 
     return jax.tree.map(constrain, x)
-
-
-# -------------------------------------------------------------------- var_defaults
-class VarDefaults(Mapping):
-    """The defaults new variables are created with (see :func:`var_defaults`).
-
-    nnxlib variables are always plain (no ``hijax``/``ref`` variants); the default that
-    matters here is ``eager_sharding``.
-
-    Example:
-        >>> from nnxlib import spmd
-        >>> dict(spmd.var_defaults())
-        {'hijax': False, 'ref': False, 'eager_sharding': True}
-    """
-
-    def __init__(self, eager_sharding: bool):
-        self._values = {"hijax": False, "ref": False, "eager_sharding": eager_sharding}
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        return f"VarDefaults({self._values!r})"
-
-
-class _VarDefaultsScope:
-    """``with var_defaults(eager_sharding=...)`` or ``@var_defaults(...)``."""
-
-    def __init__(self, eager_sharding: bool | None):
-        self.eager_sharding = eager_sharding
-        self._contexts: list = []
-
-    def __enter__(self) -> VarDefaults:
-        if self.eager_sharding is not None:
-            context = use_eager_sharding.scope(self.eager_sharding)
-            context.__enter__()
-            self._contexts.append(context)
-        return var_defaults()
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.eager_sharding is not None:
-            self._contexts.pop().__exit__(*exc)
-
-    def __call__(self, fun: Callable) -> Callable:
-        @functools.wraps(fun)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return fun(*args, **kwargs)
-
-        return wrapper
-
-
-def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
-                 eager_sharding: bool | None = None) -> Any:
-    """Read the variable-creation defaults, or set them for a block.
-
-    With no argument: the current :class:`VarDefaults`. With arguments: a context
-    manager (also a decorator) that sets them inside. ``hijax=True`` and ``ref=True``
-    (flax.nnx's mutable-array variables) are not supported by nnxlib and raise.
-
-    Example:
-        >>> from nnxlib import spmd
-        >>> with spmd.var_defaults(eager_sharding=False):
-        ...     spmd.var_defaults().eager_sharding
-        False
-        >>> spmd.var_defaults()["eager_sharding"]
-        True
-    """
-    if hijax is None and ref is None and eager_sharding is None:
-        return VarDefaults(using_eager_sharding())
-    for name, value in (("hijax", hijax), ("ref", ref)):
-        if value:
-            raise NotImplementedError(
-                f"var_defaults({name}=True): nnxlib variables are plain boxes; flax.nnx's "
-                f"{name} variables are not provided. Hint: nnx.jit and the other "
-                "transforms already propagate variable updates."
-            )
-    return _VarDefaultsScope(eager_sharding)
 
 
 # ------------------------------------------------------------ axis add/remove

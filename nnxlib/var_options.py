@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from nnxlib import spmd
 from nnxlib._var_defaults import VarDefaults, current_defaults, set_defaults
 from nnxlib.filters import to_predicate
 from nnxlib.graph import clone, find_duplicates, iter_graph
+from nnxlib.spmd import use_eager_sharding
 from nnxlib.variables import Variable
 
 __all__ = ["VarDefaults", "var_defaults", "with_vars", "vars_as"]
@@ -65,14 +65,14 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
     """
     if hijax is None and ref is None and eager_sharding is None:
         return current_defaults()
-    if hijax is None and ref is None:
-        return spmd.var_defaults(eager_sharding=eager_sharding)
-    old = current_defaults()
-    context = _DefaultsContext(VarDefaults(old.hijax if hijax is None else hijax,
-                                           old.ref if ref is None else ref))
-    if eager_sharding is None:
-        return context
-    return _Both(context, spmd.var_defaults(eager_sharding=eager_sharding))
+    contexts: list = []
+    if hijax is not None or ref is not None:
+        old = current_defaults()
+        contexts.append(_DefaultsContext(VarDefaults(old.hijax if hijax is None else hijax,
+                                                     old.ref if ref is None else ref)))
+    if eager_sharding is not None:
+        contexts.append(use_eager_sharding.scope(eager_sharding))
+    return contexts[0] if len(contexts) == 1 else _Both(*contexts)
 
 
 class _Both:
