@@ -440,3 +440,32 @@ def test_state_axes_and_diff_state_work_in_tree_mode():
     grads = nnx.grad(lambda m: m.linear(X).sum(), argnums=nnx.DiffState(0, nnx.Param),
                      graph=False)(model)
     assert isinstance(grads, nnx.State) and sorted(grads["linear"]) == ["bias", "kernel"]
+
+
+@pytest.mark.parametrize("name", ["pmap", "shard_map"])
+def test_context_based_transforms_follow_the_same_rules(name):
+    def grow(m, x):
+        m.extra = nnx.Param(jnp.zeros(()))
+        return m.linear(x)
+
+    def give_back(m, x):
+        return m
+
+    mesh = jax.make_mesh((1,), ("d",))
+
+    def run(f, graph, updates):
+        model = Block(nnx.Rngs(0))
+        if name == "pmap":
+            call = nnx.pmap(f, in_axes=(None, 0), graph=graph, graph_updates=updates)
+            return model, call(model, X[:1, None])
+        call = nnx.shard_map(f, mesh=mesh, in_specs=(jax.P(), jax.P()), out_specs=jax.P(),
+                             graph=graph, graph_updates=updates)
+        return model, call(model, X)
+
+    if name == "pmap":  # shard_map never carries structural changes (its own error)
+        with pytest.raises(GraphStructureError, match=r"`args\[0\]\.extra`"):
+            run(grow, False, False)
+    with pytest.raises(SharedReferenceError, match="returned one of its input objects"):
+        run(give_back, True, False)
+    model, out = run(give_back, True, True)
+    assert out is model

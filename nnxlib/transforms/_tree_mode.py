@@ -33,7 +33,8 @@ from nnxlib.errors import GraphStructureError, SharedReferenceError, format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import Mode
 
-__all__ = ["check_inputs", "check_outputs", "root_labels", "Trace"]
+__all__ = ["check_inputs", "check_outputs", "root_labels", "Trace", "raise_returned_input",
+           "check_packed"]
 
 
 def root_labels(tree: Any, positions: tuple, names: tuple | str | None,
@@ -115,6 +116,31 @@ def check_outputs(mode: Mode, where: str, trace: Trace) -> None:
             "themselves.")
 
 
+def raise_returned_input(where: str, mode: Mode, type_name: str) -> None:
+    """An input object came back as an output, which this mode does not allow."""
+    option = "graph=False" if not mode.graph else "graph_updates=False"
+    name = where.rsplit(".", 1)[-1]
+    raise SharedReferenceError(
+        f"{where}({option}): the function returned one of its input objects (a "
+        f"{type_name}).\nExpected: in this mode outputs are new objects. Actual: an "
+        "alias.\nHint: return new values (or an nnx.clone), or pass graph=True, "
+        f"graph_updates=True (nnx.compat.{name}) to return the objects themselves.")
+
+
+def check_packed(mode: Mode, where: str, before: list, after: list, labels: list) -> None:
+    """For transforms built on split/merge contexts (``pmap``): with graph updates off,
+    each input's graph definition must come back unchanged."""
+    option = "graph=False" if not mode.graph else "graph_updates=False"
+    for old, new, label in zip(before, after, labels):
+        if old != new:
+            path = _first_difference(old.root, new.root, ())
+            raise GraphStructureError(
+                f"{where}({option}): the function changed the structure of its input at "
+                f"`{format_path(path, label)}`. In this mode only variable values flow "
+                "back; nothing was changed.\nHint: pass graph=True, graph_updates=True "
+                f"(nnx.compat.{where.rsplit('.', 1)[-1]}) to apply structural changes.")
+
+
 def _label(path: tuple, labels: list) -> str:
     # Joint definitions start with the root's number: show the argument's name.
     if path and isinstance(path[0], int) and path[0] < len(labels):
@@ -135,13 +161,32 @@ def _first_ref(d: Any, path: tuple) -> tuple | None:
 
 
 def _first_difference(old: Any, new: Any, path: tuple) -> tuple:
-    """The path of the first place two definitions differ (``path`` if it is here)."""
+    """The path of the first place two definitions differ (``path`` if it is here).
+
+    Identity indices are ignored: an object added early shifts every later index."""
     if old.kind != new.kind or old.kind not in ("node", "pytree") or old.type != new.type:
         return path
     old_attrs, new_attrs = dict(old.attributes), dict(new.attributes)
-    for key in list(old_attrs) + [k for k in new_attrs if k not in old_attrs]:
+    keys = list(old_attrs) + [k for k in new_attrs if k not in old_attrs]
+    for key in keys:  # an attribute added or removed here explains it best
         if key not in old_attrs or key not in new_attrs:
             return path + (key,)
-        if old_attrs[key] != new_attrs[key]:
+    for key in keys:
+        if not _alike(old_attrs[key], new_attrs[key]):
             return _first_difference(old_attrs[key], new_attrs[key], path + (key,))
     return path
+
+
+def _alike(a: Any, b: Any) -> bool:
+    """Definitions equal up to identity indices."""
+    if a.kind != b.kind:
+        return False
+    if a.kind in ("node", "pytree"):
+        return (a.type == b.type and len(a.attributes) == len(b.attributes)
+                and all(ka == kb and _alike(va, vb) for (ka, va), (kb, vb)
+                        in zip(a.attributes, b.attributes)))
+    if a.kind == "variable":
+        return a.type == b.type and a.metadata == b.metadata
+    if a.kind == "ref":
+        return True
+    return a == b

@@ -27,11 +27,30 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import jax
 
-from nnxlib.graph import check_mode
+from nnxlib.graph import check_mode, is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
-from nnxlib.transforms.general import merge_inputs, objects_in, pack, write_back
+from nnxlib.transforms._tree_mode import check_packed, raise_returned_input, root_labels
+from nnxlib.transforms.general import (
+    InputSlot,
+    Packed,
+    merge_inputs,
+    objects_in,
+    pack,
+    write_back,
+)
 
 __all__ = ["pmap"]
+
+
+def objects_in_packed(tree: Any) -> list:
+    """The :class:`Packed` objects among ``tree``'s leaves, in order."""
+    leaves = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, Packed))
+    return [x for x in leaves if isinstance(x, Packed)]
+
+
+def _object_positions(args: tuple) -> tuple:
+    leaves = jax.tree_util.tree_leaves(args, is_leaf=is_node_or_variable)
+    return tuple(i for i, x in enumerate(leaves) if is_node_or_variable(x))
 
 
 def _object_axes(in_axes: tuple, args: tuple) -> list:
@@ -86,12 +105,20 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
         check_mode(args, mode.graph, "nnx.pmap", "args")
         object_axes = _object_axes(axes, args)
         inputs = objects_in(args)
+        packed = pack(args)
         mapped = jax.pmap(
             inner, axis_name, in_axes=axes,
             out_axes=(tuple(0 for _ in inputs), out_axes),
             static_broadcasted_argnums=static_broadcasted_argnums, devices=devices,
             backend=backend, axis_size=axis_size, donate_argnums=donate_argnums)
-        new_inputs, out = mapped(*pack(args))
+        new_inputs, out = mapped(*packed)
+        if not mode.updates:
+            before = [p.graphdef for p in objects_in_packed(packed)]
+            check_packed(mode, "nnx.pmap", before, [p.graphdef for p in new_inputs],
+                         root_labels(args, _object_positions(args), None))
+            if any(isinstance(x, InputSlot) for x in jax.tree_util.tree_leaves(
+                    out, is_leaf=lambda x: isinstance(x, InputSlot))):
+                raise_returned_input("nnx.pmap", mode, "module or variable")
         # A broadcast object's state comes back once per device: keep device 0's.
         new_inputs = tuple(
             jax.tree_util.tree_map(lambda x: x[0], packed) if axis is None else packed

@@ -40,10 +40,11 @@ from jax.sharding import PartitionSpec
 
 from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._sharding import StateSharding
+from nnxlib.transforms._tree_mode import raise_returned_input
 
 __all__ = ["shard_map"]
 
@@ -173,7 +174,7 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
             # jax.jit caches the trace and the compiled program (eager shard_map
             # would re-trace and run op by op on every call).
             mapped = entries[key] = jax.jit(jax.shard_map(
-                _make_pure(f, key), mesh=mesh, in_specs=(value_specs, other_specs),
+                _make_pure(f, key, mode), mesh=mesh, in_specs=(value_specs, other_specs),
                 out_specs=(value_specs, out_specs), axis_names=frozenset(axis_names),
                 check_vma=check_vma))
         values, out = mapped(ext.values, ext.others)
@@ -188,7 +189,7 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
     return wrapper
 
 
-def _make_pure(f: Callable, key: tuple) -> Callable:
+def _make_pure(f: Callable, key: tuple, mode: Mode) -> Callable:
     def pure(values: list, others: list) -> tuple:
         rebuilt = _lift.rebuild(key, values, others)
         out = f(*rebuilt.tree)
@@ -203,6 +204,8 @@ def _make_pure(f: Callable, key: tuple) -> Callable:
                         "arrays, variables, States and the module arguments themselves "
                         "can be returned. Hint: return nnx.state(module) instead."
                     )
+                if not mode.updates:
+                    raise_returned_input("nnx.shard_map", mode, type(x).__name__)
                 return _lift.StaticBox(("node", index))
             return x
 
