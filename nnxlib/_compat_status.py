@@ -154,6 +154,8 @@ BETTER = {
     "Dict": "plain Python dicts of modules work as attributes too (tracked as Dict)",
     "Variable": ("v[...] = x writes in place with broadcasting checks; metadata is free-form "
                  "and survives every transform"),
+    "with_metadata": ("the on_* hooks work as in flax.nnx; reads and writes skip the hook "
+                      "lookup entirely until some variable has a hook"),
     "with_partitioning": "works without a mesh: sharding stays metadata until one is active",
 }
 

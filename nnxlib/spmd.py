@@ -46,6 +46,7 @@ from nnxlib._placement import (
     use_eager_sharding,
     using_eager_sharding,
 )
+from nnxlib._var_metadata import hooks_of
 from nnxlib.errors import ShardingError, format_path
 from nnxlib.state import State, map_state
 from nnxlib.variables import SHARDING_KEYS, Variable, with_metadata, with_partitioning
@@ -456,8 +457,5 @@ def _set(var: Variable, updates: dict, quiet: bool) -> None:
 
 
 def _run_hooks(var: Variable, key: str, axis: int, name: Any) -> None:
-    hooks = var._metadata.get(key)
-    if hooks is None:
-        return
-    for hook in hooks if isinstance(hooks, (tuple, list)) else (hooks,):
+    for hook in hooks_of(var._metadata, key):
         hook(var, axis, name)

@@ -34,6 +34,13 @@ from nnxlib import _placement, _tracking
 from nnxlib._arrays import same_aval, written_value
 from nnxlib._frozen import freeze_metadata, thaw_metadata
 from nnxlib._var_defaults import current_defaults
+from nnxlib._var_metadata import (
+    HOOKS_IN_USE,
+    VariableMetadata,
+    note_hooks,
+    run_value_hooks,
+    with_metadata,
+)
 from nnxlib._var_operators import install_operators
 from nnxlib.display import render_variable
 
@@ -63,30 +70,6 @@ _SHARDING_KEY_SET = frozenset(SHARDING_KEYS)
 _NAME_OF_TYPE: dict[type, str] = {}
 _TYPE_OF_NAME: dict[str, type] = {}
 _AUTO_NAMES: set[str] = set()  # names taken implicitly by a class definition
-
-
-class VariableMetadata:
-    """A value plus metadata, produced by :func:`with_metadata` initializers.
-
-    A ``Variable`` built from a ``VariableMetadata`` takes its value and its metadata, so
-    an initializer can decide sharding (or any other metadata) for the layer that calls it.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import nnxlib as nnx
-        >>> p = nnx.Param(nnx.VariableMetadata(jnp.zeros(2), {"sharding": ("embed",)}))
-        >>> p.sharding
-        ('embed',)
-    """
-
-    __slots__ = ("value", "metadata")
-
-    def __init__(self, value: Any, metadata: dict[str, Any]):
-        self.value = value
-        self.metadata = dict(metadata)
-
-    def __repr__(self) -> str:
-        return f"VariableMetadata(value={self.value!r}, metadata={self.metadata!r})"
 
 
 # Metadata every flax.nnx variable carries. nnxlib reads these defaults without storing
@@ -134,12 +117,17 @@ class Variable:
             value = value._raw_value
         elif isinstance(value, VariableMetadata):
             metadata = {**value.metadata, **metadata}
-            value = value.value
+            value = value.raw_value
+        object.__setattr__(self, "_metadata", metadata)
+        if metadata:
+            note_hooks(metadata)
+            if "on_create_value" in metadata:  # the hook sees the variable being made
+                object.__setattr__(self, "_raw_value", value)
+                value = run_value_hooks(self, metadata, "on_create_value", value)
         if metadata and not _SHARDING_KEY_SET.isdisjoint(metadata):
             # Under a mesh (jax.set_mesh or mesh= metadata) the value is born sharded.
             value = _placement.place_new(value, metadata, f"new {type(self).__name__}")
         object.__setattr__(self, "_raw_value", value)
-        object.__setattr__(self, "_metadata", metadata)
         object.__setattr__(self, "_nnx_stamp", _tracking.EPOCH[0])
         object.__setattr__(self, "_nnx_trace", _tracking.current_trace())
 
@@ -170,6 +158,8 @@ class Variable:
         value = self._raw_value
         if value is ESCAPED:
             raise _escaped_error(self)
+        if HOOKS_IN_USE[0]:
+            return run_value_hooks(self, self._metadata, "on_get_value", value)
         return value
 
     @value.setter
@@ -222,6 +212,8 @@ class Variable:
                 new = written_value(old, index, _unbox(value), type(self).__name__)
         if isinstance(new, Variable):
             new = new._raw_value
+        if HOOKS_IN_USE[0]:
+            new = run_value_hooks(self, self._metadata, "on_set_value", new)
         trace = self._nnx_trace
         if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "set the value")
@@ -237,6 +229,8 @@ class Variable:
         value = self._raw_value
         if value is ESCAPED:
             raise _escaped_error(self)
+        if HOOKS_IN_USE[0]:
+            value = run_value_hooks(self, self._metadata, "on_get_value", value)
         return value if key is Ellipsis else value[key]
 
     def __setitem__(self, key: Any, new: Any) -> None:
@@ -318,6 +312,7 @@ class Variable:
         trace = self._nnx_trace
         if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "change the metadata")
+        note_hooks(updates)
         object.__setattr__(self, "_metadata", {**self._metadata, **updates})
         _tracking.structure_changed(self)
 
@@ -570,14 +565,22 @@ _SET_STAMP = Variable._nnx_stamp.__set__  # type: ignore[attr-defined]
 _SET_TRACE = Variable._nnx_trace.__set__  # type: ignore[attr-defined]
 
 
+def _stored(var: Variable) -> Any:
+    value = var._raw_value
+    if value is ESCAPED:
+        raise _escaped_error(var)
+    return value
+
+
 def _register_pytree(cls: type) -> None:
     # ``var.value`` (not the raw slot): an escaped variable raises its clear error here
     # instead of handing JAX a sentinel it cannot interpret.
+    # The stored value, not a read (value hooks are for the user's reads, as in flax).
     def flatten(var):
-        return (var.value,), freeze_metadata(var._metadata)
+        return (_stored(var),), freeze_metadata(var._metadata)
 
     def flatten_with_keys(var):
-        return ((jax.tree_util.GetAttrKey("value"), var.value),), freeze_metadata(
+        return ((jax.tree_util.GetAttrKey("value"), _stored(var)),), freeze_metadata(
             var._metadata
         )
 
@@ -734,25 +737,6 @@ register_variable_name("batch_stats", BatchStat)
 register_variable_name("cache", Cache)
 register_variable_name("intermediates", Intermediate)
 register_variable_name("perturbations", Perturbation)
-
-
-def with_metadata(initializer: Callable[..., Any], **metadata: Any) -> Callable[..., Any]:
-    """Wrap an initializer so the variable built from its result carries ``metadata``.
-
-    Example:
-        >>> import jax
-        >>> import nnxlib as nnx
-        >>> init = nnx.with_metadata(nnx.initializers.ones, sharding=("embed", "mlp"))
-        >>> p = nnx.Param(init(jax.random.key(0), (2, 3)))
-        >>> p.sharding, p.shape
-        (('embed', 'mlp'), (2, 3))
-    """
-
-    def wrapped(*args: Any, **kwargs: Any) -> VariableMetadata:
-        return VariableMetadata(initializer(*args, **kwargs), metadata)
-
-    wrapped.__wrapped__ = initializer  # type: ignore[attr-defined]
-    return wrapped
 
 
 def with_partitioning(

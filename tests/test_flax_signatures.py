@@ -24,10 +24,7 @@ NOT_SUPPORTED = {
     # Internal representations differ (nnxlib's are documented in docs/graph.md).
     "GraphDef": "different internal structure",
     "FlatState": "built from pairs, not (items, sort)",
-    "VariableMetadata": "no on_* hooks",
     "State": "flax's extra parameter is private (_copy)",
-    # Variable hooks (on_set_value, on_get_value, ...) are not implemented.
-    "with_metadata": "no on_* hooks",
     "merge": "recreate_variables is not supported",
     "map": "recreate_variables is not supported",
     "merge_state": "no cls argument",

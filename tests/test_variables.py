@@ -97,7 +97,7 @@ class TestValueAccess:
         assert q[...] is p[...]
 
     def test_variable_from_variable_metadata(self):
-        p = nnx.Param(VariableMetadata(jnp.zeros(2), {"sharding": ("x",)}), extra=3)
+        p = nnx.Param(VariableMetadata(jnp.zeros(2), metadata={"sharding": ("x",)}), extra=3)
         assert p.sharding == ("x",) and p.extra == 3
         assert p.shape == (2,)
 
@@ -200,7 +200,7 @@ class TestMetadata:
         assert p.extra == 1
 
     def test_variable_metadata_repr(self):
-        assert "metadata={'a': 1}" in repr(VariableMetadata(1.0, {"a": 1}))
+        assert "metadata={'a': 1}" in repr(VariableMetadata(1.0, metadata={"a": 1}))
 
 
 # ---------------------------------------------------------------------- array protocol

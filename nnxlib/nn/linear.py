@@ -156,7 +156,7 @@ def _reshaped_init(init: Callable[..., Any], flat: tuple[int, ...], shape: tuple
     def draw(key: jax.Array, _shape: Any, dtype: DTypeLike) -> Any:
         value = init(key, flat, dtype)
         if isinstance(value, VariableMetadata):
-            return VariableMetadata(jnp.reshape(value.value, shape), value.metadata)
+            return VariableMetadata(jnp.reshape(value.raw_value, shape), metadata=value.metadata)
         return jnp.reshape(value, shape)
 
     return draw
