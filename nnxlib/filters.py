@@ -275,9 +275,9 @@ class Not(_FilterBase):
         True
     """
 
-    def __init__(self, filter: Filter):
-        self.filter = filter
-        self.predicate = to_predicate(filter)
+    def __init__(self, collection_filter: Filter, /):
+        self.filter = collection_filter
+        self.predicate = to_predicate(collection_filter)
 
     def __call__(self, path: tuple, x: TAny) -> bool:
         return not self.predicate(path, x)

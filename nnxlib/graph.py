@@ -288,11 +288,14 @@ def _aval_str(aval: tuple) -> str:
     return f"{getattr(dtype, 'name', dtype)}{list(shape)}"
 
 
-def merge(graphdef: GraphDef, state: Any, /, *states: Any, copy: bool = False) -> Any:
+def merge(graphdef: GraphDef, state: Any, /, *states: Any, copy: bool = False,
+          recreate_variables: bool = True) -> Any:
     """Rebuild the object graph from a :class:`GraphDef` and its state(s).
 
     Variables in the state are used as they are (not copied), as in ``flax.nnx``;
     with ``copy=True`` the graph gets copies of them (sharing inside it is kept).
+    ``recreate_variables`` (flax.nnx's switch between its two variable implementations)
+    is accepted; nnxlib has one, and both values give flax's result for plain variables.
 
     Example:
         >>> import nnxlib as nnx
@@ -610,10 +613,13 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any, /, *,
 
 
 def map_node(f: Callable[[tuple, Any], Any], node: Any, /, *,
-             graph: bool | None = None) -> Any:
+             graph: bool | None = None, recreate_variables: bool = True) -> Any:
     """A new graph like ``node`` with ``f(path, variable)`` as each state leaf
     (``nnx.map``). ``f`` returns a Variable (e.g. ``v.replace(new_value)``) or a raw
     value, which is boxed in the same kind of Variable; ``node`` is not changed.
+
+    ``recreate_variables`` is accepted as in flax.nnx (see :func:`nnxlib.merge`); the
+    result is the same either way.
 
     Example:
         >>> import jax.numpy as jnp

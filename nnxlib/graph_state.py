@@ -86,10 +86,14 @@ def unpack(node: Any, *filters: Any, graph: bool | None = None
     return packed[0] if len(packed) == 1 else packed
 
 
-def merge(graphdef: Any, state: Any = None, /, *states: Any, copy: bool = False) -> Any:
+def merge(graphdef: Any, state: Any = None, /, *states: Any, copy: bool = False,
+          recreate_variables: bool = True) -> Any:
     """``nnx.merge``, also taking :class:`GraphState` s from :func:`unpack`.
 
     ``merge(graphdef, state, ...)`` as usual, or ``merge(graph_state, ...)``.
+    ``recreate_variables`` is flax.nnx's switch between its two variable
+    implementations; nnxlib has one, and either value gives what flax gives for plain
+    variables: the state's own ``Variable`` objects (copies with ``copy=True``).
 
     Example:
         >>> import nnxlib as nnx

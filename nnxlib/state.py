@@ -428,8 +428,11 @@ def partition_indices(paths: tuple, leaves: list, filters: tuple) -> list[list[i
     return groups
 
 
-def merge_state(state: Mapping, /, *states: Mapping) -> State:
+def merge_state(state: Mapping, /, *states: Mapping, cls: type = State) -> State:
     """Combine several states into one; later states win on equal paths.
+
+    ``cls`` is the type of the result (a ``State`` subclass, or ``dict`` for nested
+    plain dicts).
 
     Example:
         >>> import nnxlib as nnx
@@ -438,12 +441,22 @@ def merge_state(state: Mapping, /, *states: Mapping) -> State:
     """
     if not states:
         paths, leaves = _as_state(state)._flat()
-        return State._from_flat(paths, list(leaves))
-    combined: dict = {}
-    for s in (state, *states):
-        paths, leaves = _as_state(s)._flat()
-        combined.update(zip(paths, leaves))
-    return from_flat_state(combined.items())
+        merged = State._from_flat(paths, list(leaves))
+    else:
+        combined: dict = {}
+        for s in (state, *states):
+            paths, leaves = _as_state(s)._flat()
+            combined.update(zip(paths, leaves))
+        merged = from_flat_state(combined.items())
+    if cls is State:
+        return merged
+    if cls is dict:  # nested plain dicts holding the same leaves
+        return _plain(merged._nested())
+    return cls(merged)
+
+
+def _plain(node: Any) -> Any:
+    return {k: _plain(v) for k, v in node.items()} if isinstance(node, dict) else node
 
 
 def map_state(f: Callable[[tuple, Any], Any], state: Mapping) -> State:

@@ -240,3 +240,27 @@ def test_make_jaxpr_matches_the_pure_function():
     assert len(ours.jaxpr.invars) == len(pure.jaxpr.invars)
     _, shape = nnx.make_jaxpr(lambda m, x: m(x), return_shape=True)(layer, x)
     assert shape.shape == (1, 3)
+
+
+def test_merge_and_map_accept_recreate_variables_like_flax():
+    model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    for recreate in (True, False):
+        assert nnx.merge(graphdef, state, recreate_variables=recreate).kernel is state["kernel"]
+        assert nnx.merge(graphdef, state, copy=True,
+                         recreate_variables=recreate).kernel is not state["kernel"]
+        assert nnx.map(lambda p, v: v, model, recreate_variables=recreate).kernel is model.kernel
+
+
+def test_merge_state_cls():
+    a = nnx.State({"x": {"y": nnx.Param(jnp.ones(1))}})
+    b = nnx.State({"z": nnx.Param(jnp.zeros(1))})
+    plain = nnx.merge_state(a, b, cls=dict)
+    assert type(plain) is dict and type(plain["x"]) is dict and plain["z"] is b["z"]
+    assert type(nnx.merge_state(a, b)) is nnx.State
+
+
+def test_not_takes_its_filter_positionally():
+    assert nnx.Not(nnx.Param)((), nnx.BatchStat(0.0))
+    with pytest.raises(TypeError):
+        nnx.Not(filter=nnx.Param)

@@ -25,13 +25,6 @@ NOT_SUPPORTED = {
     "GraphDef": "different internal structure",
     "FlatState": "built from pairs, not (items, sort)",
     "State": "flax's extra parameter is private (_copy)",
-    "merge": "recreate_variables is not supported",
-    "map": "recreate_variables is not supported",
-    "merge_state": "no cls argument",
-    "Not": "argument named filter, positional use is the same",
-    # The dataclass-field form (no value, dataclasses.field keywords) is not supported.
-    "data": "only nnx.data(value)",
-    "static": "only nnx.static(value)",
 }
 
 
