@@ -7,12 +7,9 @@ unless the caller passes those arguments.
 
 Example:
     >>> import nnxlib as nnx
-    >>> class Tied(nnx.Module):
-    ...     def __init__(self):
-    ...         self.a = nnx.Param(1.0)
-    ...         self.b = self.a
+    >>> shared = nnx.Param(1.0)
     >>> with nnx.set_graph_mode(False):
-    ...     len(nnx.compat.state(Tied()))    # graph mode here: the shared Param once
+    ...     len(nnx.compat.state(nnx.Dict(a=shared, b=shared)))   # graph mode: once
     1
 """
 
