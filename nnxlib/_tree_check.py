@@ -24,13 +24,25 @@ NOT_WALKED = object()  # GraphDef._shared before the first walk
 
 
 def first_shared(root: Any) -> tuple | None:
+    """``(type, first path, second path)`` of the first object a definition reaches
+    twice, or None for a tree.
+
+    A reference to an object defined outside ``root`` (a definition split in a context
+    that saw the object before) gives ``(None, None, path)``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> p = nnx.Param(1.0)
+        >>> first_shared(nnx.graphdef(nnx.Dict(x=p, y=p)).root)
+        (<class 'nnxlib.variables.Param'>, ('x',), ('y',))
+    """
     defined: dict[int, tuple] = {}  # index -> (type, path of its definition)
     pending = [(root, ())]
     while pending:  # depth first, in attribute order: the walk that made the indices
         d, path = pending.pop()
         kind = d.kind
         if kind == "ref":
-            typ, first = defined[d.index]
+            typ, first = defined.get(d.index, (None, None))
             return typ, first, path
         if kind in ("node", "variable"):
             defined[d.index] = (d.type, path)
@@ -78,6 +90,11 @@ def check_tree(graphdef: Any, where: str, root_labels: Any = None, root: str = "
     if found is None:
         return
     typ, first, second = found
+    if first is None:  # a reference out of this definition (a split context)
+        raise SharedReferenceError(
+            f"{where}(graph=False): `{format_path(second, root)}` refers to an object "
+            "defined outside this graph definition (split earlier in the same context); "
+            "tree mode needs every object at one path.\nHint: pass graph=True.")
     if root_labels is not None:
         first = (root_labels[first[0]], *first[1:])
         second = (root_labels[second[0]], *second[1:])
