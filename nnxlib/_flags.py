@@ -75,8 +75,15 @@ class BoolSetting:
                             f"Hint: {type(self).__name__}(False).")
         cls = type(self)
         self.value = value
-        self._previous = cls.default
-        cls.default = value  # a bare call changes the process-wide value...
+        # A bare call changes the value in force: inside a scope (this thread's), the
+        # scope's value; outside any, the process-wide one...
+        stack = cls._stack() if cls._scopes else None
+        if stack:
+            self._previous: tuple = (stack, stack[-1])
+            stack[-1] = value
+        else:
+            self._previous = (None, cls.default)
+            cls.default = value
 
     @classmethod
     def _stack(cls) -> list:
@@ -137,10 +144,13 @@ class BoolSetting:
             cls._scopes -= 1
 
     def _unset_default(self) -> None:
-        # ...but a scoped use must leave the process-wide value as it found it.
-        cls = type(self)
-        if cls.default is self.value:
-            cls.default = self._previous
+        # ...but a scoped use (with, decorator) must leave it as it found it.
+        stack, previous = self._previous
+        if stack is not None:
+            if stack:
+                stack[-1] = previous
+        elif type(self).default is self.value:
+            type(self).default = previous
 
     def __enter__(self) -> bool:
         self._unset_default()

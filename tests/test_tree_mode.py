@@ -61,6 +61,16 @@ def test_set_graph_mode_call_context_and_decorator():
     assert nnx.set_graph_mode.current_value() is True
 
 
+def test_a_bare_call_inside_a_scope_changes_the_scope_like_flax():
+    from flax import nnx as fnnx
+
+    for lib in (nnx, fnnx):
+        with lib.set_graph_mode(True):
+            lib.set_graph_mode(False)
+            assert lib.set_graph_mode.current_value() is False, lib
+        assert lib.set_graph_mode.current_value() is True, lib
+
+
 def test_set_graph_updates_mirrors_it():
     with nnx.set_graph_updates(False):
         assert nnx.set_graph_updates.current_value() is False
