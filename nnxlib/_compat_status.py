@@ -187,6 +187,10 @@ DIFFERENT = {
         "with graph_updates=False (and in tree mode) a structural change made inside a "
         "transform (new attribute, sow, replaced submodule) raises GraphStructureError "
         "naming the path; flax.nnx drops it silently"),
+    "fori_loop": ("returns the caller's objects, updated in place, in both modes; flax.nnx's "
+                  "tree mode returns new objects holding the same values (the caller's "
+                  "are updated there too)"),
+    "while_loop": "as fori_loop",
     "grad": ("tree mode (graph=False): an int argnum differentiates every variable and "
              "returns a module of gradients, as in flax.nnx; a DiffState argnum (which "
              "flax.nnx rejects in tree mode) keeps its filter and returns a State"),

@@ -479,3 +479,23 @@ def test_context_based_transforms_follow_the_same_rules(name):
         run(give_back, True, False)
     model, out = run(give_back, True, True)
     assert out is model
+
+
+def test_tree_mode_loops_update_the_caller_like_flax():
+    def counter(lib):
+        class Counter(lib.Module):
+            def __init__(self):
+                self.n = lib.Variable(jnp.array(0))
+
+        return Counter()
+
+    def body(i, c):
+        c.n[...] += 1
+        return c
+
+    ours, theirs = counter(nnx), counter(flax_nnx)
+    out = nnx.fori_loop(0, 3, body, ours, graph=False)
+    their_out = flax_nnx.fori_loop(0, 3, body, theirs, graph=False)
+    assert int(ours.n[...]) == int(theirs.n[...]) == 3  # the caller's object is updated
+    assert int(out.n[...]) == int(their_out.n[...]) == 3
+    assert out is ours and their_out is not theirs  # the documented difference
