@@ -13,14 +13,32 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 from nnxlib.errors import SharedReferenceError, format_path
 
-__all__ = ["first_shared", "index_paths", "check_tree", "NOT_WALKED"]
+__all__ = ["walk_defs", "first_shared", "index_paths", "compat_name", "check_tree",
+           "NOT_WALKED"]
 
 
 NOT_WALKED = object()  # GraphDef._shared before the first walk
+
+
+def walk_defs(root: Any) -> Iterator[tuple[Any, tuple]]:
+    """Yield ``(definition, path)`` depth first in attribute order: the order of the walk
+    that numbered the objects, so an object's definition comes before its references.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> [path for _, path in walk_defs(nnx.graphdef(nnx.List([nnx.Param(1.0)])).root)]
+        [(), (0,)]
+    """
+    pending = [(root, ())]
+    while pending:
+        d, path = pending.pop()
+        yield d, path
+        if d.kind in ("node", "pytree"):
+            pending.extend((child, path + (key,)) for key, child in reversed(d.attributes))
 
 
 def first_shared(root: Any) -> tuple | None:
@@ -37,17 +55,12 @@ def first_shared(root: Any) -> tuple | None:
         (<class 'nnxlib.variables.Param'>, ('x',), ('y',))
     """
     defined: dict[int, tuple] = {}  # index -> (type, path of its definition)
-    pending = [(root, ())]
-    while pending:  # depth first, in attribute order: the walk that made the indices
-        d, path = pending.pop()
-        kind = d.kind
-        if kind == "ref":
+    for d, path in walk_defs(root):
+        if d.kind == "ref":
             typ, first = defined.get(d.index, (None, None))
             return typ, first, path
-        if kind in ("node", "variable"):
+        if d.kind in ("node", "variable"):
             defined[d.index] = (d.type, path)
-        if kind in ("node", "pytree"):
-            pending.extend((child, path + (key,)) for key, child in reversed(d.attributes))
     return None
 
 
@@ -59,15 +72,17 @@ def index_paths(root: Any) -> dict[int, tuple]:
         >>> index_paths(nnx.graphdef(nnx.List([nnx.Param(1.0)])).root)
         {0: (), 1: (0,)}
     """
-    found: dict[int, tuple] = {}
-    pending = [(root, ())]
-    while pending:
-        d, path = pending.pop()
-        if d.kind in ("node", "variable"):
-            found.setdefault(d.index, path)
-        if d.kind in ("node", "pytree"):
-            pending.extend((child, path + (key,)) for key, child in d.attributes)
-    return found
+    return {d.index: path for d, path in walk_defs(root) if d.kind in ("node", "variable")}
+
+
+def compat_name(where: str) -> str:
+    """``"nnx.jit"`` -> ``"jit"``: the name under ``nnx.compat`` that hints point to.
+
+    Example:
+        >>> compat_name("nnx.jit")
+        'jit'
+    """
+    return where.rsplit(".", 1)[-1]
 
 
 def check_tree(graphdef: Any, where: str, root_labels: Any = None, root: str = "") -> None:
@@ -101,7 +116,7 @@ def check_tree(graphdef: Any, where: str, root_labels: Any = None, root: str = "
         first_s, second_s = format_path(first[1:], first[0]), format_path(second[1:], second[0])
     else:
         first_s, second_s = format_path(first, root), format_path(second, root)
-    name = where.rsplit(".", 1)[-1]
+    name = compat_name(where)
     raise SharedReferenceError(
         f"{where}(graph=False): `{first_s}` and `{second_s}` are the same "
         f"{typ.__name__}; tree mode needs every object at one path.\n"

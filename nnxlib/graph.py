@@ -64,7 +64,7 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
 from nnxlib._tree_check import check_tree
 from nnxlib.errors import StateMismatchError, format_path
 from nnxlib.filters import to_predicate
-from nnxlib.graph_mode import resolve_graph, set_graph_mode
+from nnxlib.graph_mode import resolve_graph
 from nnxlib.state import State, filter_state, map_state, merge_state
 from nnxlib.variables import Variable
 
@@ -137,8 +137,6 @@ def check_mode(node: Any, graph: bool | None, where: str, root: str = "") -> Non
         ...     print(str(error).splitlines()[0])
         nnx.state(graph=False): `[0]` and `[1]` are the same Param; tree mode needs every object at one path.
     """
-    if graph is True or (graph is None and set_graph_mode.current()):
-        return
     if not resolve_graph(graph):
         check_tree(plan_for(node).graphdef, where, root=root)
 

@@ -103,11 +103,6 @@ class Mode(NamedTuple):
     graph: bool
     updates: bool
 
-    @property
-    def is_default(self) -> bool:
-        """Graph mode with updates: nothing extra to check."""
-        return self.graph and self.updates
-
 
 GRAPH = Mode(True, True)
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
-from nnxlib._tree_check import check_tree, index_paths
+from nnxlib._tree_check import check_tree, compat_name, index_paths, walk_defs
 from nnxlib.errors import GraphStructureError, SharedReferenceError, format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import Mode
@@ -79,8 +79,7 @@ def check_outputs(mode: Mode, where: str, trace: Trace) -> None:
     """At trace time, with graph updates off: inputs kept their structure, and the
     outputs are new objects, each returned once (an input object returned, or one
     returned twice, shows as a reference in ``out_defs``)."""
-    option = "graph=False" if not mode.graph else "graph_updates=False"
-    name = where.rsplit(".", 1)[-1]
+    option, name = _option(mode), compat_name(where)
     if trace.in_root is not None and trace.new_in_root != trace.in_root:
         path = _first_difference(trace.in_root, trace.new_in_root, ())
         raise GraphStructureError(
@@ -92,7 +91,7 @@ def check_outputs(mode: Mode, where: str, trace: Trace) -> None:
             f"nnx.compat.{name}) to apply structural changes, or return the new values "
             "instead.")
     for i, d in enumerate(trace.out_defs):
-        ref = _first_ref(d, ())
+        ref = _first_ref(d)
         if ref is None:
             continue
         path, index = ref
@@ -118,8 +117,7 @@ def check_outputs(mode: Mode, where: str, trace: Trace) -> None:
 
 def raise_returned_input(where: str, mode: Mode, type_name: str) -> None:
     """An input object came back as an output, which this mode does not allow."""
-    option = "graph=False" if not mode.graph else "graph_updates=False"
-    name = where.rsplit(".", 1)[-1]
+    option, name = _option(mode), compat_name(where)
     raise SharedReferenceError(
         f"{where}({option}): the function returned one of its input objects (a "
         f"{type_name}).\nExpected: in this mode outputs are new objects. Actual: an "
@@ -130,7 +128,7 @@ def raise_returned_input(where: str, mode: Mode, type_name: str) -> None:
 def check_packed(mode: Mode, where: str, before: list, after: list, labels: list) -> None:
     """For transforms built on split/merge contexts (``pmap``): with graph updates off,
     each input's graph definition must come back unchanged."""
-    option = "graph=False" if not mode.graph else "graph_updates=False"
+    option = _option(mode)
     for old, new, label in zip(before, after, labels):
         if old != new:
             path = _first_difference(old.root, new.root, ())
@@ -138,7 +136,12 @@ def check_packed(mode: Mode, where: str, before: list, after: list, labels: list
                 f"{where}({option}): the function changed the structure of its input at "
                 f"`{format_path(path, label)}`. In this mode only variable values flow "
                 "back; nothing was changed.\nHint: pass graph=True, graph_updates=True "
-                f"(nnx.compat.{where.rsplit('.', 1)[-1]}) to apply structural changes.")
+                f"(nnx.compat.{compat_name(where)}) to apply structural changes.")
+
+
+def _option(mode: Mode) -> str:
+    """The argument that put this call in the mode whose rule was broken."""
+    return "graph=False" if not mode.graph else "graph_updates=False"
 
 
 def _label(path: tuple, labels: list) -> str:
@@ -148,16 +151,10 @@ def _label(path: tuple, labels: list) -> str:
     return format_path(path)
 
 
-def _first_ref(d: Any, path: tuple) -> tuple | None:
-    kind = d.kind
-    if kind == "ref":
-        return path, d.index
-    if kind in ("node", "pytree"):
-        for key, child in d.attributes:
-            found = _first_ref(child, path + (key,))
-            if found is not None:
-                return found
-    return None
+def _first_ref(d: Any) -> tuple | None:
+    """``(path, index)`` of the first reference in a definition (None if there is none)."""
+    return next(((path, ref.index) for ref, path in walk_defs(d) if ref.kind == "ref"),
+                None)
 
 
 def _first_difference(old: Any, new: Any, path: tuple) -> tuple:

@@ -33,8 +33,6 @@ from nnxlib.variables import Param, Variable
 
 __all__ = ["DiffState", "grad", "value_and_grad"]
 
-_ARGS_KWARGS = ("args", "kwargs")
-
 
 class DiffState(NamedTuple):
     """Differentiate argument ``argnum`` with respect to the state ``filter`` selects.
@@ -141,7 +139,7 @@ def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ext = _lift.extract((args, kwargs), mode, where, _ARGS_KWARGS)
+        ext = _lift.extract((args, kwargs), mode, where, _lift.ARGS_KWARGS)
         key = ext.key
         layout = layouts.get(key)
         if layout is None:
@@ -179,7 +177,7 @@ def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
             else:
                 primal, aux = out, None
             info, send, other_out = _lift.collect(rebuilt, key, aux, mode, where,
-                                                  _ARGS_KWARGS)
+                                                  _lift.ARGS_KWARGS)
             return primal, (_lift.StaticBox(info), send, other_out)
 
         diff_graph = [[values[j] for j in group] for group in layout.diff_graph]

@@ -40,8 +40,6 @@ from nnxlib.transforms._sharding import (
 
 __all__ = ["jit", "JitWrapped", "StateSharding"]
 
-_ARGS_KWARGS = ("args", "kwargs")  # how errors name the items of (args, kwargs)
-
 
 class _Entry:
     """One traced signature: the ``jax.jit`` function and how to call it."""
@@ -107,7 +105,7 @@ class JitWrapped:
         statics: tuple = ()
         if self.static_argnums or self.static_argnames:
             args, kwargs, statics = self._pull_statics(args, kwargs)
-        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _ARGS_KWARGS)
+        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _lift.ARGS_KWARGS)
         key = (ext.key, statics)
         last_key, entry = self._last
         if key != last_key:
@@ -160,7 +158,7 @@ class JitWrapped:
         statics: tuple = ()
         if self.static_argnums or self.static_argnames:
             args, kwargs, statics = self._pull_statics(args, kwargs)
-        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _ARGS_KWARGS)
+        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _lift.ARGS_KWARGS)
         key = (ext.key, statics)
         entry = self._entries.get(key)
         if entry is None:
@@ -189,7 +187,7 @@ class JitWrapped:
             call_args, call_kwargs = _insert_statics(call_args, call_kwargs, statics)
             out = fun(*call_args, **call_kwargs)
             info, send, other_out = _lift.collect(rebuilt, key, out, mode, "nnx.jit",
-                                                _ARGS_KWARGS)
+                                                _lift.ARGS_KWARGS)
             if donated and info.fast:
                 # XLA may reuse a donated buffer for any output, so every donated leaf
                 # must come back, changed or not (unchanged ones alias at no cost).
