@@ -226,11 +226,7 @@ class Variable:
             _tracking.structure_changed(self)
 
     def __getitem__(self, key: Any) -> Any:
-        value = self._raw_value
-        if value is ESCAPED:
-            raise _escaped_error(self)
-        if HOOKS_IN_USE[0]:
-            value = run_value_hooks(self, self._metadata, "on_get_value", value)
+        value = self.value  # one read path: escape check and get hooks
         return value if key is Ellipsis else value[key]
 
     def __setitem__(self, key: Any, new: Any) -> None:
