@@ -42,7 +42,7 @@ from nnxlib.transforms.general import (
 __all__ = ["pmap"]
 
 
-def objects_in_packed(tree: Any) -> list:
+def _packed_in(tree: Any) -> list:
     """The :class:`Packed` objects among ``tree``'s leaves, in order."""
     leaves = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, Packed))
     return [x for x in leaves if isinstance(x, Packed)]
@@ -93,7 +93,8 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
     mode = resolve_mode(graph, graph_updates)
     if f is None:
         return functools.partial(
-            pmap, graph=mode.graph, graph_updates=mode.updates, axis_name=axis_name, in_axes=in_axes, out_axes=out_axes,
+            pmap, graph=mode.graph, graph_updates=mode.updates, axis_name=axis_name,
+            in_axes=in_axes, out_axes=out_axes,
             static_broadcasted_argnums=static_broadcasted_argnums, devices=devices,
             backend=backend, axis_size=axis_size, donate_argnums=donate_argnums,
             transform_metadata=transform_metadata)
@@ -113,7 +114,7 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
             backend=backend, axis_size=axis_size, donate_argnums=donate_argnums)
         new_inputs, out = mapped(*packed)
         if not mode.updates:
-            before = [p.graphdef for p in objects_in_packed(packed)]
+            before = [p.graphdef for p in _packed_in(packed)]
             check_packed(mode, "nnx.pmap", before, [p.graphdef for p in new_inputs],
                          root_labels(args, _object_positions(args), None))
             if any(isinstance(x, InputSlot) for x in jax.tree_util.tree_leaves(
