@@ -68,3 +68,18 @@ def randomize(layer, seed: int = 1) -> None:
 #: Constructor arguments that skip the (compile-heavy) default initializers in tests
 #: that overwrite every parameter anyway.
 FAST_INIT = {"kernel_init": jax.nn.initializers.zeros}
+
+
+def randomize_norm(module, seed: int = 1) -> None:
+    """Non-trivial scale and bias, so that forgetting either one fails the comparison."""
+    keys = jax.random.split(jax.random.key(seed), 2)
+    for key, name in zip(keys, ("scale", "bias")):
+        var = getattr(module, name, None)
+        if var is not None:
+            var[...] = (1.0 + 0.5 * jax.random.normal(key, var.shape)).astype(var.dtype)
+
+
+def norm_params(module) -> dict:
+    """A norm layer's ``scale``/``bias`` arrays (those it has)."""
+    return {n: getattr(module, n)[...] for n in ("scale", "bias")
+            if getattr(module, n, None) is not None}

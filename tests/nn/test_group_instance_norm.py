@@ -11,19 +11,8 @@ from flax import nnx as fnnx
 from jax.sharding import PartitionSpec as P
 
 import nnxlib as nnx
-
-
-def _randomize(module, seed: int = 1) -> None:
-    keys = jax.random.split(jax.random.key(seed), 2)
-    for key, name in zip(keys, ("scale", "bias")):
-        var = getattr(module, name, None)
-        if var is not None:
-            var[...] = (1.0 + 0.5 * jax.random.normal(key, var.shape)).astype(var.dtype)
-
-
-def _params(module) -> dict:
-    return {n: getattr(module, n)[...] for n in ("scale", "bias")
-            if getattr(module, n, None) is not None}
+from tests.nn.layer_oracles import norm_params as _params
+from tests.nn.layer_oracles import randomize_norm as _randomize
 
 
 def _data(shape, seed=0, dtype=jnp.float32):
