@@ -240,6 +240,36 @@ class _GatedCell(RNNCellBase):
                       promote_dtype=self.promote_dtype, rngs=rngs,
                       kernel_metadata=kernel_metadata, bias_metadata=bias_metadata)
 
+    def _dense_pair(self, width: int, *, input_bias: bool, hidden_first: bool = False,
+                    kernel_init: Any, recurrent_kernel_init: Any, bias_init: Any,
+                    rngs: Rngs, kernel_metadata: Mapping[str, Any],
+                    recurrent_kernel_metadata: Mapping[str, Any],
+                    bias_metadata: Mapping[str, Any]) -> None:
+        """``dense_i`` (input -> ``width``) and ``dense_h`` (hidden -> ``width``), the bias
+        on one of them; created in flax's order (``hidden_first``), which fixes the keys
+        each weight gets."""
+        def input_layer() -> Linear:
+            return self._linear(self.in_features, width, use_bias=input_bias,
+                                kernel_init=kernel_init, bias_init=bias_init, rngs=rngs,
+                                kernel_metadata=kernel_metadata,
+                                bias_metadata=bias_metadata if input_bias else _NO_METADATA)
+
+        def hidden_layer() -> Linear:
+            return self._linear(self.hidden_features, width, use_bias=not input_bias,
+                                kernel_init=recurrent_kernel_init, bias_init=bias_init,
+                                rngs=rngs, kernel_metadata=recurrent_kernel_metadata,
+                                bias_metadata=_NO_METADATA if input_bias else bias_metadata)
+
+        if hidden_first:
+            self.dense_h = hidden_layer()
+            self.dense_i = input_layer()
+        else:
+            self.dense_i = input_layer()
+            self.dense_h = hidden_layer()
+
+    def _input_kernel(self) -> tuple[tuple, Any]:
+        return ("dense_i", "kernel"), self.dense_i.kernel
+
     def initialize_carry(self, input_shape: tuple[int, ...],
                          rngs: Rngs | RngStream | None = None,
                          carry_init: Callable[..., Any] | None = None) -> Carry:
@@ -419,18 +449,11 @@ class OptimizedLSTMCell(_GatedCell):
                     promote_dtype=promote_dtype, carry_init=carry_init, keep_rngs=keep_rngs,
                     rngs=rngs)
         self.gate_fn, self.activation_fn = gate_fn, activation_fn
-        wide = 4 * hidden_features
-        self.dense_i = self._linear(in_features, wide, use_bias=False,
-                                    kernel_init=kernel_init, bias_init=bias_init, rngs=rngs,
-                                    kernel_metadata=kernel_metadata,
-                                    bias_metadata=_NO_METADATA)
-        self.dense_h = self._linear(hidden_features, wide, use_bias=True,
-                                    kernel_init=recurrent_kernel_init, bias_init=bias_init,
-                                    rngs=rngs, kernel_metadata=recurrent_kernel_metadata,
-                                    bias_metadata=bias_metadata)
-
-    def _input_kernel(self) -> tuple[tuple, Any]:
-        return ("dense_i", "kernel"), self.dense_i.kernel
+        self._dense_pair(4 * hidden_features, input_bias=False, kernel_init=kernel_init,
+                         recurrent_kernel_init=recurrent_kernel_init, bias_init=bias_init,
+                         rngs=rngs, kernel_metadata=kernel_metadata,
+                         recurrent_kernel_metadata=recurrent_kernel_metadata,
+                         bias_metadata=bias_metadata)
 
     def __call__(self, carry: tuple[jax.Array, jax.Array],
                  inputs: jax.Array) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
@@ -487,17 +510,11 @@ class SimpleCell(_GatedCell):
                     promote_dtype=promote_dtype, carry_init=carry_init, keep_rngs=keep_rngs,
                     rngs=rngs)
         self.residual, self.activation_fn = residual, activation_fn
-        self.dense_h = self._linear(hidden_features, hidden_features, use_bias=False,
-                                    kernel_init=recurrent_kernel_init, bias_init=bias_init,
-                                    rngs=rngs, kernel_metadata=recurrent_kernel_metadata,
-                                    bias_metadata=_NO_METADATA)
-        self.dense_i = self._linear(in_features, hidden_features, use_bias=True,
-                                    kernel_init=kernel_init, bias_init=bias_init, rngs=rngs,
-                                    kernel_metadata=kernel_metadata,
-                                    bias_metadata=bias_metadata)
-
-    def _input_kernel(self) -> tuple[tuple, Any]:
-        return ("dense_i", "kernel"), self.dense_i.kernel
+        self._dense_pair(hidden_features, input_bias=True, hidden_first=True,
+                         kernel_init=kernel_init, recurrent_kernel_init=recurrent_kernel_init,
+                         bias_init=bias_init, rngs=rngs, kernel_metadata=kernel_metadata,
+                         recurrent_kernel_metadata=recurrent_kernel_metadata,
+                         bias_metadata=bias_metadata)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One step: ``(h, x) -> (h', h')``.
@@ -557,18 +574,11 @@ class GRUCell(_GatedCell):
                     promote_dtype=promote_dtype, carry_init=carry_init, keep_rngs=keep_rngs,
                     rngs=rngs)
         self.gate_fn, self.activation_fn = gate_fn, activation_fn
-        wide = 3 * hidden_features
-        self.dense_i = self._linear(in_features, wide, use_bias=True,
-                                    kernel_init=kernel_init, bias_init=bias_init, rngs=rngs,
-                                    kernel_metadata=kernel_metadata,
-                                    bias_metadata=bias_metadata)
-        self.dense_h = self._linear(hidden_features, wide, use_bias=False,
-                                    kernel_init=recurrent_kernel_init, bias_init=bias_init,
-                                    rngs=rngs, kernel_metadata=recurrent_kernel_metadata,
-                                    bias_metadata=_NO_METADATA)
-
-    def _input_kernel(self) -> tuple[tuple, Any]:
-        return ("dense_i", "kernel"), self.dense_i.kernel
+        self._dense_pair(3 * hidden_features, input_bias=True, kernel_init=kernel_init,
+                         recurrent_kernel_init=recurrent_kernel_init, bias_init=bias_init,
+                         rngs=rngs, kernel_metadata=kernel_metadata,
+                         recurrent_kernel_metadata=recurrent_kernel_metadata,
+                         bias_metadata=bias_metadata)
 
     def __call__(self, carry: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """One GRU step: ``(h, x) -> (h', h')``.
