@@ -81,7 +81,7 @@ def sharding_names_of(variable: nnxlib.Variable, where: str = "") -> tuple | Non
         >>> sharding_names_of(nnx.Param(jnp.ones(2))) is None
         True
     """
-    metadata = variable.get_metadata()
+    metadata = variable.get_metadata(exclude_required=True)
     found = [(k, metadata[k]) for k in _SHARDING_KEYS if metadata.get(k) is not None]
     if not found:
         return None
@@ -109,7 +109,7 @@ def is_vanilla_variable(vs: nnxlib.Variable) -> bool:
         >>> is_vanilla_variable(nnx.Param(jnp.ones(2), sharding_names=("embed",)))
         False
     """
-    return not any(value is not None for value in vs.get_metadata().values())
+    return not any(value is not None for value in vs.get_metadata(exclude_required=True).values())
 
 
 def _with_axis(names: Sequence, index: int, name: Any) -> tuple:
@@ -267,7 +267,7 @@ def variable_to_logically_partitioned(variable: nnxlib.Variable) -> Any:
     value = variable.get_value()
     if names is None:
         return value
-    metadata = variable.get_metadata()
+    metadata = variable.get_metadata(exclude_required=True)
     partition = metadata.get(PARTITION_NAME)
     if partition is not None and partition not in names:
         axis = metadata.get("param_scan_axis", 0) if isinstance(variable, nnxlib.Param) else 0
@@ -367,7 +367,7 @@ def to_linen_var(vs: nnxlib.Variable) -> Any:
         >>> type(to_linen_var(nnx.Param(jnp.zeros(2), note="x"))).__name__
         'NNXMeta'
     """
-    metadata = vs.get_metadata()
+    metadata = vs.get_metadata(exclude_required=True)
     value = vs.get_value()
     box = metadata.get("linen_box")
     if box is not None and len(metadata) == 1:

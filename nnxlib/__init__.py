@@ -178,8 +178,8 @@ from nnxlib.state_tools import restore_int_paths  # noqa: E402
 from nnxlib.transforms.make_jaxpr import make_jaxpr  # noqa: E402
 from nnxlib.transforms.pmap import pmap  # noqa: E402
 from nnxlib.var_options import VarDefaults, var_defaults, vars_as, with_vars  # noqa: E402
+from nnxlib.variables import A  # noqa: E402  (flax.nnx's generic type variable, for annotations)
 
-A = _TypeVar("A")  # flax.nnx's generic type variables, used in annotations
 M = _TypeVar("M", bound=Module)
 from nnxlib import _module_paths  # noqa: E402
 

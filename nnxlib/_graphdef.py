@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Generic, Iterator, NamedTuple, TypeVar
 
 import jax
 import numpy as np
@@ -206,7 +206,10 @@ class Static(NamedTuple):
     kind: str = "static"
 
 
-class GraphDef:
+Node = TypeVar("Node")  # the root type a graph definition builds: ``GraphDef[Model]``
+
+
+class GraphDef(Generic[Node]):
     """The static structure of a graph: immutable, hashable, compares by value.
 
     Example:

@@ -1,16 +1,23 @@
 """The current default ``hijax``/``ref`` options of variables (see ``nnx.var_defaults``).
 
-Kept below the variables layer so that ``Variable`` can read it.
+Each option is a :class:`~nnxlib._flags.BoolSetting`, so ``nnx.var_defaults(...)``
+works as flax's does: a bare call sets it, ``with`` scopes it to a block, and a
+decorator scopes it to a function's calls. Kept below the variables layer so that
+``Variable`` can read it.
 
 Example:
     >>> current_defaults()
     VarDefaults(hijax=False, ref=False)
+    >>> with default_ref(True):
+    ...     current_defaults().ref
+    True
 """
 
 from __future__ import annotations
 
-import threading
 from typing import NamedTuple
+
+from nnxlib._flags import BoolSetting
 
 
 class VarDefaults(NamedTuple):
@@ -26,7 +33,26 @@ class VarDefaults(NamedTuple):
     ref: bool
 
 
-_STATE = threading.local()
+class default_hijax(BoolSetting):
+    """Whether new variables are created with ``hijax=True``.
+
+    Example:
+        >>> default_hijax.current()
+        False
+    """
+
+    default = False
+
+
+class default_ref(BoolSetting):
+    """Whether new variables are created with ``ref=True``.
+
+    Example:
+        >>> default_ref.current()
+        False
+    """
+
+    default = False
 
 
 def current_defaults() -> VarDefaults:
@@ -36,16 +62,4 @@ def current_defaults() -> VarDefaults:
         >>> current_defaults().hijax
         False
     """
-    return getattr(_STATE, "defaults", None) or VarDefaults(False, False)
-
-
-def set_defaults(new: VarDefaults) -> None:
-    """Make ``new`` the defaults of this thread.
-
-    Example:
-        >>> old = current_defaults()
-        >>> set_defaults(VarDefaults(True, False)); current_defaults().hijax
-        True
-        >>> set_defaults(old)
-    """
-    _STATE.defaults = new
+    return VarDefaults(default_hijax.current(), default_ref.current())

@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 from nnxlib import graph as _graph
 from nnxlib.graph import GraphDef
@@ -20,8 +20,10 @@ from nnxlib.state import State
 
 __all__ = ["GraphState", "PureState", "unpack", "merge"]
 
-PureState = tuple[GraphDef, State]
-"""The type of ``nnx.split(node)``'s result: ``tuple[GraphDef, State]``."""
+A = TypeVar("A")
+PureState = tuple[GraphDef[A], State]
+"""The type of ``nnx.split(node)``'s result: ``tuple[GraphDef[A], State]``, so
+``nnx.PureState[Model]`` annotates the pair of a ``Model``."""
 
 
 class GraphState(MutableMapping):

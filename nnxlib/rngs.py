@@ -32,14 +32,14 @@ from nnxlib._rng_sampling import RandomSamplers
 from nnxlib.errors import InvalidArgumentError, MissingRngStreamAttributeError
 from nnxlib.filters import to_predicate
 from nnxlib.module import Object
-from nnxlib.variables import Variable
+from nnxlib.variables import A, Variable
 
 __all__ = ["RngState", "RngKey", "RngCount", "RngStream", "Rngs", "split_rngs", "fork_rngs",
            "restore_rngs",
            "reseed"]
 
 
-class RngState(Variable):
+class RngState(Variable[A]):
     """Base class of the variables an :class:`RngStream` holds (its key and its count).
 
     Use it as a filter for all RNG state, e.g. ``nnx.StateAxes({nnx.RngState: 0, ...: None})``.
@@ -51,7 +51,7 @@ class RngState(Variable):
     """
 
 
-class RngKey(RngState):
+class RngKey(RngState[A]):
     """The base key of an :class:`RngStream` (metadata ``tag`` is the stream name).
 
     Example:
@@ -61,7 +61,7 @@ class RngKey(RngState):
     """
 
 
-class RngCount(RngState):
+class RngCount(RngState[A]):
     """The number of keys drawn from an :class:`RngStream`.
 
     Example:

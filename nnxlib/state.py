@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 import jax
 
@@ -113,7 +113,11 @@ class FlatState:
         return f"FlatState([{body}\n])"
 
 
-class State(MutableMapping):
+K = TypeVar("K")  # key and leaf types, for annotations: ``nnx.State[str, nnx.Param]``
+V = TypeVar("V")
+
+
+class State(MutableMapping, Generic[K, V]):
     """A nested mapping from attribute paths to leaves (variables or arrays).
 
     Build one from a nested dict, or get one from ``nnx.state`` / ``nnx.split``. String

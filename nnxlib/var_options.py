@@ -16,9 +16,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
-from nnxlib._var_defaults import VarDefaults, current_defaults, set_defaults
+from nnxlib._var_defaults import VarDefaults, current_defaults, default_hijax, default_ref
 from nnxlib.filters import to_predicate
 from nnxlib.graph import clone, find_duplicates, iter_graph
 from nnxlib.spmd import use_eager_sharding
@@ -27,20 +27,32 @@ from nnxlib.variables import Variable
 __all__ = ["VarDefaults", "var_defaults", "with_vars", "vars_as"]
 
 A = TypeVar("A")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _DefaultsContext:
-    """Sets the defaults at once (a plain call) and restores them when used in ``with``."""
+class _Settings:
+    """Several :class:`~nnxlib._flags.BoolSetting` values set together: already set by
+    the call, scoped instead when entered with ``with`` or used as a decorator."""
 
-    def __init__(self, new: VarDefaults):
-        self._old = current_defaults()
-        set_defaults(new)
+    def __init__(self, settings: list):
+        self.settings = settings
 
     def __enter__(self) -> VarDefaults:
+        for setting in self.settings:
+            setting.__enter__()
         return current_defaults()
 
     def __exit__(self, *exc: Any) -> None:
-        set_defaults(self._old)
+        for setting in reversed(self.settings):
+            setting.__exit__(*exc)
+
+    def __call__(self, f: F) -> F:
+        for setting in self.settings:
+            f = setting(f)
+        return f
+
+    def __repr__(self) -> str:
+        return f"var_defaults({', '.join(map(repr, self.settings))})"
 
 
 def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
@@ -49,8 +61,9 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
 
     ``hijax``/``ref`` are recorded and read back as ``variable.hijax``/``variable.ref``
     (see the module doc); ``eager_sharding`` turns placement at creation under a mesh
-    on or off (:func:`nnxlib.spmd.use_eager_sharding`). With arguments it returns a
-    context manager that restores the previous defaults on exit.
+    on or off (:func:`nnxlib.spmd.use_eager_sharding`). With arguments it works three
+    ways, as flax's: a bare call sets the defaults from here on, ``with`` sets them for
+    a block, and a decorator sets them while the function runs.
 
     Example:
         >>> import nnxlib as nnx
@@ -62,32 +75,18 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
         >>> with nnx.var_defaults(eager_sharding=False):
         ...     nnx.using_eager_sharding()
         False
+        >>> @nnx.var_defaults(ref=True)
+        ... def make():
+        ...     return nnx.Param(0.0)
+        >>> make().ref, nnx.Param(0.0).ref
+        (True, False)
     """
     if hijax is None and ref is None and eager_sharding is None:
         return current_defaults()
-    contexts: list = []
-    if hijax is not None or ref is not None:
-        old = current_defaults()
-        contexts.append(_DefaultsContext(VarDefaults(old.hijax if hijax is None else hijax,
-                                                     old.ref if ref is None else ref)))
-    if eager_sharding is not None:
-        contexts.append(use_eager_sharding.scope(eager_sharding))
-    return contexts[0] if len(contexts) == 1 else _Both(*contexts)
-
-
-class _Both:
-    """Two defaults contexts entered and left together."""
-
-    def __init__(self, first: Any, second: Any):
-        self.first, self.second = first, second
-
-    def __enter__(self) -> VarDefaults:
-        self.second.__enter__()
-        return self.first.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.first.__exit__(*exc)
-        self.second.__exit__(*exc)
+    settings = [cls(value) for cls, value in ((default_hijax, hijax), (default_ref, ref),
+                                              (use_eager_sharding, eager_sharding))
+                if value is not None]
+    return _Settings(settings)
 
 
 def with_vars(node: A, /, *, hijax: bool | None = None, ref: bool | None = None,

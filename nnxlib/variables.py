@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 import jax
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 from nnxlib import _placement, _tracking
 from nnxlib._arrays import same_aval, written_value
 from nnxlib._frozen import freeze_metadata, thaw_metadata
-from nnxlib._var_defaults import current_defaults
+from nnxlib._var_defaults import default_hijax, default_ref
 from nnxlib._var_metadata import (
     HOOKS_IN_USE,
     VariableMetadata,
@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 V = TypeVar("V", bound="Variable")
+A = TypeVar("A")  # the type of the held value, for annotations: ``nnx.Param[jax.Array]``
 _MISSING = object()
 
 # Metadata keys that describe how a value is sharded; spmd and the bridge read them.
@@ -72,25 +73,45 @@ _TYPE_OF_NAME: dict[str, type] = {}
 _AUTO_NAMES: set[str] = set()  # names taken implicitly by a class definition
 
 
-# Metadata every flax.nnx variable carries. nnxlib reads these defaults without storing
-# them (so graph definitions and reprs stay as they were); ``nnx.var_defaults``
-# (nnxlib.var_options) changes the defaults of hijax/ref.
-DEFAULT_METADATA = ("hijax", "ref", "eager_sharding")
+# Metadata every flax.nnx variable carries. A variable stores one of these only when it
+# differs from its default (so graph definitions and reprs stay small); the options in
+# force at creation (``nnx.var_defaults``, ``use_eager_sharding``) are stored then.
+DEFAULT_METADATA = {"hijax": False, "ref": False, "eager_sharding": True}
 
 
 def default_metadata(name: str) -> Any:
-    """The default value of one of :data:`DEFAULT_METADATA`.
+    """The value of one of :data:`DEFAULT_METADATA` for a variable that does not store it.
 
     Example:
         >>> default_metadata("eager_sharding"), default_metadata("ref")
         (True, False)
     """
-    if name == "eager_sharding":
-        return True  # under an active mesh, sharded variables are created sharded
-    return getattr(current_defaults(), name)
+    return DEFAULT_METADATA[name]
 
 
-class Variable:
+def creation_options() -> dict[str, bool]:
+    """The variable options in force now that differ from :data:`DEFAULT_METADATA`:
+    what a variable created here stores.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> creation_options()
+        {}
+        >>> with nnx.var_defaults(hijax=True, eager_sharding=False):
+        ...     creation_options()
+        {'hijax': True, 'eager_sharding': False}
+    """
+    options = {}
+    if default_hijax.current():
+        options["hijax"] = True
+    if default_ref.current():
+        options["ref"] = True
+    if not _placement.using_eager_sharding():
+        options["eager_sharding"] = False
+    return options
+
+
+class Variable(Generic[A]):
     """A mutable box holding one value (usually an array) and a dict of metadata.
 
     Read the value with ``v[...]``, ``v.value`` or ``v.get_value()``; replace it with
@@ -118,6 +139,9 @@ class Variable:
         elif isinstance(value, VariableMetadata):
             metadata = {**value.metadata, **metadata}
             value = value.raw_value
+        options = creation_options()
+        if options:
+            metadata = {**options, **metadata}
         object.__setattr__(self, "_metadata", metadata)
         if metadata:
             note_hooks(metadata)
@@ -248,28 +272,30 @@ class Variable:
         """Return a copy of the metadata dict, or the entry ``name`` (``default``, or a
         ``KeyError``, when it is missing).
 
-        flax.nnx's required keys (``hijax``, ``ref``, ``eager_sharding``) are read
-        without being stored: ``exclude_required=False`` adds them to the dict,
-        ``True`` leaves them out even when they were given, and ``None`` returns what is
-        stored. ``exclude_required`` goes with the whole dict only.
+        flax.nnx's required keys (``hijax``, ``ref``, ``eager_sharding``) are in the
+        dict even when they were not given (a variable stores one only when it differs
+        from the default); ``exclude_required=True`` leaves them out.
 
         Example:
             >>> import nnxlib as nnx
             >>> p = nnx.Param(0.0, sharding=("embed",))
             >>> p.get_metadata()
-            {'sharding': ('embed',)}
+            {'sharding': ('embed',), 'hijax': False, 'ref': False, 'eager_sharding': True}
             >>> p.get_metadata("sharding")
             ('embed',)
-            >>> sorted(p.get_metadata(exclude_required=False))
-            ['eager_sharding', 'hijax', 'ref', 'sharding']
+            >>> p.get_metadata(exclude_required=True)
+            {'sharding': ('embed',)}
         """
         if name is None:
+            if default is not _MISSING:
+                raise TypeError(
+                    f"get_metadata(default={default!r}) without a name: a default goes "
+                    "with one key. Hint: get_metadata(name, default).")
             metadata = dict(self._metadata)
-            if exclude_required:
-                for key in DEFAULT_METADATA:
+            for key in DEFAULT_METADATA:
+                if exclude_required:
                     metadata.pop(key, None)
-            elif exclude_required is not None:
-                for key in DEFAULT_METADATA:
+                else:
                     metadata.setdefault(key, default_metadata(key))
             return metadata
         if exclude_required is not None:
@@ -587,7 +613,7 @@ def _register_pytree(cls: type) -> None:
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
 
 
-class Param(Variable):
+class Param(Variable[A]):
     """A trainable parameter (collection ``'params'``).
 
     Example:
@@ -598,7 +624,7 @@ class Param(Variable):
     """
 
 
-class BatchStat(Variable):
+class BatchStat(Variable[A]):
     """A running statistic such as BatchNorm's mean (collection ``'batch_stats'``).
 
     Example:
@@ -608,7 +634,7 @@ class BatchStat(Variable):
     """
 
 
-class Cache(Variable):
+class Cache(Variable[A]):
     """Autoregressive decoding caches and similar (collection ``'cache'``).
 
     Example:
@@ -618,7 +644,7 @@ class Cache(Variable):
     """
 
 
-class Intermediate(Variable):
+class Intermediate(Variable[A]):
     """Values recorded with ``Module.sow`` (collection ``'intermediates'``).
 
     Example:
@@ -628,7 +654,7 @@ class Intermediate(Variable):
     """
 
 
-class Perturbation(Variable):
+class Perturbation(Variable[A]):
     """Zero-valued taps placed by ``Module.perturb`` (collection ``'perturbations'``).
 
     Example:

@@ -82,7 +82,7 @@ def test_copy_with_value_and_metadata_updates_like_flax():
     assert ours.tag == "a" and ours.shape == (3,) and not hasattr(ours, "extra")
     assert "_copy_ref" not in ours.copy(_copy_ref=False).get_metadata()
     plain = ours.copy()
-    assert plain.get_metadata() == {"tag": "a"} and plain.value is ours.value
+    assert plain.get_metadata(exclude_required=True) == {"tag": "a"} and plain.value is ours.value
 
 
 def test_get_metadata_exclude_required_like_flax():
@@ -91,7 +91,7 @@ def test_get_metadata_exclude_required_like_flax():
         exclude_required=True) == {"tag": "a"}
     assert ours.get_metadata(exclude_required=False) == theirs.get_metadata(
         exclude_required=False)
-    assert ours.get_metadata(None) == {"tag": "a"}
+    assert ours.get_metadata(exclude_required=True) == {"tag": "a"}
     given = nnx.Param(1.0, eager_sharding=False, tag="b")
     assert given.get_metadata(exclude_required=True) == {"tag": "b"}
     assert given.get_metadata(exclude_required=False)["eager_sharding"] is False

@@ -85,7 +85,7 @@ class TestValueAccess:
         p = nnx.BatchStat(jnp.ones(2), note="n")
         q = p.copy()
         assert type(q) is nnx.BatchStat and q is not p
-        assert q.get_metadata() == {"note": "n"}
+        assert q.get_metadata(exclude_required=True) == {"note": "n"}
         q[...] = jnp.zeros(2)
         np.testing.assert_array_equal(p[...], [1.0, 1.0])
 
@@ -93,7 +93,7 @@ class TestValueAccess:
         p = nnx.Param(jnp.ones(2), a=1)
         q = nnx.BatchStat(p, b=2)
         assert type(q) is nnx.BatchStat
-        assert q.get_metadata() == {"a": 1, "b": 2}
+        assert q.get_metadata(exclude_required=True) == {"a": 1, "b": 2}
         assert q[...] is p[...]
 
     def test_variable_from_variable_metadata(self):
@@ -132,7 +132,7 @@ class TestMetadata:
         p = nnx.Param(0.0)
         p.set_metadata(a=1)
         p.set_metadata({"b": 2}, c=3)
-        assert p.get_metadata() == {"a": 1, "b": 2, "c": 3}
+        assert p.get_metadata(exclude_required=True) == {"a": 1, "b": 2, "c": 3}
 
     def test_set_metadata_rejects_bad_positional(self):
         p = nnx.Param(0.0)
@@ -149,7 +149,7 @@ class TestMetadata:
     def test_delete_metadata(self):
         p = nnx.Param(0.0, a=1, b=2)
         del p.a
-        assert p.get_metadata() == {"b": 2}
+        assert p.get_metadata(exclude_required=True) == {"b": 2}
         with pytest.raises(AttributeError):
             del p.a
 
@@ -184,7 +184,7 @@ class TestMetadata:
         assert isinstance(out, VariableMetadata)
         p = nnx.Param(out)
         assert p.shape == (2, 3)
-        assert p.get_metadata() == {"sharding": ("embed", "mlp"), "note": 1}
+        assert p.get_metadata(exclude_required=True) == {"sharding": ("embed", "mlp"), "note": 1}
         np.testing.assert_array_equal(p[...], np.ones((2, 3)))
         assert init.__wrapped__ is nnx.initializers.ones
 
@@ -391,7 +391,7 @@ class TestPytree:
         p = nnx.Param(jnp.ones(2), sharding=("embed",), note={"k": [1, 2]})
         q = jax.tree.map(lambda x: x * 3, p)
         assert type(q) is nnx.Param and q is not p
-        assert q.get_metadata() == {"sharding": ("embed",), "note": {"k": [1, 2]}}
+        assert q.get_metadata(exclude_required=True) == {"sharding": ("embed",), "note": {"k": [1, 2]}}
         np.testing.assert_array_equal(q[...], [3.0, 3.0])
         np.testing.assert_array_equal(p[...], [1.0, 1.0])
 

@@ -30,7 +30,7 @@ from nnxlib.nn import dtypes, initializers
 from nnxlib.nn._checks import check_last_axis, config_error, layer_text
 from nnxlib.nn.linear import Linear
 from nnxlib.rngs import Rngs
-from nnxlib.variables import Param, Variable
+from nnxlib.variables import A, Param, Variable
 
 __all__ = ["LoRA", "LoRALinear", "LoRAParam"]
 
@@ -41,7 +41,7 @@ default_b_initializer = initializers.zeros
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})
 
 
-class LoRAParam(Param):
+class LoRAParam(Param[A]):
     """The variable kind of LoRA adapter matrices: a :class:`~nnxlib.Param`, so optimisers
     see it as a parameter, but filterable on its own (``nnx.state(model, nnx.LoRAParam)``,
     ``nnx.DiffState(0, nnx.LoRAParam)``) to train only the adapters.

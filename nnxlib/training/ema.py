@@ -81,7 +81,7 @@ class EMA(Pytree):
                     "with only=nnx.Param (or another variable filter)."
                 )
             copies.append((path, type(variable)(jnp.copy(variable[...]),
-                                                **variable.get_metadata())))
+                                                **variable.get_metadata(exclude_required=True))))
         self.decay = decay
         self.filter = only
         self.graph = graph

@@ -26,13 +26,13 @@ import jax.numpy as jnp
 
 from nnxlib import graph as graphlib
 from nnxlib.module import Pytree
-from nnxlib.variables import Variable
+from nnxlib.variables import A, Variable
 
 __all__ = ["Accuracy", "Average", "Metric", "MetricState", "MultiMetric", "Statistics",
            "Welford"]
 
 
-class MetricState(Variable):
+class MetricState(Variable[A]):
     """The kind of variable metrics keep their running sums in.
 
     Example:

@@ -36,12 +36,12 @@ from nnxlib.errors import InvalidFilterError, format_path
 from nnxlib.filters import to_predicate
 from nnxlib.module import Object
 from nnxlib.state import State, from_flat_state, to_flat_state
-from nnxlib.variables import Param, Variable
+from nnxlib.variables import A, Param, Variable
 
 __all__ = ["Optimizer", "ModelAndOptimizer", "OptState", "OptArray", "OptVariable"]
 
 
-class OptState(Variable):
+class OptState(Variable[A]):
     """Any optimizer state (the step counter, moments, …).
 
     Example:
@@ -126,7 +126,7 @@ def _opt_metadata(param: Any, value: Any) -> dict:
     if not isinstance(param, Variable) or not hasattr(value, "shape") \
             or jnp.shape(param[...]) != value.shape:
         return {}
-    metadata = param.get_metadata()
+    metadata = param.get_metadata(exclude_required=True)
     # flax lets a parameter ask for a different sharding of its optimizer state.
     if "optimizer_sharding" in metadata:
         metadata["out_sharding"] = metadata.pop("optimizer_sharding")

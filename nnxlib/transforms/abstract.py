@@ -98,7 +98,7 @@ def as_abstract(tree: Any, graph: bool | None = None) -> Any:
         value = var.get_value()
         if not (isinstance(value, jax.ShapeDtypeStruct) and value.sharding is None):
             return var
-        if _placement.raw_sharding(var.get_metadata()) is None:
+        if _placement.raw_sharding(var.get_metadata(exclude_required=True)) is None:
             return var
         mesh = var.get_metadata("mesh", None) or _placement.context_mesh()
         if mesh is None:
