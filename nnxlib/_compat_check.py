@@ -32,6 +32,8 @@ import types
 import typing
 from typing import Any, Iterator, NamedTuple
 
+from nnxlib._compat_suite import SUITE_FAILURES
+
 # Modules whose every public name counts (they exist to re-export).
 HUBS = frozenset({"", "nn", "transforms", "training", "compat", "nn.initializers",
                   "nn.activations"})
@@ -259,7 +261,32 @@ def render_page(flax_root: types.ModuleType, ours: types.ModuleType,
             also = ", ".join(f"`nnx.{a}`" for a in sorted(aliases[module]))
             lines += [f"Also reached as {also}.", ""]
         lines += ["| name | status | note |", "|---|---|---|", *rows[module], ""]
-    return "\n".join(lines)
+    return "\n".join(lines + suite_section(SUITE_FAILURES))
+
+
+def suite_section(failures: dict[str, dict[str, str]]) -> list[str]:
+    """The page's last section: flax.nnx's own tests that fail on nnxlib, and why.
+
+    Example:
+        >>> suite_section({"tests/nnx/a_test.py": {"T::test_x": "reads a flax internal"}})[-2]
+        '| `tests/nnx/a_test.py` | `T::test_x` | reads a flax internal |'
+    """
+    rows = [f"| `{test_file}` | `{test_id}` | {reason} |"
+            for test_file, table in sorted(failures.items())
+            for test_id, reason in sorted(table.items())]
+    return [
+        "## flax.nnx's own test suite",
+        "",
+        "`../shared/tools/flax_suite.py nnxlib` runs flax.nnx's `tests/nnx` with the",
+        "imports rewritten to nnxlib. These tests fail, each for the reason given",
+        "(`nnxlib/_compat_suite.py`; `python tools/flax_suite_report.py OUT_DIR` checks a",
+        f"run against this list). Listed: {len(rows)}.",
+        "",
+        "| file | test | reason |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def missing_names(flax_root: types.ModuleType, ours: types.ModuleType,
