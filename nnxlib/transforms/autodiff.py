@@ -235,6 +235,7 @@ def grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = False, *,
         return lambda fn: grad(fn, argnums, has_aux, holomorphic=holomorphic,
                                allow_int=allow_int, graph=mode.graph,
                                graph_updates=mode.updates)
+    _lift.check_function(f, "nnx.grad")
     return _transform(f, argnums, has_aux, holomorphic, allow_int, False, mode)
 
 
@@ -257,4 +258,5 @@ def value_and_grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = 
         return lambda fn: value_and_grad(fn, argnums, has_aux, holomorphic=holomorphic,
                                          allow_int=allow_int, graph=mode.graph,
                                          graph_updates=mode.updates)
+    _lift.check_function(f, "nnx.value_and_grad")
     return _transform(f, argnums, has_aux, holomorphic, allow_int, True, mode)

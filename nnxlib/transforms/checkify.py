@@ -54,6 +54,7 @@ def checkify(f: Callable[..., Any], errors: frozenset = jax_checkify.user_checks
         >>> err.get(), int(y), int(counter.calls[...])
         ('x must be >= 0, got -3 (`check` failed)', -6, 1)
     """
+    _lift.check_function(f, "nnx.checkify")
     mode = resolve_mode(graph, graph_updates)
 
     @functools.wraps(f)

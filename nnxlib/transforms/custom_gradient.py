@@ -239,6 +239,7 @@ class CustomVjp:
 
     def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple = (),
                  graph: bool | None = None, graph_updates: bool | None = None):
+        _lift.check_function(fun, "nnx.custom_vjp")
         self.mode = resolve_mode(graph, graph_updates)
         functools.update_wrapper(self, fun)
         self.fun = fun

@@ -56,6 +56,7 @@ def eval_shape(f: Callable[..., Any], *args: Any, graph: bool | None = None,
         >>> state["kernel"].value.shape, graphdef == nnx.graphdef(model)
         ((4, 2), True)
     """
+    _lift.check_function(f, "nnx.eval_shape")
     mode = resolve_mode(graph, graph_updates)
     ext = _lift.extract((args, kwargs), mode, "nnx.eval_shape", _lift.ARGS_KWARGS)
     key = ext.key

@@ -80,6 +80,7 @@ class JitWrapped:
                  inline: bool = False, abstracted_axes: Any = None,
                  graph: bool | None = None, graph_updates: bool | None = None):
         _reject_abstracted_axes(abstracted_axes)
+        _lift.check_function(fun, "nnx.jit")
         self.mode = resolve_mode(graph, graph_updates)
         functools.update_wrapper(self, fun)
         self.fun = fun

@@ -29,6 +29,7 @@ import jax
 
 from nnxlib.graph import check_mode, is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
+from nnxlib.transforms import _lift
 from nnxlib.transforms._tree_mode import check_packed, raise_returned_input, root_labels
 from nnxlib.transforms.general import (
     InputSlot,
@@ -98,6 +99,7 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
             static_broadcasted_argnums=static_broadcasted_argnums, devices=devices,
             backend=backend, axis_size=axis_size, donate_argnums=donate_argnums,
             transform_metadata=transform_metadata)
+    _lift.check_function(f, "nnx.pmap")
     inner = merge_inputs(f)
 
     @functools.wraps(f)

@@ -71,6 +71,7 @@ def remat(f: Callable | None = None, *, prevent_cse: bool = True,
         return functools.partial(remat, prevent_cse=prevent_cse,
                                  static_argnums=static_argnums, policy=policy,
                                  graph=mode.graph, graph_updates=mode.updates)
+    _lift.check_function(f, "nnx.remat")
     statics = _as_tuple(static_argnums)
 
     @functools.wraps(f)

@@ -348,6 +348,7 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
                    transform_metadata=transform_metadata)
     if f is None:
         return lambda fn: scan(fn, **options)
+    _lift.check_function(f, "nnx.scan")
     if isinstance(out_axes, list):
         out_axes = tuple(out_axes)
     in_carry = _carry_position(in_axes, "in_axes")

@@ -153,6 +153,7 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
                                  mesh=mesh, in_specs=in_specs,
                                  out_specs=out_specs, axis_names=axis_names,
                                  check_vma=check_vma, check_rep=check_rep, auto=auto)
+    _lift.check_function(f, "nnx.shard_map")
     if check_rep is not None:
         check_vma = check_rep
     if auto is not None:

@@ -220,6 +220,7 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
                    transform_metadata=transform_metadata)
     if f is None:
         return lambda fn: vmap(fn, **options)
+    _lift.check_function(f, "nnx.vmap")
     if isinstance(in_axes, list):
         in_axes = tuple(in_axes)
     used = _validate(in_axes, "vmap in_axes") | _validate(out_axes, "vmap out_axes") | {0}
