@@ -259,7 +259,8 @@ def _check_avals(graphdef: GraphDef, leaves: list) -> None:
         if isinstance(value, jax.core.Tracer):
             continue
         actual = aval_of(value)
-        if actual is not None and actual != expected and not _stacking_of(actual, expected):
+        if (actual is not None and actual != expected and not _stacking_of(actual, expected)
+                and not _tangent_of(actual, expected)):
             bad.append(f"{format_path(path)}: expected {_aval_str(expected)}, got "
                        f"{_aval_str(actual)}")
     if bad:
@@ -269,6 +270,12 @@ def _check_avals(graphdef: GraphDef, leaves: list) -> None:
             "split from the same model (or one built with the same sizes); to change "
             "dtypes, merge first and cast with nnx.map or `v.value = v.value.astype(...)`."
         )
+
+
+def _tangent_of(actual: tuple, expected: tuple) -> bool:
+    """A float0 leaf where the graph has an integer or bool one: the gradient of that
+    leaf (``jax.grad(..., allow_int=True)``), so a module of gradients can be built."""
+    return actual[1] == jax.dtypes.float0 and actual[0] == expected[0]
 
 
 def _stacking_of(actual: tuple, expected: tuple) -> bool:

@@ -257,12 +257,18 @@ def _loss(m, x):
     return (m(x) ** 2).sum()
 
 
+def _params(argnum, updates):
+    return nnx.DiffState(argnum, nnx.Param) if updates else argnum
+
+
 TRANSFORMS = {
     "jit": lambda m, g, u: nnx.jit(lambda m: m(X), graph=g, graph_updates=u)(m),
-    "grad": lambda m, g, u: nnx.grad(_loss, argnums=nnx.DiffState(0, nnx.Param), graph=g,
-                                     graph_updates=u)(m, X),
+    # a DiffState needs graph updates; without them an int differentiates everything
+    "grad": lambda m, g, u: nnx.grad(_loss, argnums=_params(0, g and u), graph=g,
+                                     graph_updates=u, allow_int=not (g and u))(m, X),
     "value_and_grad": lambda m, g, u: nnx.value_and_grad(
-        _loss, argnums=nnx.DiffState(0, nnx.Param), graph=g, graph_updates=u)(m, X),
+        _loss, argnums=_params(0, g and u), graph=g, graph_updates=u,
+        allow_int=not (g and u))(m, X),
     "vmap": lambda m, g, u: nnx.vmap(lambda m, x: m(x), in_axes=(None, 0), graph=g,
                                      graph_updates=u)(m, X[:, None]),
     "scan": lambda m, g, u: nnx.scan(lambda m, x: (m, m(x)), in_axes=(nnx.Carry, 0),
@@ -441,15 +447,49 @@ def test_tree_mode_vjp_is_shaped_like_the_module_as_in_flax():
     assert int(ours.count[...]) == 1  # the state change was written back
 
 
-def test_state_axes_and_diff_state_work_in_tree_mode():
-    # flax.nnx rejects both when graph=False; nnxlib keeps them (compatibility page).
-    model = Block(nnx.Rngs(0))
+@pytest.mark.parametrize("options", [dict(graph=False), dict(graph_updates=False)])
+def test_filter_prefixes_need_graph_updates_like_flax(options):
+    # StateAxes, DiffState and StateSharding map state by filters: flax.nnx refuses them
+    # without graph updates, with this phrase, when the transform is made.
     axes = nnx.StateAxes({nnx.BatchStat: None, ...: None})
-    out = nnx.vmap(lambda m, x: m.linear(x), in_axes=(axes, 0), graph=False)(model, X)
+    phrase = "cannot contain `{}` objects when `graph=False` or `graph_updates=False`"
+    with pytest.raises(ValueError, match=phrase.format("StateAxes")) as info:
+        nnx.vmap(lambda m, x: m.linear(x), in_axes=(axes, 0), **options)
+    assert "found at [0]" in str(info.value) and "nnx.compat.vmap" in str(info.value)
+    with pytest.raises(ValueError, match=phrase.format("DiffState")):
+        nnx.grad(lambda m: m.linear(X).sum(), argnums=nnx.DiffState(0, nnx.Param), **options)
+    sharding = nnx.StateSharding({...: None})
+    with pytest.raises(ValueError, match=phrase.format("StateSharding")):
+        nnx.jit(lambda m: m, in_shardings=(sharding,), **options)
+    # with graph updates they work
+    model = Block(nnx.Rngs(0))
+    out = nnx.vmap(lambda m, x: m.linear(x), in_axes=(axes, 0))(model, X)
     np.testing.assert_allclose(out, model.linear(X), rtol=1e-6)
-    grads = nnx.grad(lambda m: m.linear(X).sum(), argnums=nnx.DiffState(0, nnx.Param),
-                     graph=False)(model)
-    assert isinstance(grads, nnx.State) and sorted(grads["linear"]) == ["bias", "kernel"]
+
+
+def test_graph_nodes_and_variables_are_not_prefixes():
+    model = Block(nnx.Rngs(0))
+    with pytest.raises(ValueError, match="Graph nodes are not allowed as prefixes") as info:
+        nnx.vmap(lambda m: m, in_axes=(model,))
+    assert "`in_axes` holds a Block at [0]" in str(info.value)
+    with pytest.raises(ValueError, match="Graph nodes are not allowed as prefixes"):
+        nnx.grad(lambda m: m, argnums=nnx.Dict(a=nnx.Param(1.0)))
+    with pytest.raises(ValueError, match="Variables prefixes are not supported") as info:
+        nnx.vmap(lambda v: v, in_axes=(nnx.Variable(0),), graph=False)
+    assert "holds a Variable at [0]" in str(info.value)
+    with pytest.raises(ValueError, match="Variables prefixes are not supported"):
+        nnx.scan(lambda c, x: (c, x), in_axes=(nnx.Carry, nnx.Param(0)))
+
+
+def test_a_state_of_shardings_is_a_sharding_prefix():
+    # nnx.get_named_sharding (and jax.tree.map over a state) give Variables holding
+    # shardings: each gives its variable's entry (flax.nnx refuses these boxes).
+    mesh = jax.make_mesh((1,), ("d",))
+    model = Block(nnx.Rngs(0))
+    replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    shardings = jax.tree.map(lambda _: replicated, nnx.state(model))
+    y = nnx.jit(lambda m: m(X), in_shardings=(shardings,))(model)
+    np.testing.assert_allclose(y, Block(nnx.Rngs(0))(X), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["pmap", "shard_map"])

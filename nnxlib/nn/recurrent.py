@@ -252,9 +252,10 @@ class RNN(Module):
             carry, y = cell(carry, x)
             return carry, ((carry, y) if keep_carries else y)
 
+        # StateAxes need graph mode with updates, whatever mode the caller has set.
         loop = scan(step, in_axes=(axes, Carry, time_axis),
                     out_axes=(Carry, (0, time_axis) if keep_carries else time_axis),
-                    unroll=self.unroll)
+                    unroll=self.unroll, graph=True, graph_updates=True)
         if self.broadcast_rngs is not None:
             # One fresh key per call for the broadcast streams, the same for every step.
             loop = split_rngs(splits=1, only=self.broadcast_rngs, squeeze=True)(loop)

@@ -36,7 +36,6 @@ from nnxlib._graphdef import (
     _Flattener,
     _read_child,
     build,
-    is_graph_node,
     is_node_or_variable,
     plan_for_many,
 )
@@ -45,40 +44,11 @@ from nnxlib.graph_mode import GRAPH, Mode
 from nnxlib.transforms._tree_mode import Trace, check_inputs, check_outputs, root_labels
 from nnxlib.variables import Variable, expire_variable
 
-__all__ = ["check_function", "Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",
+__all__ = ["Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",
            "OutInfo", "ARGS_KWARGS"]
 
 #: Labels of the items of an ``(args, kwargs)`` tree, for error messages.
 ARGS_KWARGS = ("args", "kwargs")
-
-
-def check_function(f: Any, transform: str) -> None:
-    """Refuse a bound method of a graph node as the function of ``transform``.
-
-    ``nnx.jit(model.step)`` would close over ``model``: its arrays would be baked into
-    the trace as constants and its updates could not flow back. flax.nnx refuses it
-    too; the unbound method with the module as an argument does what was meant.
-
-    Example:
-        >>> import nnxlib as nnx
-        >>> model = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
-        >>> check_function(nnx.Linear.__call__, "nnx.jit")      # fine
-        >>> check_function(model.__call__, "nnx.jit")
-        Traceback (most recent call last):
-        ...
-        ValueError: nnx.jit does not support bound methods: ...
-    """
-    owner = getattr(f, "__self__", None)
-    if owner is None or not is_graph_node(owner) or isinstance(owner, type):
-        return
-    cls = type(owner).__name__
-    name = getattr(f, "__name__", "method")
-    raise ValueError(
-        f"{transform} does not support bound methods: {cls}.{name} is bound to a {cls} "
-        f"instance, which the transform would capture as a constant (its state would "
-        f"neither be traced nor updated). Expected a function that takes the module as "
-        f"an argument. Hint: {transform}({cls}.{name})(module, ...), with the unbound "
-        "method.")
 
 
 class Extracted(NamedTuple):

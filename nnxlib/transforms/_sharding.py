@@ -16,13 +16,14 @@ import jax
 from nnxlib.filters import to_predicate
 from nnxlib.graph import is_node_or_variable
 from nnxlib.state import State
+from nnxlib.transforms._arguments import PrefixMapping
 from nnxlib.variables import Variable
 
 __all__ = ["StateSharding", "leaf_shardings", "constrain", "constrain_outputs",
            "argument_of_leaves"]
 
 
-class StateSharding:
+class StateSharding(PrefixMapping):
     """Shardings for a module's state chosen by filters, first match wins.
 
     Example:

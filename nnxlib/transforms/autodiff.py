@@ -28,6 +28,7 @@ from nnxlib.graph import graphdef, is_node_or_variable, merge
 from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _lift
+from nnxlib.transforms._arguments import PrefixMapping, check_function, check_prefix
 from nnxlib.transforms._sharding import argument_of_leaves
 from nnxlib.variables import Param, Variable
 
@@ -51,6 +52,9 @@ class DiffState(NamedTuple):
     filter: Any
 
 
+PrefixMapping.register(DiffState)  # a filter-keyed prefix: needs graph updates
+
+
 class _Layout(NamedTuple):
     """Which leaves are differentiated, per differentiated argument (per signature)."""
 
@@ -59,6 +63,7 @@ class _Layout(NamedTuple):
     rest_graph: tuple
     rest_other: tuple
     arg_is_node: tuple  # per diff argnum: the argument itself is a graph object
+    arg_roots: tuple  # per diff argnum: its graph objects' root indices (first occurrence)
 
 
 def _normalize_argnums(argnums: Any) -> tuple[tuple, bool]:
@@ -73,9 +78,13 @@ def _layout(specs: tuple, ext: _lift.Extracted, args: tuple, kwargs: dict) -> _L
     node_positions = set(ext.node_positions)
     other_owners = [o for i, o in enumerate(owners) if i not in node_positions]
     roots = [owners[p] for p in ext.node_positions]
+    leaves = jax.tree_util.tree_leaves((args, kwargs), is_leaf=is_node_or_variable)
+    objects = [leaves[p] for p in ext.node_positions]
+    first_root: dict = {}
+    root_of = [first_root.setdefault(id(obj), r) for r, obj in enumerate(objects)]
     paths = ext.plan.graphdef.paths if ext.plan is not None else ()
     template = ext.plan.template if ext.plan is not None else ()
-    diff_graph, diff_other = [], []
+    diff_graph, diff_other, arg_roots = [], [], []
     for spec in specs:
         if not -len(args) <= spec.argnum < len(args):
             raise ValueError(
@@ -84,22 +93,26 @@ def _layout(specs: tuple, ext: _lift.Extracted, args: tuple, kwargs: dict) -> _L
             )
         argnum = spec.argnum % len(args)
         predicate = to_predicate(spec.filter)
+        # The filter picks variables inside modules; a variable that is itself a leaf of
+        # the argument's pytree is differentiated whatever its type, as in flax.nnx.
         diff_graph.append(tuple(
             j for j, (path, leaf) in enumerate(zip(paths, template))
-            if roots[path[0]] == argnum and predicate(path[1:], leaf)))
+            if roots[path[0]] == argnum and (len(path) == 1 or predicate(path[1:], leaf))))
         diff_other.append(tuple(i for i, o in enumerate(other_owners) if o == argnum))
+        arg_roots.append(tuple(root_of[r] for r, o in enumerate(roots) if o == argnum))
     used_graph = {j for group in diff_graph for j in group}
     used_other = {i for group in diff_other for i in group}
     return _Layout(
         tuple(diff_graph), tuple(diff_other),
         tuple(j for j in range(len(paths)) if j not in used_graph),
         tuple(i for i in range(len(other_owners)) if i not in used_other),
-        tuple(is_node_or_variable(args[s.argnum]) for s in specs))
+        tuple(is_node_or_variable(args[s.argnum]) for s in specs), tuple(arg_roots))
 
 
 def _check_differentiable(ext: _lift.Extracted, layout: _Layout, pytree_grads: tuple,
-                          specs: tuple, where: str) -> None:
-    """Tree mode differentiates every variable: name an integer one before jax does."""
+                          specs: tuple, where: str, mode: Mode) -> None:
+    """Without graph updates every variable is differentiated: name an integer one
+    before jax does."""
     for k, tree in enumerate(pytree_grads):
         if not tree:
             continue
@@ -108,29 +121,76 @@ def _check_differentiable(ext: _lift.Extracted, layout: _Layout, pytree_grads: t
             if dtype is not None and not jnp.issubdtype(dtype, jnp.inexact):
                 path = ext.plan.graphdef.paths[j]  # type: ignore[union-attr]
                 raise InvalidArgumentError(
-                    f"{where}(graph=False) differentiates every variable of argument "
+                    f"{where}({'graph' if not mode.graph else 'graph_updates'}=False) "
+                    f"differentiates every variable of argument "
                     f"{specs[k].argnum}, as jax.grad does a pytree; "
                     f"`{format_path(path[1:], f'args[{specs[k].argnum}]')}` is {dtype}, "
                     "which has no gradient.\nExpected: floating-point leaves. Hint: pass "
-                    "allow_int=True, argnums=nnx.DiffState(0, nnx.Param) to select "
-                    "variables, or graph mode (which differentiates Params by default).")
+                    "allow_int=True (its gradient is float0), or use graph mode with graph "
+                    "updates, which differentiates Params only by default and takes "
+                    "nnx.DiffState filters.")
 
 
-def _grad_state(ext: _lift.Extracted, positions: tuple, grads: list) -> State:
+def _grad_state(ext: _lift.Extracted, positions: tuple, grads: list,
+                root: int | None = None) -> State:
+    """The gradients at ``positions`` as a State of the variables' paths (below the
+    root; only those of root ``root`` when given)."""
     paths = ext.plan.graphdef.paths
     template = ext.plan.template
+    pairs = [(j, g) for j, g in zip(positions, grads) if root is None or paths[j][0] == root]
     leaves = [template[j].replace(g) if isinstance(template[j], Variable) else g
-              for j, g in zip(positions, grads)]
-    return State._from_flat(tuple(paths[j][1:] for j in positions), leaves)
+              for j, g in pairs]
+    return State._from_flat(tuple(paths[j][1:] for j, _ in pairs), leaves)
+
+
+def _variable_grad(ext: _lift.Extracted, positions: tuple, grads: list, root: int) -> Any:
+    """The gradient of the bare variable at root ``root``, as a variable of its type (an
+    empty State when it is not differentiated)."""
+    paths = ext.plan.graphdef.paths
+    for j, g in zip(positions, grads):
+        if paths[j] == (root,):
+            return ext.plan.template[j].replace(g)
+    return State({})
+
+
+def _pytree_grads(ext: _lift.Extracted, layout: _Layout, k: int, arg: Any, g_graph: list,
+                  g_other: list, mode: Mode, module_shaped: bool) -> Any:
+    """The gradient of a pytree argument, shaped like it: a bare variable becomes a
+    variable of its type holding its gradient, a module the State of its gradients (a
+    module holding them when ``module_shaped``), an array its gradient. An object seen
+    before (a shared reference) gets the same gradient object again, or with graph
+    updates an empty State, as in flax.nnx."""
+    leaves, treedef = jax.tree_util.tree_flatten(arg, is_leaf=is_node_or_variable)
+    roots, others = iter(layout.arg_roots[k]), iter(g_other)
+    made: dict = {}
+    out = []
+    for leaf in leaves:
+        if not is_node_or_variable(leaf):
+            out.append(next(others))
+            continue
+        root = next(roots)
+        if root in made:
+            out.append(State({}) if mode.updates else made[root])
+            continue
+        if isinstance(leaf, Variable):
+            grad = _variable_grad(ext, layout.diff_graph[k], g_graph, root)
+        else:
+            grad = _grad_state(ext, layout.diff_graph[k], g_graph, root)
+            if module_shaped:
+                grad = merge(graphdef(leaf, graph=True), grad)
+        made[root] = grad
+        out.append(grad)
+    return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
                allow_int: bool, return_value: bool, mode: Mode) -> Callable:
     specs, single = _normalize_argnums(argnums)
     where = "nnx.value_and_grad" if return_value else "nnx.grad"
-    # Tree mode differentiates a module argument like jax.grad a pytree: every variable,
-    # and the gradient has the argument's shape (a module holding gradients).
-    pytree_grads = tuple(not mode.graph and not isinstance(a, DiffState)
+    # Without graph updates (tree mode, or graph_updates=False) a module argument is
+    # differentiated like jax.grad a pytree: every variable, and the gradient has the
+    # argument's shape (a module holding gradients), as in flax.nnx.
+    pytree_grads = tuple(not mode.updates and not isinstance(a, DiffState)
                          for a in ((argnums,) if single else tuple(argnums)))
     if any(pytree_grads):
         specs = tuple(DiffState(s.argnum, ...) if tree else s
@@ -145,7 +205,7 @@ def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
         if layout is None:
             layout = _layout(specs, ext, args, kwargs)
             if not allow_int:
-                _check_differentiable(ext, layout, pytree_grads, specs, where)
+                _check_differentiable(ext, layout, pytree_grads, specs, where, mode)
             layouts[key] = layout
         values, others = ext.values, ext.others
         n_values, n_others = len(values), len(others)
@@ -190,15 +250,17 @@ def _transform(f: Callable, argnums: Any, has_aux: bool, holomorphic: bool,
         aux = _lift.apply_outputs(ext.plan, box.value, send, other_out)
         grads = []
         for k, spec in enumerate(specs):
-            if layout.arg_is_node[k]:
+            if isinstance(args[spec.argnum], Variable):
+                root = layout.arg_roots[k][0]
+                grads.append(_variable_grad(ext, layout.diff_graph[k], g_graph[k], root))
+            elif layout.arg_is_node[k]:
                 state = _grad_state(ext, layout.diff_graph[k], g_graph[k])
                 if pytree_grads[k]:  # shaped like the argument (tree mode)
                     state = merge(graphdef(args[spec.argnum], graph=True), state)
                 grads.append(state)
             else:
-                arg = args[spec.argnum]
-                treedef = jax.tree_util.tree_structure(arg, is_leaf=is_node_or_variable)
-                grads.append(jax.tree_util.tree_unflatten(treedef, g_other[k]))
+                grads.append(_pytree_grads(ext, layout, k, args[spec.argnum], g_graph[k],
+                                           g_other[k], mode, pytree_grads[k]))
         result = grads[0] if single else tuple(grads)
         if not return_value:
             return (result, aux) if has_aux else result
@@ -231,11 +293,12 @@ def grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = False, *,
         Array([1.], dtype=float32)
     """
     mode = resolve_mode(graph, graph_updates)
+    check_prefix(argnums, "argnums", "nnx.grad", mode)
     if f is None:
         return lambda fn: grad(fn, argnums, has_aux, holomorphic=holomorphic,
                                allow_int=allow_int, graph=mode.graph,
                                graph_updates=mode.updates)
-    _lift.check_function(f, "nnx.grad")
+    check_function(f, "nnx.grad")
     return _transform(f, argnums, has_aux, holomorphic, allow_int, False, mode)
 
 
@@ -254,9 +317,10 @@ def value_and_grad(f: Callable | None = None, argnums: Any = 0, has_aux: bool = 
         (0.0, ['bias', 'kernel'])
     """
     mode = resolve_mode(graph, graph_updates)
+    check_prefix(argnums, "argnums", "nnx.value_and_grad", mode)
     if f is None:
         return lambda fn: value_and_grad(fn, argnums, has_aux, holomorphic=holomorphic,
                                          allow_int=allow_int, graph=mode.graph,
                                          graph_updates=mode.updates)
-    _lift.check_function(f, "nnx.value_and_grad")
+    check_function(f, "nnx.value_and_grad")
     return _transform(f, argnums, has_aux, holomorphic, allow_int, True, mode)

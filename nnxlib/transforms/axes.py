@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from nnxlib.errors import format_path
 from nnxlib.filters import to_predicate
 from nnxlib.spmd import PARTITION_NAME  # defined with the axis-metadata helpers
+from nnxlib.transforms._arguments import PrefixMapping
 
 __all__ = ["Carry", "StateAxes", "PARTITION_NAME"]
 
@@ -49,7 +50,7 @@ def _check_axis(axis: Any, where: str, allow_carry: bool) -> None:
     raise TypeError(f"{where}: expected {allowed} as an axis, got {axis!r}.")
 
 
-class StateAxes(Mapping):
+class StateAxes(Mapping, PrefixMapping):
     """Per-filter axes for a module's state in ``vmap``/``scan`` ``in_axes``/``out_axes``.
 
     Each variable takes the axis of the first filter that matches it; every variable must

@@ -26,6 +26,7 @@ from jax.experimental import checkify as jax_checkify
 
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _lift
+from nnxlib.transforms._arguments import check_function
 
 __all__ = ["checkify"]
 
@@ -54,7 +55,7 @@ def checkify(f: Callable[..., Any], errors: frozenset = jax_checkify.user_checks
         >>> err.get(), int(y), int(counter.calls[...])
         ('x must be >= 0, got -3 (`check` failed)', -6, 1)
     """
-    _lift.check_function(f, "nnx.checkify")
+    check_function(f, "nnx.checkify")
     mode = resolve_mode(graph, graph_updates)
 
     @functools.wraps(f)

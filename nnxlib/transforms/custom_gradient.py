@@ -31,6 +31,7 @@ from nnxlib.filters import to_predicate
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _full_state, _lift
+from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms._diff_layout import _Layout
 from nnxlib.transforms.autodiff import DiffState
 
@@ -239,8 +240,9 @@ class CustomVjp:
 
     def __init__(self, fun: Callable[..., Any], nondiff_argnums: tuple = (),
                  graph: bool | None = None, graph_updates: bool | None = None):
-        _lift.check_function(fun, "nnx.custom_vjp")
+        check_function(fun, "nnx.custom_vjp")
         self.mode = resolve_mode(graph, graph_updates)
+        check_prefix(nondiff_argnums, "nondiff_argnums", "nnx.custom_vjp", self.mode)
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.nondiff_argnums = tuple(nondiff_argnums)

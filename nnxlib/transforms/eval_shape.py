@@ -32,6 +32,7 @@ from nnxlib import graph as graphlib
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _full_state, _lift
+from nnxlib.transforms._arguments import check_function
 
 __all__ = ["eval_shape"]
 
@@ -56,7 +57,7 @@ def eval_shape(f: Callable[..., Any], *args: Any, graph: bool | None = None,
         >>> state["kernel"].value.shape, graphdef == nnx.graphdef(model)
         ((4, 2), True)
     """
-    _lift.check_function(f, "nnx.eval_shape")
+    check_function(f, "nnx.eval_shape")
     mode = resolve_mode(graph, graph_updates)
     ext = _lift.extract((args, kwargs), mode, "nnx.eval_shape", _lift.ARGS_KWARGS)
     key = ext.key

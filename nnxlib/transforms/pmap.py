@@ -29,7 +29,7 @@ import jax
 
 from nnxlib.graph import check_mode, is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
-from nnxlib.transforms import _lift
+from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms._tree_mode import check_packed, raise_returned_input, root_labels
 from nnxlib.transforms.general import (
     InputSlot,
@@ -92,6 +92,8 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
         True
     """
     mode = resolve_mode(graph, graph_updates)
+    check_prefix(in_axes, "in_axes", "nnx.pmap", mode)
+    check_prefix(out_axes, "out_axes", "nnx.pmap", mode)
     if f is None:
         return functools.partial(
             pmap, graph=mode.graph, graph_updates=mode.updates, axis_name=axis_name,
@@ -99,7 +101,7 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
             static_broadcasted_argnums=static_broadcasted_argnums, devices=devices,
             backend=backend, axis_size=axis_size, donate_argnums=donate_argnums,
             transform_metadata=transform_metadata)
-    _lift.check_function(f, "nnx.pmap")
+    check_function(f, "nnx.pmap")
     inner = merge_inputs(f)
 
     @functools.wraps(f)

@@ -30,6 +30,7 @@ import jax
 
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _lift
+from nnxlib.transforms._arguments import check_function
 
 __all__ = ["remat", "checkpoint"]
 
@@ -71,7 +72,7 @@ def remat(f: Callable | None = None, *, prevent_cse: bool = True,
         return functools.partial(remat, prevent_cse=prevent_cse,
                                  static_argnums=static_argnums, policy=policy,
                                  graph=mode.graph, graph_updates=mode.updates)
-    _lift.check_function(f, "nnx.remat")
+    check_function(f, "nnx.remat")
     statics = _as_tuple(static_argnums)
 
     @functools.wraps(f)

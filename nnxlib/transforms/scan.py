@@ -34,6 +34,7 @@ from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.rngs import RngState
 from nnxlib.transforms import _axes, _lift
+from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms.axes import Carry, StateAxes
 from nnxlib.transforms.vmap import _signature
 
@@ -342,13 +343,15 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
     if transform_metadata is None:
         transform_metadata = {}
     mode = resolve_mode(graph, graph_updates)
+    check_prefix(in_axes, "in_axes", "nnx.scan", mode)
+    check_prefix(out_axes, "out_axes", "nnx.scan", mode)
     options = dict(graph=mode.graph, graph_updates=mode.updates, length=length,
                    reverse=reverse, unroll=unroll,
                    _split_transpose=_split_transpose, in_axes=in_axes, out_axes=out_axes,
                    transform_metadata=transform_metadata)
     if f is None:
         return lambda fn: scan(fn, **options)
-    _lift.check_function(f, "nnx.scan")
+    check_function(f, "nnx.scan")
     if isinstance(out_axes, list):
         out_axes = tuple(out_axes)
     in_carry = _carry_position(in_axes, "in_axes")

@@ -43,6 +43,7 @@ from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _full_state, _lift
+from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms._sharding import StateSharding
 from nnxlib.transforms._tree_mode import raise_returned_input
 
@@ -148,12 +149,14 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
         (120.0, 120.0)
     """
     mode = resolve_mode(graph, graph_updates)
+    check_prefix(in_specs, "in_specs", "nnx.shard_map", mode)
+    check_prefix(out_specs, "out_specs", "nnx.shard_map", mode)
     if f is None:
         return functools.partial(shard_map, graph=mode.graph, graph_updates=mode.updates,
                                  mesh=mesh, in_specs=in_specs,
                                  out_specs=out_specs, axis_names=axis_names,
                                  check_vma=check_vma, check_rep=check_rep, auto=auto)
-    _lift.check_function(f, "nnx.shard_map")
+    check_function(f, "nnx.shard_map")
     if check_rep is not None:
         check_vma = check_rep
     if auto is not None:

@@ -33,6 +33,7 @@ from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _axes, _lift
+from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms.axes import Carry, StateAxes
 
 __all__ = ["vmap"]
@@ -214,13 +215,15 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
     if transform_metadata is None:
         transform_metadata = {}
     mode = resolve_mode(graph, graph_updates)
+    check_prefix(in_axes, "in_axes", "nnx.vmap", mode)
+    check_prefix(out_axes, "out_axes", "nnx.vmap", mode)
     options = dict(graph=mode.graph, graph_updates=mode.updates, in_axes=in_axes,
                    out_axes=out_axes, axis_name=axis_name,
                    axis_size=axis_size, spmd_axis_name=spmd_axis_name,
                    transform_metadata=transform_metadata)
     if f is None:
         return lambda fn: vmap(fn, **options)
-    _lift.check_function(f, "nnx.vmap")
+    check_function(f, "nnx.vmap")
     if isinstance(in_axes, list):
         in_axes = tuple(in_axes)
     used = _validate(in_axes, "vmap in_axes") | _validate(out_axes, "vmap out_axes") | {0}
