@@ -17,8 +17,8 @@ from typing import Any, Iterator
 
 from nnxlib.errors import SharedReferenceError, format_path
 
-__all__ = ["walk_defs", "first_shared", "index_paths", "compat_name", "check_tree",
-           "NOT_WALKED"]
+__all__ = ["walk_defs", "first_shared", "index_paths", "variable_kind", "compat_name",
+           "check_tree", "NOT_WALKED"]
 
 
 NOT_WALKED = object()  # GraphDef._shared before the first walk
@@ -75,6 +75,25 @@ def index_paths(root: Any) -> dict[int, tuple]:
     return {d.index: path for d, path in walk_defs(root) if d.kind in ("node", "variable")}
 
 
+def variable_kind(root: Any, index: int) -> str:
+    """The name of the object defined at ``index`` when it is a variable, else of the
+    first variable under it (flax.nnx names aliasing errors by the duplicate Variable).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> d = nnx.graphdef(nnx.Dict(m=nnx.Dict(w=nnx.Param(1.0))))
+        >>> variable_kind(d.root, 1)
+        'Param'
+    """
+    for d, _ in walk_defs(root):
+        if d.kind in ("node", "variable") and d.index == index:
+            for inner, _ in walk_defs(d):
+                if inner.kind == "variable":
+                    return inner.type.__name__
+            return d.type.__name__
+    return "Variable"
+
+
 def compat_name(where: str) -> str:
     """``"nnx.jit"`` -> ``"jit"``: the name under ``nnx.compat`` that hints point to.
 
@@ -99,7 +118,7 @@ def check_tree(graphdef: Any, where: str, root_labels: Any = None, root: str = "
         ...     check_tree(nnx.graphdef(nnx.Dict(a=shared, b=shared)), "nnx.split")
         ... except nnx.errors.SharedReferenceError as error:
         ...     print(str(error).splitlines()[0])
-        nnx.split(graph=False): `a` and `b` are the same Param; tree mode needs every object at one path.
+        nnx.split(graph=False): `a` and `b` are the same Param; tree mode needs every object at one path (Duplicate Param found at paths `a` and `b`).
     """
     found = graphdef.shared_reference()
     if found is None:
@@ -117,9 +136,18 @@ def check_tree(graphdef: Any, where: str, root_labels: Any = None, root: str = "
     else:
         first_s, second_s = format_path(first, root), format_path(second, root)
     name = compat_name(where)
+    duplicate = variable_kind(graphdef.root, _index_at(graphdef.root, found[1]))
     raise SharedReferenceError(
         f"{where}(graph=False): `{first_s}` and `{second_s}` are the same "
-        f"{typ.__name__}; tree mode needs every object at one path.\n"
+        f"{typ.__name__}; tree mode needs every object at one path (Duplicate "
+        f"{duplicate} found at paths `{first_s}` and `{second_s}`).\n"
         f"Expected: a tree (each Variable and module reachable once). Actual: a shared "
         f"reference.\nHint: pass graph=True ({where}(..., graph=True), or "
         f"nnx.compat.{name}) to keep shared references, or nnx.clone one of them.")
+
+
+def _index_at(root: Any, path: tuple) -> int:
+    for d, p in walk_defs(root):
+        if p == path and d.kind in ("node", "variable"):
+            return d.index
+    return -1

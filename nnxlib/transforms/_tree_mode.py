@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
-from nnxlib._tree_check import check_tree, compat_name, index_paths, walk_defs
+from nnxlib._tree_check import check_tree, compat_name, index_paths, variable_kind, walk_defs
 from nnxlib.errors import GraphStructureError, SharedReferenceError, format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import Mode
@@ -107,8 +107,14 @@ def check_outputs(mode: Mode, where: str, trace: Trace) -> None:
                 if found is not None:
                     other = format_path(found, out_labels[j])
                     break
+        kind = variable_kind(trace.in_root if index in in_paths else d, index)
+        if index not in in_paths:
+            kind = next((variable_kind(dj, index) for dj in trace.out_defs
+                         if index in index_paths(dj)), kind)
         raise SharedReferenceError(
-            f"{where}({option}): the output `{here}` is {what} (`{other}`).\n"
+            f"{where}({option}): the output `{here}` is {what} (`{other}`): Duplicate "
+            f"{kind} found at paths `{other}` and `{here}`; {where} with {option} does "
+            "not support Variable aliasing.\n"
             "Expected: in this mode outputs are new objects, each returned once. "
             "Actual: an alias.\nHint: return new values (or an nnx.clone), or pass "
             f"graph=True, graph_updates=True (nnx.compat.{name}) to return the objects "
@@ -120,7 +126,8 @@ def raise_returned_input(where: str, mode: Mode, type_name: str) -> None:
     option, name = _option(mode), compat_name(where)
     raise SharedReferenceError(
         f"{where}({option}): the function returned one of its input objects (a "
-        f"{type_name}).\nExpected: in this mode outputs are new objects. Actual: an "
+        f"{type_name}); {where} with {option} does not support Variable aliasing.\n"
+        "Expected: in this mode outputs are new objects. Actual: an "
         "alias.\nHint: return new values (or an nnx.clone), or pass graph=True, "
         f"graph_updates=True (nnx.compat.{name}) to return the objects themselves.")
 

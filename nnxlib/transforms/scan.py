@@ -182,6 +182,25 @@ def _layout(ext: _lift.Extracted, args: tuple, in_axes: Any, in_carry: Any) -> _
         carry_treedef, carry_nodes)
 
 
+class _Promote(Exception):
+    """Raised out of a trace: these broadcast leaves changed, so trace again with them
+    carried. Tracing with every broadcast variable carried would cost loop state (and a
+    copy per step) for the parameters that never change, so only the changed ones are."""
+
+    def __init__(self, positions: list):
+        super().__init__(positions)
+        self.positions = positions
+
+
+def _promoted(layout: _Layout, positions: list) -> _Layout:
+    """``layout`` with the broadcast graph leaves at ``positions`` carried instead."""
+    graph_axes = list(layout.graph_axes)
+    for j in positions:
+        graph_axes[j] = Carry
+    return layout._replace(graph_axes=graph_axes, carry_graph=tuple(
+        j for j, a in enumerate(graph_axes) if a is Carry))
+
+
 class _Router:
     """Inside the body: where each value sent out goes (carry slot, stacked ys, or kept)."""
 
@@ -193,6 +212,7 @@ class _Router:
         self.template = template
         self.ys: list = []
         self.sources: list = []
+        self.promote: list = []  # broadcast leaves found changed
 
     def stack(self, value: Any, axis: int) -> None:
         self.sources.append(("y", len(self.ys), axis))
@@ -212,13 +232,9 @@ class _Router:
         elif isinstance(self.template[j], RngState):
             self.sources.append(("k", j))  # broadcast RNG state: every step sees one key
         else:
-            raise ValueError(
-                f"scan: {self.layout.names[j]} is broadcast (in_axes None) but was changed "
-                "inside the scanned function; a broadcast value is the same for every step, "
-                "so the per-step changes have nowhere to go. Hint: carry it "
-                "(nnx.StateAxes({filter: nnx.Carry, ...: None})) or scan over it (an int "
-                "axis)."
-            )
+            # A broadcast variable changed: like a Python loop (and flax.nnx), the next
+            # step sees the change, so it has to travel in the carry (see _Promote).
+            self.promote.append(j)
 
     def new_leaf(self, spec: Any, path: tuple, leaf: Any, value: Any, where: str) -> None:
         axis = _axes.resolve(spec, path, leaf, where, allow_carry=True)
@@ -380,7 +396,11 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
         layout = layouts.get(ext.key)
         if layout is None:
             layout = layouts[ext.key] = _layout(ext, args, in_axes, in_carry)
-        return _run(ext, layout, args)
+        while True:
+            try:
+                return _run(ext, layout, args)
+            except _Promote as changed:
+                layout = layouts[ext.key] = _promoted(layout, changed.positions)
 
     def _run(ext: _lift.Extracted, layout: _Layout, args: tuple) -> Any:
         key = ext.key
@@ -425,6 +445,8 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
             info, send, other_out = _lift.collect(rebuilt, key, ys_tree, mode, "nnx.scan")
             router = _Router(layout, list(carry_graph), values, template)
             _route(router, info, send, in_roots, out_roots)
+            if router.promote:
+                raise _Promote(router.promote)
             graph_sources = tuple(router.sources)
             for value, axis in zip(other_out, other_specs):
                 router.stack(value, axis)

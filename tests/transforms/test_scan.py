@@ -328,16 +328,46 @@ def test_transform_metadata_on_variables_created_in_scan():
 
 
 # ------------------------------------------------------------------ errors
-def test_changed_broadcast_state_is_an_error_and_leaves_model_unchanged():
-    acc = Acc()
+@pytest.mark.parametrize("options", [dict(), dict(graph_updates=False), dict(graph=False)])
+def test_changed_broadcast_state_flows_from_step_to_step_like_a_loop(options):
+    # A broadcast (None) variable that the body changes is seen changed by the next
+    # step and by the caller afterwards, as in a Python loop (and flax.nnx).
+    acc, count = Acc(), nnx.BatchStat(jnp.array(0))
 
-    def f(c, acc):
-        acc.total[...] += 1.0
-        return c, None
+    def f(c, acc, count, x):
+        acc.total[...] += x
+        count[...] += 1
+        return c + acc.total[...], acc.total[...]
 
-    with pytest.raises(ValueError, match=r"args\[1\]\.total is broadcast"):
-        nnx.scan(f, in_axes=(nnx.Carry, None), out_axes=(nnx.Carry, 0), length=2)(0.0, acc)
-    assert float(acc.total[...]) == 0.0
+    scan = nnx.scan(f, in_axes=(nnx.Carry, None, None, 0), out_axes=(nnx.Carry, 0),
+                    **options)
+    c, ys = scan(0.0, acc, count, jnp.arange(1.0, 5.0))
+    np.testing.assert_allclose(ys, [1.0, 3.0, 6.0, 10.0])
+    assert float(c) == 20.0 and float(acc.total[...]) == 10.0 and int(count[...]) == 4
+    c, ys = scan(0.0, acc, count, jnp.arange(1.0, 5.0))  # the cached layout carries it
+    np.testing.assert_allclose(ys, [11.0, 13.0, 16.0, 20.0])
+    assert int(count[...]) == 8
+
+
+def test_only_changed_broadcast_state_is_carried():
+    # Unchanged broadcast parameters stay loop constants: the scan carries one value.
+    model = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+    count = nnx.BatchStat(jnp.array(0))
+
+    def f(x, model, count):
+        count[...] += 1
+        return model(x), None
+
+    scan = nnx.scan(f, in_axes=(nnx.Carry, None, None), out_axes=(nnx.Carry, 0), length=3)
+    jaxpr = jax.make_jaxpr(lambda x, m, c: scan(x, m, c)[0])(jnp.ones((1, 3)), model, count)
+    (eqn,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
+    assert eqn.params["num_carry"] == 2  # x and count, not the kernel or bias
+    y, _ = scan(jnp.ones((1, 3)), model, count)
+    expected = jnp.ones((1, 3))
+    for _ in range(3):
+        expected = model(expected)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    assert int(count[...]) == 3
 
 
 def test_exception_inside_leaves_model_unchanged():
