@@ -151,8 +151,11 @@ def _check_shared(graphdef: GraphDef, template: list, axes: list, root_specs: li
                 f"{where}: the {type(template[j]).__name__} at "
                 f"{root_names[first[0]]}{_suffix(first[1:])} is shared with "
                 f"{root_names[root]}{_suffix(path)}, but gets axis "
-                f"{_axis_repr(axes[j])} there and {_axis_repr(axis)} here. Hint: "
-                "give shared state the same axis on every path that reaches it."
+                f"{_axis_repr(axes[j])} there and {_axis_repr(axis)} here (Inconsistent "
+                f"aliasing detected: {type(template[j]).__name__} at "
+                f"{root_names[first[0]]}{_suffix(first[1:])}: {_axis_repr(axes[j])}, "
+                f"{root_names[root]}{_suffix(path)}: {_axis_repr(axis)}). Hint: give "
+                "shared state the same axis on every path that reaches it."
             )
 
     def check(d: Any, root: int, path: tuple, seen: set, again: bool) -> None:

@@ -69,8 +69,9 @@ def _carry_position(axes: Any, where: str) -> Any:
             if entry is Carry:
                 if found is not None:
                     raise ValueError(
-                        f"scan: {where}={axes!r} marks more than one argument as nnx.Carry. "
-                        "Hint: put everything that is carried into one argument (a tuple)."
+                        f"scan: {where}={axes!r} marks more than one argument as nnx.Carry "
+                        f"(Found multiple Carry definitions in {where}). Hint: put "
+                        "everything that is carried into one argument (a tuple)."
                     )
                 found = i
     nested = [x for x in jax.tree_util.tree_leaves(
@@ -93,16 +94,17 @@ def _validate(in_axes: Any, out_axes: Any) -> None:
         if entry is None:
             raise ValueError(
                 f"scan: out_axes={out_axes!r} contains None, but scan outputs cannot be "
-                "broadcast: each step makes its own value. Hint: use an int axis (the "
-                "outputs are stacked) or nnx.Carry."
+                "broadcast (Cannot broadcast output state): each step makes its own "
+                "value. Hint: use an int axis (the outputs are stacked) or nnx.Carry."
             )
         if isinstance(entry, StateAxes):
             for f, axis in entry.items():
                 if axis is None or axis is Carry:
                     raise ValueError(
                         f"scan: out_axes entry {entry!r} gives {_axes._axis_repr(axis)} for "
-                        f"filter {f!r}; state created inside the loop can only be stacked. "
-                        "Hint: use an int axis for every filter in out_axes."
+                        f"filter {f!r} (Cannot broadcast output state. Got StateAxes); state "
+                        "created inside the loop can only be stacked. Hint: use an int axis "
+                        "for every filter in out_axes."
                     )
         elif entry is not Carry:
             _axes._check_axis(entry, "scan out_axes", allow_carry=False)
@@ -311,7 +313,8 @@ def _check_carry(layout: _Layout, carry_in: Any, carry_out: Any) -> list:
                 f"scan: the carry returned by the scanned function holds a "
                 f"{type(leaves[p]).__name__} where the carry passed in held a "
                 f"{type(in_leaves[p]).__name__} (carry leaf {p}); carried modules and "
-                "variables are updated in place, so the same objects must be returned. "
+                "variables are updated in place, so the same objects must be returned "
+                "(scan Variable identity must be preserved across iterations). "
                 "Hint: return the module (or variable) you received, not a new one."
             )
     nodes = set(layout.carry_nodes)
@@ -375,7 +378,9 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
     if (in_carry is None) != (out_carry is None):
         raise ValueError(
             f"scan: in_axes={in_axes!r} and out_axes={out_axes!r} must both mark a carry "
-            "with nnx.Carry, or neither. Hint: in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0)."
+            "with nnx.Carry, or neither (If one of in_axes or out_axes has Carry, the "
+            "other must also have Carry). Hint: in_axes=(nnx.Carry, 0), "
+            "out_axes=(nnx.Carry, 0)."
         )
     _validate(in_axes, out_axes)
     metadata = dict(transform_metadata)
