@@ -33,8 +33,11 @@ from typing import Any, Callable, Sequence
 
 import jax
 
+from nnxlib._tree_check import index_paths
+from nnxlib.errors import format_path
 from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.transforms import _full_state, _lift
+from nnxlib.transforms._tree_mode import root_labels
 
 __all__ = ["cond", "switch", "fori_loop", "while_loop"]
 
@@ -191,12 +194,35 @@ def _carry_body(name: str, key: tuple, fn: Callable, pass_index: bool) -> Callab
                 "Hint: create every attribute before the loop, and return the carry "
                 "the body received."
             )
+        replaced = _replaced_object(rebuilt, new, out)
         _lift.expire(rebuilt.objects.values())
         if new.plan is not None:
             _lift.expire(new.plan.objects.values())
+        if replaced is not None:
+            kind, where = replaced
+            raise ValueError(
+                f"{name}: body_fun replaced the {kind} at {where} "
+                "with a new object. The loop carries the same modules and variables from "
+                "step to step (a Ref changed inside the loop), so the body must update "
+                f"them in place.\nHint: write the value (`v[...] = new_value`) instead of "
+                "assigning a new variable or module.")
         return new.values, new.others
 
     return body
+
+
+def _replaced_object(rebuilt: _lift.Rebuilt, new: _lift.Extracted,
+                     carry: Any) -> tuple | None:
+    """``(type name, where)`` of the first carried object the body swapped for another
+    (same structure, so the same index, but not the same object), or None."""
+    if new.plan is None:
+        return None
+    for index, obj in new.plan.objects.items():
+        if rebuilt.objects.get(index, obj) is not obj:
+            path = index_paths(new.plan.graphdef.root)[index]
+            labels = root_labels(carry, new.node_positions, "carry")
+            return type(obj).__name__, format_path(path[1:], labels[path[0]])
+    return None
 
 
 def _finish(ext: _lift.Extracted, values: list, others: list) -> Any:

@@ -458,3 +458,21 @@ def test_raw_array_attributes_are_carried_and_written_back():
     np.testing.assert_array_equal(holder.table, jnp.full(2, 4.0))
     np.testing.assert_array_equal(holder.pair[0], jnp.full(2, 16.0))
     np.testing.assert_array_equal(holder.pair[1][...], jnp.full(1, 5.0))
+
+
+@pytest.mark.parametrize("loop", ["while_loop", "fori_loop"])
+def test_replacing_a_carried_variable_is_an_error_naming_it(loop):
+    # Same structure, new object: the loop would silently write into the old one.
+    def body(carry):
+        m, c = carry
+        m.kernel = nnx.Param(jnp.zeros_like(m.kernel))
+        return m, c - 1.0
+
+    module = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    kernel = module.kernel[...]
+    with pytest.raises(ValueError, match=r"replaced the Param at carry\[0\]\.kernel"):
+        if loop == "while_loop":
+            nnx.while_loop(lambda carry: carry[1] > 0, body, (module, 2.0))
+        else:
+            nnx.fori_loop(0, 2, lambda i, carry: body(carry), (module, 2.0))
+    np.testing.assert_array_equal(module.kernel[...], kernel)  # left as it was
