@@ -23,13 +23,16 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-from nnxlib.filters import PathIn
+from nnxlib.errors import format_path
+from nnxlib.filters import to_predicate
 from nnxlib.graph import GraphDef, check_mode, is_node_or_variable, iter_graph
 from nnxlib.graph_contexts import MergeContext, SplitContext
-from nnxlib.transforms.axes import StateAxes
+from nnxlib.graph_mode import resolve_graph
+from nnxlib.state import State
+from nnxlib.transforms.axes import StateAxes, TreeState
 from nnxlib.variables import Variable
 
-__all__ = ["NodeStates", "to_tree", "from_tree", "prefix"]
+__all__ = ["NodeStates", "TreeState", "to_tree", "from_tree", "prefix"]
 
 _MISSING = object()
 
@@ -220,14 +223,16 @@ def from_tree(tree: Any, /, *, prefix: Any = _MISSING, merge_fn: Callable | None
 
 
 def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *,
-           graph: bool | None = None) -> StateAxes:
-    """Per-variable axes for ``node`` as a :class:`~nnxlib.StateAxes`, usable as an
-    ``in_axes``/``out_axes`` entry of ``nnx.vmap``/``nnx.scan``.
+           graph: bool | None = None) -> Any:
+    """Per-variable prefix entries (axes, shardings, specs) for ``node``, usable as
+    ``in_axes``/``out_axes``/``in_shardings`` entries of the transforms.
 
-    ``filter_map`` is a mapping from filters to axes (the first match wins, as in
-    ``StateAxes``) or a function ``(path, variable) -> axis``. flax.nnx returns a
-    pytree of axes shaped like the node; nnxlib's transforms take ``StateAxes``, so
-    the per-variable answers are grouped into one.
+    ``filter_map`` maps filters to entries (the first match wins) or is a function
+    ``(path, variable) -> entry``; a variable that no filter matches is an error. In
+    graph mode each graph node (of ``node``, or of a pytree of nodes) becomes a
+    :class:`~nnxlib.transforms.axes.TreeState` whose ``state`` holds the entries at the
+    variables' paths; in tree mode (``graph=False``) the result is shaped like ``node``,
+    with the entries where the variables were, as in flax.nnx.
 
     Example:
         >>> import jax.numpy as jnp
@@ -237,16 +242,55 @@ def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *,
         ...         self.a = nnx.Param(jnp.array(2.0))
         ...         self.b = nnx.BatchStat(jnp.arange(5.0))
         >>> axes = nnx.prefix(Pair(), lambda path, v: 0 if "b" in path else None)
-        >>> nnx.vmap(lambda p: p.a * p.b, in_axes=(axes,))(Pair())
-        Array([0., 2., 4., 6., 8.], dtype=float32)
+        >>> axes.state["b"], nnx.vmap(lambda p: p.a * p.b, in_axes=(axes,))(Pair())
+        (0, Array([0., 2., 4., 6., 8.], dtype=float32))
+        >>> nnx.prefix(Pair(), {nnx.Param: None, ...: 0}, graph=False).b
+        0
     """
+    graph = resolve_graph(graph)
     check_mode(node, graph, "nnx.prefix")
-    if isinstance(filter_map, Mapping):
-        return StateAxes(filter_map)
-    groups: dict[Any, list] = {}
-    for path, value in iter_graph(node, graph=True):
-        if isinstance(value, Variable):
-            groups.setdefault(filter_map(path, value), []).append(path)
-    items = [(PathIn(*paths), axis) for axis, paths in groups.items()]
-    return StateAxes(items + [(..., None)])
+    entry_of = _entry_function(filter_map)
+    if not graph:
+        return jax.tree_util.tree_map_with_path(
+            lambda keypath, v: entry_of(_path_of(keypath), v), node,
+            is_leaf=lambda x: isinstance(x, Variable))
 
+    def one(keypath: Any, x: Any) -> Any:
+        if is_node_or_variable(x) and not isinstance(x, Variable):
+            paths, entries = [], []
+            for path, value in iter_graph(x, graph=True):
+                if isinstance(value, Variable):
+                    paths.append(path)
+                    entries.append(entry_of(path, value))
+            return TreeState(State._from_flat(tuple(paths), entries))
+        return entry_of(_path_of(keypath), x)
+
+    return jax.tree_util.tree_map_with_path(one, node, is_leaf=is_node_or_variable)
+
+
+def _entry_function(filter_map: Mapping | Callable) -> Callable[[tuple, Any], Any]:
+    if not isinstance(filter_map, Mapping):
+        return filter_map
+    pairs = [(to_predicate(f), entry) for f, entry in filter_map.items()]
+
+    def entry_of(path: tuple, value: Any) -> Any:
+        for predicate, entry in pairs:
+            if predicate(path, value):
+                return entry
+        raise ValueError(
+            f"nnx.prefix: No filter matched the {type(value).__name__} at "
+            f"{format_path(path)!r}; the filters are {list(filter_map)}. Hint: end the "
+            "mapping with a catch-all entry, e.g. {nnx.Param: 0, ...: None}.")
+
+    return entry_of
+
+
+def _path_of(keypath: tuple) -> tuple:
+    """A JAX key path as an nnx path (attribute names, indices, dict keys)."""
+    out = []
+    for k in keypath:
+        for attr in ("name", "idx", "key"):
+            if hasattr(k, attr):
+                out.append(getattr(k, attr))
+                break
+    return tuple(out)

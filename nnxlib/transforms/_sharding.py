@@ -16,7 +16,7 @@ import jax
 from nnxlib.filters import to_predicate
 from nnxlib.graph import is_node_or_variable
 from nnxlib.state import State
-from nnxlib.transforms._arguments import PrefixMapping
+from nnxlib.transforms.axes import PrefixMapping, TreeState
 from nnxlib.variables import Variable
 
 __all__ = ["StateSharding", "leaf_shardings", "constrain", "constrain_outputs",
@@ -87,6 +87,8 @@ def _resolve(spec: Any, path: tuple, leaf: Any) -> Any:
         return spec
     if isinstance(spec, StateSharding):
         return spec.resolve(path, leaf)
+    if isinstance(spec, TreeState):
+        return spec.axis_for(path, leaf, "in_shardings")
     if isinstance(spec, State):
         node: Any = spec
         for key in path:

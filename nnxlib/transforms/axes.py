@@ -14,15 +14,16 @@ Example:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from typing import Any, Iterator
 
 from nnxlib.errors import format_path
 from nnxlib.filters import to_predicate
 from nnxlib.spmd import PARTITION_NAME  # defined with the axis-metadata helpers
-from nnxlib.transforms._arguments import PrefixMapping
+from nnxlib.state import State
 
-__all__ = ["Carry", "StateAxes", "PARTITION_NAME"]
+__all__ = ["Carry", "StateAxes", "TreeState", "PARTITION_NAME"]
 
 
 
@@ -48,6 +49,17 @@ def _check_axis(axis: Any, where: str, allow_carry: bool) -> None:
         return
     allowed = "an int, None or nnx.Carry" if allow_carry else "an int or None"
     raise TypeError(f"{where}: expected {allowed} as an axis, got {axis!r}.")
+
+
+class PrefixMapping(abc.ABC):
+    """The prefix kinds that map a module's state by filters (``StateAxes``,
+    ``StateSharding``, ``DiffState`` register themselves); they need graph updates.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> isinstance(nnx.StateAxes({...: 0}), PrefixMapping)
+        True
+    """
 
 
 class StateAxes(Mapping, PrefixMapping):
@@ -147,6 +159,57 @@ class StateAxes(Mapping, PrefixMapping):
     def __repr__(self) -> str:
         inner = ", ".join(f"{_filter_repr(f)}: {_axis_repr(a)}" for f, a in self.items())
         return f"StateAxes({{{inner}}})"
+
+
+class TreeState:
+    """A prefix entry for one module given variable by variable: ``state`` maps each of
+    the module's variable paths to its entry (an axis, a sharding, a spec), as
+    ``nnx.prefix`` makes it (flax.nnx's ``extract.TreeState``).
+
+    Unlike :class:`StateAxes` it names paths, not filters, so it works in every mode.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> axes = nnx.prefix(model, {nnx.Param: 0}, graph=True)
+        >>> isinstance(axes, TreeState), axes.state["kernel"]
+        (True, 0)
+    """
+
+    def __init__(self, state: Any):
+        self.state = state if isinstance(state, State) else State(state)
+        self._entries = {path: v for path, v in self.state.flat_state()}
+
+    def axis_for(self, path: tuple, leaf: Any, where: str = "TreeState") -> Any:
+        """The entry given for the variable at ``path`` (error if there is none).
+
+        Example:
+            >>> TreeState({"w": 0}).axis_for(("w",), None)
+            0
+        """
+        try:
+            return self._entries[path]
+        except KeyError:
+            raise ValueError(
+                f"{where}: the prefix {self!r} has no entry for the "
+                f"{type(leaf).__name__} at {format_path(path)!r}. Hint: build the prefix "
+                "with nnx.prefix from the same module you pass."
+            ) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TreeState) and self._entries == other._entries
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._entries.items(), key=lambda kv: repr(kv[0]))))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{format_path(p)}: {_axis_repr(v)}" for p, v in self._entries.items())
+        return f"TreeState({{{inner}}})"
+
+
+#: The prefix entries that give a module's variables their entries one by one.
+STATE_PREFIXES = (StateAxes, TreeState)
 
 
 def _filter_repr(f: Any) -> str:

@@ -31,7 +31,7 @@ from nnxlib.errors import InvalidArgumentError, NotSupportedError, format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _lift
-from nnxlib.transforms._arguments import check_function, check_prefix
+from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms._sharding import (
     StateSharding,
     argument_of_leaves,
@@ -83,8 +83,8 @@ class JitWrapped:
         _reject_abstracted_axes(abstracted_axes)
         check_function(fun, "nnx.jit")
         self.mode = resolve_mode(graph, graph_updates)
-        check_prefix(in_shardings, "in_shardings", "nnx.jit", self.mode)
-        check_prefix(out_shardings, "out_shardings", "nnx.jit", self.mode)
+        in_shardings = prefix_argument(in_shardings, "in_shardings", "nnx.jit", self.mode)
+        out_shardings = prefix_argument(out_shardings, "out_shardings", "nnx.jit", self.mode)
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.in_shardings = in_shardings

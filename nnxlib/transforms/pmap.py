@@ -29,7 +29,7 @@ import jax
 
 from nnxlib.graph import check_mode, is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
-from nnxlib.transforms._arguments import check_function, check_prefix
+from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms._tree_mode import check_packed, raise_returned_input, root_labels
 from nnxlib.transforms.general import (
     InputSlot,
@@ -92,8 +92,8 @@ def pmap(f: Callable | None = None, *, axis_name: Hashable | None = None,
         True
     """
     mode = resolve_mode(graph, graph_updates)
-    check_prefix(in_axes, "in_axes", "nnx.pmap", mode)
-    check_prefix(out_axes, "out_axes", "nnx.pmap", mode)
+    in_axes = prefix_argument(in_axes, "in_axes", "nnx.pmap", mode)
+    out_axes = prefix_argument(out_axes, "out_axes", "nnx.pmap", mode)
     if f is None:
         return functools.partial(
             pmap, graph=mode.graph, graph_updates=mode.updates, axis_name=axis_name,

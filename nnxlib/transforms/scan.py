@@ -34,8 +34,8 @@ from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.rngs import RngState
 from nnxlib.transforms import _axes, _lift
-from nnxlib.transforms._arguments import check_function, check_prefix
-from nnxlib.transforms.axes import Carry, StateAxes
+from nnxlib.transforms._arguments import check_function, prefix_argument
+from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes, TreeState
 from nnxlib.transforms.vmap import _signature
 
 __all__ = ["scan"]
@@ -88,7 +88,10 @@ def _carry_position(axes: Any, where: str) -> Any:
 
 def _validate(in_axes: Any, out_axes: Any) -> None:
     for entry in jax.tree_util.tree_leaves(in_axes, is_leaf=_axes.is_prefix_leaf):
-        if not isinstance(entry, StateAxes):
+        if isinstance(entry, TreeState):
+            for _, axis in entry.state.flat_state():
+                _axes._check_axis(axis, "scan in_axes", allow_carry=True)
+        elif not isinstance(entry, StateAxes):
             _axes._check_axis(entry, "scan in_axes", allow_carry=True)
     for entry in jax.tree_util.tree_leaves(out_axes, is_leaf=_axes.is_prefix_leaf):
         if entry is None:
@@ -97,8 +100,9 @@ def _validate(in_axes: Any, out_axes: Any) -> None:
                 "broadcast (Cannot broadcast output state): each step makes its own "
                 "value. Hint: use an int axis (the outputs are stacked) or nnx.Carry."
             )
-        if isinstance(entry, StateAxes):
-            for f, axis in entry.items():
+        if isinstance(entry, STATE_PREFIXES):
+            pairs = entry.items() if isinstance(entry, StateAxes) else entry.state.flat_state()
+            for f, axis in pairs:
                 if axis is None or axis is Carry:
                     raise ValueError(
                         f"scan: out_axes entry {entry!r} gives {_axes._axis_repr(axis)} for "
@@ -146,7 +150,7 @@ def _layout(ext: _lift.Extracted, args: tuple, in_axes: Any, in_carry: Any) -> _
     for i, spec in enumerate(specs):
         if i in chosen:
             continue
-        if isinstance(spec, StateAxes):
+        if isinstance(spec, STATE_PREFIXES):
             raise ValueError(
                 f"scan in_axes: {spec!r} is given for {names[i]}, which is not a module or "
                 "variable. Hint: StateAxes only applies to graph objects; use an int, None "
@@ -362,8 +366,8 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
     if transform_metadata is None:
         transform_metadata = {}
     mode = resolve_mode(graph, graph_updates)
-    check_prefix(in_axes, "in_axes", "nnx.scan", mode)
-    check_prefix(out_axes, "out_axes", "nnx.scan", mode)
+    in_axes = prefix_argument(in_axes, "in_axes", "nnx.scan", mode)
+    out_axes = prefix_argument(out_axes, "out_axes", "nnx.scan", mode)
     options = dict(graph=mode.graph, graph_updates=mode.updates, length=length,
                    reverse=reverse, unroll=unroll,
                    _split_transpose=_split_transpose, in_axes=in_axes, out_axes=out_axes,

@@ -43,9 +43,10 @@ from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _full_state, _lift
-from nnxlib.transforms._arguments import check_function, check_prefix
+from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms._sharding import StateSharding
 from nnxlib.transforms._tree_mode import raise_returned_input
+from nnxlib.transforms.axes import TreeState
 
 __all__ = ["shard_map"]
 
@@ -60,7 +61,7 @@ class _Pair:
 
 
 def _is_spec_leaf(x: Any) -> bool:
-    return x is None or isinstance(x, (PartitionSpec, StateSharding, State))
+    return x is None or isinstance(x, (PartitionSpec, StateSharding, State, TreeState))
 
 
 def _as_partition_spec(spec: Any, where: str) -> PartitionSpec:
@@ -77,6 +78,9 @@ def _as_partition_spec(spec: Any, where: str) -> PartitionSpec:
 def _resolve(spec: Any, path: tuple, leaf: Any, where: str) -> PartitionSpec:
     if isinstance(spec, StateSharding):
         return _as_partition_spec(spec.resolve(path, leaf), f"the state at {where}")
+    if isinstance(spec, TreeState):
+        return _as_partition_spec(spec.axis_for(path, leaf, "shard_map in_specs"),
+                                  f"the state at {where}")
     if isinstance(spec, State):
         node: Any = spec
         try:
@@ -149,8 +153,8 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
         (120.0, 120.0)
     """
     mode = resolve_mode(graph, graph_updates)
-    check_prefix(in_specs, "in_specs", "nnx.shard_map", mode)
-    check_prefix(out_specs, "out_specs", "nnx.shard_map", mode)
+    in_specs = prefix_argument(in_specs, "in_specs", "nnx.shard_map", mode)
+    out_specs = prefix_argument(out_specs, "out_specs", "nnx.shard_map", mode)
     if f is None:
         return functools.partial(shard_map, graph=mode.graph, graph_updates=mode.updates,
                                  mesh=mesh, in_specs=in_specs,

@@ -33,8 +33,8 @@ from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _axes, _lift
-from nnxlib.transforms._arguments import check_function, check_prefix
-from nnxlib.transforms.axes import Carry, StateAxes
+from nnxlib.transforms._arguments import check_function, prefix_argument
+from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes
 
 __all__ = ["vmap"]
 
@@ -99,8 +99,9 @@ def _validate(axes: Any, where: str) -> set:
     """Check an axes prefix for vmap; return the set of axes it uses."""
     used: set = {None}
     for entry in jax.tree_util.tree_leaves(axes, is_leaf=_axes.is_prefix_leaf):
-        if isinstance(entry, StateAxes):
-            for f, axis in entry.items():
+        if isinstance(entry, STATE_PREFIXES):
+            pairs = entry.items() if isinstance(entry, StateAxes) else entry.state.flat_state()
+            for f, axis in pairs:
                 if axis is Carry:
                     raise ValueError(
                         f"{where}: nnx.Carry (for filter {f!r}) is only meaningful in "
@@ -125,7 +126,7 @@ def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any) -> _L
         if i in chosen:
             continue
         other_names.append(names[i])
-        if isinstance(spec, StateAxes):
+        if isinstance(spec, STATE_PREFIXES):
             raise ValueError(
                 f"vmap in_axes: {spec!r} is given for {names[i]}, which is not a module or "
                 "variable. Hint: StateAxes only applies to graph objects; use an int or "
@@ -215,8 +216,8 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
     if transform_metadata is None:
         transform_metadata = {}
     mode = resolve_mode(graph, graph_updates)
-    check_prefix(in_axes, "in_axes", "nnx.vmap", mode)
-    check_prefix(out_axes, "out_axes", "nnx.vmap", mode)
+    in_axes = prefix_argument(in_axes, "in_axes", "nnx.vmap", mode)
+    out_axes = prefix_argument(out_axes, "out_axes", "nnx.vmap", mode)
     options = dict(graph=mode.graph, graph_updates=mode.updates, in_axes=in_axes,
                    out_axes=out_axes, axis_name=axis_name,
                    axis_size=axis_size, spmd_axis_name=spmd_axis_name,
