@@ -35,7 +35,7 @@ from nnxlib.graph_mode import resolve_mode
 from nnxlib.rngs import RngState
 from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms._arguments import check_function, prefix_argument
-from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes, TreeState
+from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes
 from nnxlib.transforms.vmap import _signature
 
 __all__ = ["scan"]
@@ -88,10 +88,7 @@ def _carry_position(axes: Any, where: str) -> Any:
 
 def _validate(in_axes: Any, out_axes: Any) -> None:
     for entry in jax.tree_util.tree_leaves(in_axes, is_leaf=_axes.is_prefix_leaf):
-        if isinstance(entry, TreeState):
-            for _, axis in entry.state.flat_state():
-                _axes._check_axis(axis, "scan in_axes", allow_carry=True)
-        elif not isinstance(entry, StateAxes):
+        if not isinstance(entry, STATE_PREFIXES):  # their entries: checked when read
             _axes._check_axis(entry, "scan in_axes", allow_carry=True)
     for entry in jax.tree_util.tree_leaves(out_axes, is_leaf=_axes.is_prefix_leaf):
         if entry is None:
@@ -100,9 +97,8 @@ def _validate(in_axes: Any, out_axes: Any) -> None:
                 "broadcast (Cannot broadcast output state): each step makes its own "
                 "value. Hint: use an int axis (the outputs are stacked) or nnx.Carry."
             )
-        if isinstance(entry, STATE_PREFIXES):
-            pairs = entry.items() if isinstance(entry, StateAxes) else entry.state.flat_state()
-            for f, axis in pairs:
+        if isinstance(entry, StateAxes):
+            for f, axis in entry.items():
                 if axis is None or axis is Carry:
                     raise ValueError(
                         f"scan: out_axes entry {entry!r} gives {_axes._axis_repr(axis)} for "
@@ -110,7 +106,7 @@ def _validate(in_axes: Any, out_axes: Any) -> None:
                         "created inside the loop can only be stacked. Hint: use an int axis "
                         "for every filter in out_axes."
                     )
-        elif entry is not Carry:
+        elif entry is not Carry and not isinstance(entry, STATE_PREFIXES):
             _axes._check_axis(entry, "scan out_axes", allow_carry=False)
 
 

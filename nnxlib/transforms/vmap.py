@@ -34,7 +34,7 @@ from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms._arguments import check_function, prefix_argument
-from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes
+from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes, TreeState
 
 __all__ = ["vmap"]
 
@@ -99,9 +99,13 @@ def _validate(axes: Any, where: str) -> set:
     """Check an axes prefix for vmap; return the set of axes it uses."""
     used: set = {None}
     for entry in jax.tree_util.tree_leaves(axes, is_leaf=_axes.is_prefix_leaf):
-        if isinstance(entry, STATE_PREFIXES):
-            pairs = entry.items() if isinstance(entry, StateAxes) else entry.state.flat_state()
-            for f, axis in pairs:
+        if isinstance(entry, TreeState):
+            # module-shaped prefixes also hold the module's static values: entries are
+            # checked when a variable's entry is looked up
+            used.update(a for _, a in entry.state.flat_state()
+                        if isinstance(a, int) and not isinstance(a, bool))
+        elif isinstance(entry, StateAxes):
+            for f, axis in entry.items():
                 if axis is Carry:
                     raise ValueError(
                         f"{where}: nnx.Carry (for filter {f!r}) is only meaningful in "
