@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, Iterator
 
 from nnxlib.errors import format_path
-from nnxlib.filters import to_predicate
+from nnxlib.filters import PathIn, to_predicate
 from nnxlib.spmd import PARTITION_NAME  # defined with the axis-metadata helpers
 from nnxlib.state import State
 
@@ -66,7 +66,8 @@ class StateAxes(Mapping, PrefixMapping):
     """Per-filter axes for a module's state in ``vmap``/``scan`` ``in_axes``/``out_axes``.
 
     Each variable takes the axis of the first filter that matches it; every variable must
-    match one, so end with ``...: axis`` to cover the rest. An axis is an int (mapped),
+    match one, so end with ``...: axis`` to cover the rest. A ``State`` of axes (a
+    model's state with an axis in place of each variable) gives an axis per path. An axis is an int (mapped),
     ``None`` (broadcast, the same for every member or step) or :class:`Carry` (``scan``
     only: threaded from step to step).
 
@@ -83,6 +84,8 @@ class StateAxes(Mapping, PrefixMapping):
     """
 
     def __init__(self, filter_axes: Any, /):
+        if isinstance(filter_axes, State):  # an axis per path, as a state of axes
+            filter_axes = [(PathIn(path), axis) for path, axis in filter_axes.flat_state()]
         items = tuple(filter_axes.items() if isinstance(filter_axes, Mapping)
                       else filter_axes)
         for f, axis in items:
@@ -129,6 +132,17 @@ class StateAxes(Mapping, PrefixMapping):
             f"{format_path(path)!r}. StateAxes must cover every variable of the module. "
             "Hint: end it with a catch-all entry, e.g. StateAxes({nnx.Param: 0, ...: None})."
         )
+
+    def map_prefix(self, path: tuple, variable: Any) -> Any:
+        """The axis for the variable at ``path`` (flax.nnx's name for :meth:`axis_for`).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> axes = nnx.StateAxes(nnx.State({"w": 0, "b": None}))
+            >>> axes.map_prefix(("w",), None), axes.map_prefix(("b",), None)
+            (0, None)
+        """
+        return self.axis_for(path, variable)
 
     def __getitem__(self, key: Any) -> Any:
         return self._axes[self._filters.index(key)]

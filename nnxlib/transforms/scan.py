@@ -333,7 +333,8 @@ def _check_carry(layout: _Layout, carry_in: Any, carry_out: Any) -> list:
                 f"{type(leaves[p]).__name__} where the carry passed in held a "
                 f"{type(in_leaves[p]).__name__} (carry leaf {p}); carried modules and "
                 "variables are updated in place, so the same objects must be returned "
-                "(scan Variable identity must be preserved across iterations). "
+                "(Carry references must be the same between iterations; scan Variable "
+                "identity must be preserved across iterations). "
                 "Hint: return the module (or variable) you received, not a new one."
             )
     nodes = set(layout.carry_nodes)
@@ -413,7 +414,8 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
         if in_carry == "all" and len(args) != 1:
             raise ValueError(
                 f"scan: with in_axes=nnx.Carry the function takes exactly one argument (the "
-                f"carry), but it was called with {len(args)}. Hint: use "
+                f"carry), but it was called with {len(args)} (When in_axes=Carry, the "
+                "function must take exactly one argument). Hint: use "
                 "in_axes=(nnx.Carry, 0, ...) to give one entry per argument."
             )
         ext = _lift.extract(args, mode, "nnx.scan")

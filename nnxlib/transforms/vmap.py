@@ -325,9 +325,11 @@ def _explain(error: ValueError, entry: _Entry, ext: _lift.Extracted) -> ValueErr
             f"vmap: {' or '.join(names)} has out_axes None (broadcast) but differs between "
             "the mapped members. Hint: give it an int axis in out_axes."
         )
+    where = names[0].rsplit(".", 1)[-1]
     return ValueError(
         f"vmap: {' or '.join(names)} is broadcast (axis None) but its new value differs "
-        "between the mapped members, so it cannot be written back as one value. Hint: map "
+        "between the mapped members, so it cannot be written back as one value (at vmap "
+        f"state {where!r}: got axis spec None but output was batched on axis 0). Hint: map "
         "that state (an int axis in in_axes, or nnx.StateAxes({filter: 0, ...: None})), or "
         "leave it unchanged inside the function."
     )
