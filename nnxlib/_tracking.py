@@ -39,8 +39,11 @@ from jax.extend.core import take_current_trace
 
 from nnxlib.errors import TraceContextError
 
-__all__ = ["EPOCH", "EXPIRED", "current_trace", "TraceContextError", "check_trace",
+__all__ = ["EAGER", "EPOCH", "EXPIRED", "current_trace", "TraceContextError", "check_trace",
            "structure_changed", "init_tracked", "init_fresh", "check_value"]
+
+#: The trace state outside every transform: objects made by eager code carry it.
+EAGER = current_trace()
 
 #: The global structure epoch, boxed in a list so that importers share one cell.
 EPOCH = [0]

@@ -539,3 +539,27 @@ def test_tree_mode_loops_update_the_caller_like_flax():
     assert int(ours.n[...]) == int(theirs.n[...]) == 3  # the caller's object is updated
     assert int(out.n[...]) == int(their_out.n[...]) == 3
     assert out is ours and their_out is not theirs  # the documented difference
+
+
+@pytest.mark.parametrize("options", [dict(), dict(graph_updates=False), dict(graph=False)])
+def test_returning_a_module_captured_from_eager_code_is_an_error(options):
+    outside = Block(nnx.Rngs(0))
+    f = nnx.vmap(lambda x: outside, in_axes=0, out_axes=0, **options)
+    with pytest.raises(ValueError, match="captured from outside the function") as info:
+        f(jnp.zeros((4,)))
+    assert "Cannot return captured Variable" in str(info.value)
+    # returning an input, or a module made inside, is fine
+    assert nnx.jit(lambda m: m)(outside) is outside
+    assert nnx.jit(lambda: Block(nnx.Rngs(1)), **options)().linear.kernel.shape == (2, 3)
+
+
+def test_graph_mode_without_updates_keeps_a_new_object_returned_twice():
+    @nnx.vmap(out_axes=0, axis_size=2, graph_updates=False)
+    def make():
+        m = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+        return m, m
+
+    a, b = make()
+    assert a is b and a.kernel.shape == (2, 3, 3)
+    with pytest.raises(SharedReferenceError, match="returned twice"):
+        nnx.vmap(make.__wrapped__, out_axes=0, axis_size=2, graph=False)()
