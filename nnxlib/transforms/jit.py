@@ -30,7 +30,7 @@ import jax
 from nnxlib.errors import InvalidArgumentError, NotSupportedError, format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
-from nnxlib.transforms import _lift
+from nnxlib.transforms import _lift, aot
 from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms._sharding import (
     StateSharding,
@@ -124,10 +124,27 @@ class JitWrapped:
             box, values, others = entry.jitted(*entry.call_args(ext))
         return _lift.apply_outputs(ext.plan, box.value, values, others)
 
+    def _run_compiled(self, compiled: Any, args: tuple, kwargs: dict, key: Any) -> Any:
+        """Call an ahead-of-time compiled stage (:class:`~nnxlib.transforms.aot.Compiled`)
+        with ``f``'s arguments, as :meth:`__call__` calls the jitted function."""
+        entry, ext, call_key = self._entry_for(args, kwargs)
+        if call_key != key:
+            raise TypeError(
+                "nnx.jit: this compiled program was lowered for arguments of another "
+                "structure (other modules, shapes or static arguments) than these.\n"
+                "Hint: lower and compile again for these arguments, or call the jitted "
+                "function itself, which compiles as needed.")
+        out = compiled(*entry.call_args(ext))
+        if self.out_shardings is not None:  # the program returns fn's output tree
+            out = (out[0], out[1], jax.tree_util.tree_leaves(out[2]))
+        box, values, others = out
+        return _lift.apply_outputs(ext.plan, box.value, values, others)
+
     # ------------------------------------------------------------ ahead of time
     def trace(self, *args: Any, **kwargs: Any) -> Any:
         """Trace for these arguments without running: ``jax.jit(...).trace`` of the pure
-        function that is actually compiled (it takes and returns flat lists of arrays).
+        function that is actually compiled (it takes and returns flat lists of arrays);
+        ``.lower().compile()`` of the result gives a program called with ``f``'s arguments.
 
         The arguments are not changed. ``.jaxpr`` of the result is the program a call
         runs, with no Python in it.
@@ -141,11 +158,12 @@ class JitWrapped:
             >>> len(jaxpr.eqns), len(jaxpr.out_avals)
             (0, 0)
         """
-        entry, ext = self._entry_for(args, kwargs)
-        return entry.jitted.trace(*entry.call_args(ext))
+        entry, ext, key = self._entry_for(args, kwargs)
+        return aot.Traced(entry.jitted.trace(*entry.call_args(ext)), self._run_compiled, key)
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
-        """Lower for these arguments without running, like ``jax.jit(f).lower``.
+        """Lower for these arguments without running, like ``jax.jit(f).lower``; the
+        result compiles (``.compile()``) to a program called with ``f``'s arguments.
 
         Example:
             >>> import jax.numpy as jnp
@@ -155,8 +173,8 @@ class JitWrapped:
             >>> "dot_general" in forward.lower(model, jnp.ones((1, 2))).as_text()
             True
         """
-        entry, ext = self._entry_for(args, kwargs)
-        return entry.jitted.lower(*entry.call_args(ext))
+        entry, ext, key = self._entry_for(args, kwargs)
+        return aot.Lowered(entry.jitted.lower(*entry.call_args(ext)), self._run_compiled, key)
 
     def _entry_for(self, args: tuple, kwargs: dict) -> tuple:
         statics: tuple = ()
@@ -167,7 +185,7 @@ class JitWrapped:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = self._make_entry(ext, statics, args, kwargs)
-        return entry, ext
+        return entry, ext, key
 
     # ----------------------------------------------------------------- per signature
     def _make_entry(self, ext: _lift.Extracted, statics: tuple, args: tuple,

@@ -783,3 +783,31 @@ def test_variable_as_first_argument_is_not_rewalked_on_each_call(monkeypatch):
     step(counter, model, X)
     step(counter, model, X)
     assert len(walks) == 2
+
+
+def test_compiled_stage_takes_modules_and_writes_state_back():
+    class Counter(nnx.Module):
+        def __init__(self):
+            self.count = nnx.Variable(jnp.array(0))
+            self.w = nnx.Param(jnp.array(2.0))
+
+        @nnx.jit
+        def __call__(self, x):
+            self.count[...] += 1
+            return x * self.w
+
+    m = Counter()
+    f = nnx.jit(lambda m, x: m(x))
+    lowered = f.lower(m, jnp.array(3.0))
+    assert isinstance(lowered, nnx.transforms.compilation.Lowered)
+    compiled = lowered.compile()
+    assert compiled.cost_analysis() is not None and "multiply" in compiled.as_text()
+    assert float(compiled(m, jnp.array(3.0))) == 6.0 and int(m.count[...]) == 1
+    assert float(compiled(m, jnp.array(1.0))) == 2.0 and int(m.count[...]) == 2
+    traced = f.trace(m, jnp.array(3.0))
+    assert float(traced.lower().compile()(m, jnp.array(3.0))) == 6.0
+    assert int(m.count[...]) == 3
+    other = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="lowered for arguments of another structure"):
+        compiled(other, jnp.array(3.0))
+    assert int(m.count[...]) == 3
