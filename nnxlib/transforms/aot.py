@@ -51,6 +51,22 @@ class Stage:
     def _next(self, cls: type, stage: Any) -> Any:
         return cls(stage, self._run, self._key)
 
+    def with_bound_args(self, bound: tuple) -> Stage:
+        """The same stage, its calls taking ``bound`` as their first arguments (for
+        ``nnx.jit_partial``/``nnx.cached_partial``).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> lowered = nnx.jit(lambda a, b: a + b).lower(jnp.ones(()), jnp.ones(()))
+            >>> float(lowered.with_bound_args((jnp.ones(()),)).compile()(jnp.ones(())))
+            2.0
+        """
+        run = self._run
+        return type(self)(self._stage,
+                          lambda call, args, kwargs, key: run(call, (*bound, *args), kwargs,
+                                                              key), self._key)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._stage!r})"
 
