@@ -9,8 +9,8 @@ merge and every transform.
 Example:
     >>> import jax.numpy as jnp
     >>> import nnxlib as nnx
-    >>> w = nnx.Param(jnp.ones((2, 3)), sharding=("embed", "mlp"))
-    >>> w.shape, w.sharding
+    >>> w = nnx.Param(jnp.ones((2, 3)), out_sharding=("embed", "mlp"))
+    >>> w.shape, w.out_sharding
     ((2, 3), ('embed', 'mlp'))
     >>> w[...] = w * 2          # replaces the value; the box stays the same object
     >>> float(w[0, 0])
@@ -37,6 +37,7 @@ from nnxlib._var_defaults import default_hijax, default_ref
 from nnxlib._var_metadata import (
     HOOKS_IN_USE,
     VariableMetadata,
+    hooks_of,
     note_hooks,
     run_value_hooks,
     with_metadata,
@@ -63,9 +64,9 @@ V = TypeVar("V", bound="Variable")
 A = TypeVar("A")  # the type of the held value, for annotations: ``nnx.Param[jax.Array]``
 _MISSING = object()
 
-# Metadata keys that describe how a value is sharded; spmd and the bridge read them.
-SHARDING_KEYS = ("sharding_names", "sharding", "out_sharding")
-_SHARDING_KEY_SET = frozenset(SHARDING_KEYS)
+# The metadata key that says how a value is sharded (flax 0.12's); spmd and the bridge
+# read it. Its older spellings are accepted and stored under it.
+SHARDING_KEY = _placement.SHARDING_KEY
 
 # Collection names <-> variable types; filled by register_variable_name.
 _NAME_OF_TYPE: dict[type, str] = {}
@@ -133,11 +134,14 @@ class Variable(Generic[A]):
                  "__weakref__")
 
     def __init__(self, value: Any, **metadata: Any):
+        if metadata:
+            metadata = _placement.canonical_metadata(metadata, type(self).__name__)
         if isinstance(value, Variable):
             metadata = {**value._metadata, **metadata}
             value = value._raw_value
         elif isinstance(value, VariableMetadata):
-            metadata = {**value.metadata, **metadata}
+            given = _placement.canonical_metadata(value.metadata, type(self).__name__)
+            metadata = {**given, **metadata}
             value = value.raw_value
         options = creation_options()
         if options:
@@ -148,7 +152,7 @@ class Variable(Generic[A]):
             if "on_create_value" in metadata:  # the hook sees the variable being made
                 object.__setattr__(self, "_raw_value", value)
                 value = run_value_hooks(self, metadata, "on_create_value", value)
-        if metadata and not _SHARDING_KEY_SET.isdisjoint(metadata):
+        if SHARDING_KEY in metadata:
             # Under a mesh (jax.set_mesh or mesh= metadata) the value is born sharded.
             value = _placement.place_new(value, metadata, f"new {type(self).__name__}")
         object.__setattr__(self, "_raw_value", value)
@@ -278,13 +282,13 @@ class Variable(Generic[A]):
 
         Example:
             >>> import nnxlib as nnx
-            >>> p = nnx.Param(0.0, sharding=("embed",))
+            >>> p = nnx.Param(0.0, out_sharding=("embed",))
             >>> p.get_metadata()
-            {'sharding': ('embed',), 'hijax': False, 'ref': False, 'eager_sharding': True}
-            >>> p.get_metadata("sharding")
+            {'out_sharding': ('embed',), 'hijax': False, 'ref': False, 'eager_sharding': True}
+            >>> p.get_metadata("out_sharding")
             ('embed',)
             >>> p.get_metadata(exclude_required=True)
-            {'sharding': ('embed',)}
+            {'out_sharding': ('embed',)}
         """
         if name is None:
             if default is not _MISSING:
@@ -318,9 +322,9 @@ class Variable(Generic[A]):
         Example:
             >>> import nnxlib as nnx
             >>> p = nnx.Param(0.0)
-            >>> p.set_metadata(sharding=("embed",))
+            >>> p.set_metadata(out_sharding=("embed",))
             >>> p.set_metadata("note", "tied")
-            >>> p.sharding, p.note
+            >>> p.out_sharding, p.note
             (('embed',), 'tied')
         """
         if len(args) == 2 and isinstance(args[0], str):
@@ -331,6 +335,7 @@ class Variable(Generic[A]):
                 f"keywords; got positional {args!r}. Hint: set_metadata(name=value)."
             )
         updates = {**(args[0] if args else {}), **metadata}
+        updates = _placement.canonical_metadata(updates, type(self).__name__)
         trace = self._nnx_trace
         if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "change the metadata")
@@ -346,9 +351,9 @@ class Variable(Generic[A]):
         metadata = object.__getattribute__(self, "_metadata")
         if name in metadata:
             return metadata[name]
-        if name in _SHARDING_KEY_SET and not _SHARDING_KEY_SET.isdisjoint(metadata):
-            # flax 0.12 spells it out_sharding; the older names read the same entry.
-            return _placement.raw_sharding(metadata)
+        if name == "sharding_names":  # flax 0.12's deprecated reader of out_sharding
+            _placement.warn_alias(name, type(self).__name__)
+            return metadata.get(SHARDING_KEY)
         if name in DEFAULT_METADATA:
             return default_metadata(name)
         value = object.__getattribute__(self, "_raw_value")
@@ -376,6 +381,66 @@ class Variable(Generic[A]):
         object.__setattr__(self, "_metadata", metadata)
         _tracking.structure_changed(self)
 
+    @property
+    def sharding(self) -> Any:
+        """The JAX sharding of the held value (``value.sharding``), as in flax.nnx 0.12.
+
+        A ``NamedSharding`` for a variable placed on a mesh; None for a value without
+        one (a Python number, a NumPy array, an abstract value with no sharding). The
+        sharding *annotation* is the ``out_sharding`` metadata.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> mesh = jax.make_mesh((2, 4), ("data", "model"))
+            >>> with jax.set_mesh(mesh):
+            ...     w = nnx.Param(jnp.ones((4, 8)), out_sharding=(None, "model"))
+            >>> w.sharding.spec, w.out_sharding
+            (P(None, 'model'), (None, 'model'))
+            >>> nnx.Param(1.0).sharding is None
+            True
+        """
+        return getattr(_stored(self), "sharding", None)
+
+    def add_axis(self, axis_index: int, axis_name: Any) -> None:
+        """Called by ``vmap``/``scan``/``transform_metadata`` after they added the mapped
+        axis ``axis_name`` at ``axis_index`` to this variable's sharding metadata.
+
+        It runs the ``on_add_axis`` hooks; a subclass may override it (and call
+        ``super().add_axis``) to keep metadata of its own in step.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> class Tagged(nnx.Param):
+            ...     def add_axis(self, axis_index, axis_name):
+            ...         super().add_axis(axis_index, axis_name)
+            ...         self.seen = (axis_index, axis_name)
+            >>> v = Tagged(jnp.ones((2, 3)), out_sharding=("a", "b"))
+            >>> _ = nnx.spmd.add_axis([v], 0, {nnx.PARTITION_NAME: "layers"})
+            >>> v.out_sharding, v.seen
+            (('layers', 'a', 'b'), (0, 'layers'))
+        """
+        for hook in hooks_of(self._metadata, "on_add_axis"):
+            hook(self, axis_index, axis_name)
+
+    def remove_axis(self, axis_index: int, axis_name: Any) -> None:
+        """The inverse of :meth:`add_axis`: called after the mapped axis was removed from
+        the sharding metadata; runs the ``on_remove_axis`` hooks.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> seen = []
+            >>> v = nnx.Param(jnp.ones((4, 2)), out_sharding=("layers", "a"),
+            ...               on_remove_axis=lambda var, i, name: seen.append((i, name)))
+            >>> _ = nnx.spmd.remove_axis([v], 0, {nnx.PARTITION_NAME: "layers"})
+            >>> v.out_sharding, seen
+            (('a',), [(0, 'layers')])
+        """
+        for hook in hooks_of(self._metadata, "on_remove_axis"):
+            hook(self, axis_index, axis_name)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the held value: ``nnx.Variable(fn)(x)`` is ``fn(x)``.
 
@@ -398,6 +463,7 @@ class Variable(Generic[A]):
             ((1.0, 'a'), (2.0, 'b'))
         """
         new_value = self._raw_value if value is _MISSING else value
+        metadata = _placement.canonical_metadata(metadata, type(self).__name__)
         return _new_variable(type(self), new_value, {**self._metadata, **metadata})
 
     def copy(self: V, value: Any = _MISSING, **updates: Any) -> V:
@@ -413,6 +479,7 @@ class Variable(Generic[A]):
         """
         updates.pop("_copy_ref", None)  # flax's array-ref flag: nnxlib has no refs
         new_value = self._raw_value if value is _MISSING else value
+        updates = _placement.canonical_metadata(updates, type(self).__name__)
         return _new_variable(type(self), new_value, {**self._metadata, **updates})
 
     def __copy__(self: V) -> V:

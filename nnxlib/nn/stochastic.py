@@ -117,7 +117,8 @@ class Dropout(Module):
         mask_shape = list(jnp.shape(inputs))
         for dim in self.broadcast_dims:
             mask_shape[dim] = 1
-        mask = jax.random.bernoulli(key, p=keep, shape=tuple(mask_shape))
+        mask = jax.random.bernoulli(key, p=keep, shape=tuple(mask_shape),
+                                    out_sharding=_mask_sharding(inputs, self.broadcast_dims))
         mask = jnp.broadcast_to(mask, jnp.shape(inputs))
         return lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
 
@@ -163,3 +164,15 @@ def _check_rate(rate: Any, where: str) -> Any:
             "probability: nnx.Dropout(0.1) drops 10% of the entries."
         )
     return rate
+
+
+def _mask_sharding(inputs: Any, broadcast_dims: Sequence[int]) -> Any:
+    """The sharding of the dropout mask: that of ``inputs`` (so that ``select`` sees
+    matching shardings under ``Explicit`` mesh axes), with broadcast dimensions, which
+    have size 1 in the mask, unsharded."""
+    sharding = jax.typeof(inputs).sharding
+    spec = list(sharding.spec)
+    for dim in broadcast_dims:
+        if -len(spec) <= dim < len(spec):
+            spec[dim] = None
+    return sharding.update(spec=jax.sharding.PartitionSpec(*spec))
