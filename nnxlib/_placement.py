@@ -343,9 +343,11 @@ def check_axis_types(sharding: NamedSharding, where: str) -> dict:
 
 
 def put(value: Any, sharding: NamedSharding, where: str = "value") -> Any:
-    """``value`` placed with ``sharding``: moved if concrete, constrained if traced."""
+    """``value`` placed with ``sharding``: moved if concrete, constrained if traced (or
+    if only the abstract mesh is known: inside ``vmap``, ``scan`` and other traces a
+    constant is constrained like a traced value)."""
     types = check_axis_types(sharding, where)
-    if not isinstance(value, jax.core.Tracer):
+    if not isinstance(value, jax.core.Tracer) and isinstance(sharding.mesh, Mesh):
         return jax.device_put(value, sharding)
     mesh = sharding.mesh
     named = _mesh_axes_in(sharding.spec)

@@ -227,7 +227,9 @@ def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *,
     ``filter_map`` is a mapping from filters to axes (the first match wins, as in
     ``StateAxes``) or a function ``(path, variable) -> axis``. flax.nnx returns a
     pytree of axes shaped like the node; nnxlib's transforms take ``StateAxes``, so
-    the per-variable answers are grouped into one.
+    the per-variable answers are grouped into one (a tuple or list of nodes gives one
+    per node). The values may also be shardings or ``PartitionSpec`` s, for ``jit``'s
+    ``in_shardings``/``out_shardings`` and ``shard_map``'s ``in_specs``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -240,6 +242,8 @@ def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *,
         >>> nnx.vmap(lambda p: p.a * p.b, in_axes=(axes,))(Pair())
         Array([0., 2., 4., 6., 8.], dtype=float32)
     """
+    if type(node) in (tuple, list):  # one prefix per node, as flax gives for a tuple
+        return type(node)(prefix(n, filter_map, graph=graph) for n in node)
     check_mode(node, graph, "nnx.prefix")
     if isinstance(filter_map, Mapping):
         return StateAxes(filter_map)

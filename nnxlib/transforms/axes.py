@@ -17,11 +17,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Iterator
 
+import jax
+from jax.sharding import PartitionSpec
+
 from nnxlib.errors import format_path
 from nnxlib.filters import to_predicate
 from nnxlib.spmd import PARTITION_NAME  # defined with the axis-metadata helpers
 
 __all__ = ["Carry", "StateAxes", "PARTITION_NAME"]
+
+# Entries a StateAxes may also hold (what nnx.prefix gives jit's shardings and
+# shard_map's specs); vmap/scan reject them when they resolve an axis.
+_SHARDING_ENTRIES = (PartitionSpec, jax.sharding.Sharding)
 
 
 
@@ -55,7 +62,9 @@ class StateAxes(Mapping):
     Each variable takes the axis of the first filter that matches it; every variable must
     match one, so end with ``...: axis`` to cover the rest. An axis is an int (mapped),
     ``None`` (broadcast, the same for every member or step) or :class:`Carry` (``scan``
-    only: threaded from step to step).
+    only: threaded from step to step). For ``jit``'s ``in_shardings``/``out_shardings``
+    and ``shard_map``'s ``in_specs`` (what ``nnx.prefix`` builds for them) the entries
+    are shardings or ``PartitionSpec`` s instead.
 
     Example:
         >>> import jax.numpy as jnp
@@ -73,7 +82,8 @@ class StateAxes(Mapping):
         items = tuple(filter_axes.items() if isinstance(filter_axes, Mapping)
                       else filter_axes)
         for f, axis in items:
-            _check_axis(axis, f"StateAxes entry for filter {f!r}", allow_carry=True)
+            if not isinstance(axis, _SHARDING_ENTRIES):  # jit/shard_map take those
+                _check_axis(axis, f"StateAxes entry for filter {f!r}", allow_carry=True)
         self._filters = tuple(f for f, _ in items)
         self._axes = tuple(a for _, a in items)
         self._predicates = tuple(to_predicate(f) for f in self._filters)
