@@ -46,8 +46,8 @@ from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._sharding import StateSharding, resolve_entry
-from nnxlib.transforms.axes import StateAxes
 from nnxlib.transforms._tree_mode import raise_returned_input
+from nnxlib.transforms.axes import StateAxes
 
 __all__ = ["shard_map"]
 
