@@ -37,12 +37,12 @@ from nnxlib._var_defaults import default_hijax, default_ref
 from nnxlib._var_metadata import (
     HOOKS_IN_USE,
     VariableMetadata,
-    hooks_of,
     note_hooks,
     run_value_hooks,
     with_metadata,
 )
 from nnxlib._var_operators import install_operators
+from nnxlib._var_sharding import ShardedVariable
 from nnxlib.display import render_variable
 
 __all__ = [
@@ -112,7 +112,7 @@ def creation_options() -> dict[str, bool]:
     return options
 
 
-class Variable(Generic[A]):
+class Variable(ShardedVariable, Generic[A]):
     """A mutable box holding one value (usually an array) and a dict of metadata.
 
     Read the value with ``v[...]``, ``v.value`` or ``v.get_value()``; replace it with
@@ -253,6 +253,9 @@ class Variable(Generic[A]):
             # against them), so a new shape or dtype is a structural change.
             _tracking.structure_changed(self)
 
+    def _stored_value(self) -> Any:
+        return _stored(self)  # the held value without hooks; raises once escaped
+
     def __getitem__(self, key: Any) -> Any:
         value = self.value  # one read path: escape check and get hooks
         return value if key is Ellipsis else value[key]
@@ -380,66 +383,6 @@ class Variable(Generic[A]):
         del metadata[name]
         object.__setattr__(self, "_metadata", metadata)
         _tracking.structure_changed(self)
-
-    @property
-    def sharding(self) -> Any:
-        """The JAX sharding of the held value (``value.sharding``), as in flax.nnx 0.12.
-
-        A ``NamedSharding`` for a variable placed on a mesh; None for a value without
-        one (a Python number, a NumPy array, an abstract value with no sharding). The
-        sharding *annotation* is the ``out_sharding`` metadata.
-
-        Example:
-            >>> import jax, jax.numpy as jnp
-            >>> import nnxlib as nnx
-            >>> mesh = jax.make_mesh((2, 4), ("data", "model"))
-            >>> with jax.set_mesh(mesh):
-            ...     w = nnx.Param(jnp.ones((4, 8)), out_sharding=(None, "model"))
-            >>> w.sharding.spec, w.out_sharding
-            (P(None, 'model'), (None, 'model'))
-            >>> nnx.Param(1.0).sharding is None
-            True
-        """
-        return getattr(_stored(self), "sharding", None)
-
-    def add_axis(self, axis_index: int, axis_name: Any) -> None:
-        """Called by ``vmap``/``scan``/``transform_metadata`` after they added the mapped
-        axis ``axis_name`` at ``axis_index`` to this variable's sharding metadata.
-
-        It runs the ``on_add_axis`` hooks; a subclass may override it (and call
-        ``super().add_axis``) to keep metadata of its own in step.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import nnxlib as nnx
-            >>> class Tagged(nnx.Param):
-            ...     def add_axis(self, axis_index, axis_name):
-            ...         super().add_axis(axis_index, axis_name)
-            ...         self.seen = (axis_index, axis_name)
-            >>> v = Tagged(jnp.ones((2, 3)), out_sharding=("a", "b"))
-            >>> _ = nnx.spmd.add_axis([v], 0, {nnx.PARTITION_NAME: "layers"})
-            >>> v.out_sharding, v.seen
-            (('layers', 'a', 'b'), (0, 'layers'))
-        """
-        for hook in hooks_of(self._metadata, "on_add_axis"):
-            hook(self, axis_index, axis_name)
-
-    def remove_axis(self, axis_index: int, axis_name: Any) -> None:
-        """The inverse of :meth:`add_axis`: called after the mapped axis was removed from
-        the sharding metadata; runs the ``on_remove_axis`` hooks.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import nnxlib as nnx
-            >>> seen = []
-            >>> v = nnx.Param(jnp.ones((4, 2)), out_sharding=("layers", "a"),
-            ...               on_remove_axis=lambda var, i, name: seen.append((i, name)))
-            >>> _ = nnx.spmd.remove_axis([v], 0, {nnx.PARTITION_NAME: "layers"})
-            >>> v.out_sharding, seen
-            (('a',), [(0, 'layers')])
-        """
-        for hook in hooks_of(self._metadata, "on_remove_axis"):
-            hook(self, axis_index, axis_name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the held value: ``nnx.Variable(fn)(x)`` is ``fn(x)``.
@@ -834,7 +777,8 @@ def with_partitioning(
     """Shorthand for ``with_metadata(initializer, out_sharding=sharding, ...)``.
 
     ``sharding`` names one mesh axis (or logical axis name, or None) per dimension; it
-    is stored as ``out_sharding`` (flax 0.12's key; ``v.sharding_names`` reads it too).
+    is stored as ``out_sharding`` (flax 0.12's key; the deprecated ``v.sharding_names``
+    reads it too).
     ``mesh``, when given, is kept as the ``mesh`` metadata entry, and the variable is
     created sharded on it (see :mod:`nnxlib.spmd`).
 
@@ -843,8 +787,8 @@ def with_partitioning(
         >>> import nnxlib as nnx
         >>> init = nnx.with_partitioning(nnx.initializers.zeros, ("embed",))
         >>> p = nnx.Param(init(jax.random.key(0), (4,)))
-        >>> p.out_sharding, p.sharding_names
-        (('embed',), ('embed',))
+        >>> p.out_sharding
+        ('embed',)
     """
     if mesh is not None:
         metadata["mesh"] = mesh
