@@ -237,8 +237,10 @@ def constrain_changed_inputs(tree: Any, in_shardings: Any, in_values: list) -> N
     not returned."""
     args, kwargs = tree
     per_arg = in_shardings if isinstance(in_shardings, (tuple, list)) else None
+    # (as leaf_shardings: one spec for all arguments, or one per positional argument)
+    owned = list(enumerate(args)) + ([] if per_arg is not None else list(kwargs.items()))
     pairs = []
-    for i, arg in enumerate(args):
+    for i, arg in owned:
         spec = in_shardings if per_arg is None else (per_arg[i] if i < len(per_arg)
                                                      else None)
         if spec is not None:

@@ -51,9 +51,10 @@ class _Entry:
     __slots__ = ("jitted", "donated", "kept", "donated_others", "kept_others", "placed")
 
     def __init__(self, jitted: Callable, donated: tuple, kept: tuple | None,
-                 donated_others: tuple = (), kept_others: tuple = ()):
+                 donated_others: tuple = (), kept_others: tuple = (),
+                 placed: tuple | None = None):
         self.jitted = jitted
-        self.placed: tuple | None = None  # graph leaves placed by in_shardings, per call
+        self.placed = placed  # (leaf, sharding) placed before each call (graph_updates)
         self.donated = donated  # leaf positions of graph values passed as donated
         self.kept = kept  # remaining leaf positions (None when nothing is donated)
         self.donated_others = donated_others  # positions of donated non-graph leaves
@@ -222,9 +223,7 @@ class JitWrapped:
             jitted = jax.jit(pure, **jit_kwargs)  # type: ignore[arg-type]
             if out_shardings is not None:
                 jitted = _FlatOutputs(jitted)
-            entry = _Entry(jitted, (), None)
-            entry.placed = placed
-            return entry
+            return _Entry(jitted, (), None, placed=placed)
         n, n_others = len(ext.values), len(ext.others)
         kept = tuple(i for i in range(n) if i not in set(donated))
         kept_others = tuple(i for i in range(n_others) if i not in set(donated_others))
@@ -250,9 +249,8 @@ class JitWrapped:
         jitted = jax.jit(pure_donating, donate_argnums=(0, 2), **jit_kwargs)  # type: ignore
         if out_shardings is not None:
             jitted = _FlatOutputs(jitted)
-        entry = _Entry(jitted, tuple(donated), kept, tuple(donated_others), kept_others)
-        entry.placed = placed
-        return entry
+        return _Entry(jitted, tuple(donated), kept, tuple(donated_others), kept_others,
+                      placed)
 
     def _pull_statics(self, args: tuple, kwargs: dict) -> tuple:
         n = len(args)
