@@ -154,10 +154,21 @@ BETTER = {
     "List": "plain Python lists of modules work as attributes too (tracked as List)",
     "Dict": "plain Python dicts of modules work as attributes too (tracked as Dict)",
     "Variable": ("v[...] = x writes in place with broadcasting checks; metadata is free-form "
-                 "and survives every transform"),
+                 "and survives every transform; out_sharding works without a mesh (v.sharding "
+                 "is then the value's one-device sharding, and None for a Python number, "
+                 "where flax.nnx raises AttributeError); an old sharding/sharding_names key "
+                 "contradicting out_sharding raises ShardingError (flax.nnx keeps the alias)"),
     "with_metadata": ("the on_* hooks work as in flax.nnx; reads and writes skip the hook "
                       "lookup entirely until some variable has a hook"),
-    "with_partitioning": "works without a mesh: sharding stays metadata until one is active",
+    "with_partitioning": ("works without a mesh: sharding stays metadata until one is active; "
+                          "on a mesh mixing Auto and Explicit axes a spec over axes of one "
+                          "type is placed (flax.nnx refuses any mixed mesh; a spec naming "
+                          "both types raises ShardingError, a ValueError, in both)"),
+    "Dropout": ("under Explicit mesh axes the mask is sharded like the input, also when "
+                "broadcast over a sharded dimension (where flax.nnx fails)"),
+    "StateSharding": ("a variable no filter matches is left unconstrained (flax.nnx raises); "
+                      "accepted with graph_updates=False and in tree mode too (flax.nnx "
+                      "refuses it there)"),
 }
 
 DIFFERENT = {
@@ -175,8 +186,9 @@ DIFFERENT = {
     "view_info": ("lists the mode flags nnx.view switches (deterministic, "
                   "use_running_average, decode) per module type; nnxlib modules have no "
                   "set_view methods"),
-    "prefix": ("returns a StateAxes (what nnxlib's vmap/scan take) instead of a pytree of "
-               "axes shaped like the node"),
+    "prefix": ("returns a StateAxes (what nnxlib's vmap/scan take, and jit's shardings and "
+               "shard_map's specs) instead of a pytree of axes shaped like the node; a tuple "
+               "or list of nodes gives one per node"),
     "pmap": ("built on the general split/merge lifting (a full walk per call) with an int "
              "or None per argument; prefer nnx.vmap with sharding"),
     "data": "a Python scalar marked as data becomes a JAX array (a state leaf)",

@@ -9,8 +9,8 @@ merge and every transform.
 Example:
     >>> import jax.numpy as jnp
     >>> import nnxlib as nnx
-    >>> w = nnx.Param(jnp.ones((2, 3)), sharding=("embed", "mlp"))
-    >>> w.shape, w.sharding
+    >>> w = nnx.Param(jnp.ones((2, 3)), out_sharding=("embed", "mlp"))
+    >>> w.shape, w.out_sharding
     ((2, 3), ('embed', 'mlp'))
     >>> w[...] = w * 2          # replaces the value; the box stays the same object
     >>> float(w[0, 0])
@@ -42,6 +42,7 @@ from nnxlib._var_metadata import (
     with_metadata,
 )
 from nnxlib._var_operators import install_operators
+from nnxlib._var_sharding import ShardedVariable
 from nnxlib.display import render_variable
 
 __all__ = [
@@ -63,9 +64,9 @@ V = TypeVar("V", bound="Variable")
 A = TypeVar("A")  # the type of the held value, for annotations: ``nnx.Param[jax.Array]``
 _MISSING = object()
 
-# Metadata keys that describe how a value is sharded; spmd and the bridge read them.
-SHARDING_KEYS = ("sharding_names", "sharding", "out_sharding")
-_SHARDING_KEY_SET = frozenset(SHARDING_KEYS)
+# The metadata key that says how a value is sharded (flax 0.12's); spmd and the bridge
+# read it. Its older spellings are accepted and stored under it.
+SHARDING_KEY = _placement.SHARDING_KEY
 
 # Collection names <-> variable types; filled by register_variable_name.
 _NAME_OF_TYPE: dict[type, str] = {}
@@ -111,7 +112,7 @@ def creation_options() -> dict[str, bool]:
     return options
 
 
-class Variable(Generic[A]):
+class Variable(ShardedVariable, Generic[A]):
     """A mutable box holding one value (usually an array) and a dict of metadata.
 
     Read the value with ``v[...]``, ``v.value`` or ``v.get_value()``; replace it with
@@ -133,11 +134,14 @@ class Variable(Generic[A]):
                  "__weakref__")
 
     def __init__(self, value: Any, **metadata: Any):
+        if metadata:
+            metadata = _placement.canonical_metadata(metadata, type(self).__name__)
         if isinstance(value, Variable):
             metadata = {**value._metadata, **metadata}
             value = value._raw_value
         elif isinstance(value, VariableMetadata):
-            metadata = {**value.metadata, **metadata}
+            given = _placement.canonical_metadata(value.metadata, type(self).__name__)
+            metadata = {**given, **metadata}
             value = value.raw_value
         options = creation_options()
         if options:
@@ -148,7 +152,7 @@ class Variable(Generic[A]):
             if "on_create_value" in metadata:  # the hook sees the variable being made
                 object.__setattr__(self, "_raw_value", value)
                 value = run_value_hooks(self, metadata, "on_create_value", value)
-        if metadata and not _SHARDING_KEY_SET.isdisjoint(metadata):
+        if SHARDING_KEY in metadata:
             # Under a mesh (jax.set_mesh or mesh= metadata) the value is born sharded.
             value = _placement.place_new(value, metadata, f"new {type(self).__name__}")
         object.__setattr__(self, "_raw_value", value)
@@ -249,6 +253,9 @@ class Variable(Generic[A]):
             # against them), so a new shape or dtype is a structural change.
             _tracking.structure_changed(self)
 
+    def _stored_value(self) -> Any:
+        return _stored(self)  # the held value without hooks; raises once escaped
+
     def __getitem__(self, key: Any) -> Any:
         value = self.value  # one read path: escape check and get hooks
         return value if key is Ellipsis else value[key]
@@ -278,13 +285,13 @@ class Variable(Generic[A]):
 
         Example:
             >>> import nnxlib as nnx
-            >>> p = nnx.Param(0.0, sharding=("embed",))
+            >>> p = nnx.Param(0.0, out_sharding=("embed",))
             >>> p.get_metadata()
-            {'sharding': ('embed',), 'hijax': False, 'ref': False, 'eager_sharding': True}
-            >>> p.get_metadata("sharding")
+            {'out_sharding': ('embed',), 'hijax': False, 'ref': False, 'eager_sharding': True}
+            >>> p.get_metadata("out_sharding")
             ('embed',)
             >>> p.get_metadata(exclude_required=True)
-            {'sharding': ('embed',)}
+            {'out_sharding': ('embed',)}
         """
         if name is None:
             if default is not _MISSING:
@@ -318,9 +325,9 @@ class Variable(Generic[A]):
         Example:
             >>> import nnxlib as nnx
             >>> p = nnx.Param(0.0)
-            >>> p.set_metadata(sharding=("embed",))
+            >>> p.set_metadata(out_sharding=("embed",))
             >>> p.set_metadata("note", "tied")
-            >>> p.sharding, p.note
+            >>> p.out_sharding, p.note
             (('embed',), 'tied')
         """
         if len(args) == 2 and isinstance(args[0], str):
@@ -331,6 +338,7 @@ class Variable(Generic[A]):
                 f"keywords; got positional {args!r}. Hint: set_metadata(name=value)."
             )
         updates = {**(args[0] if args else {}), **metadata}
+        updates = _placement.canonical_metadata(updates, type(self).__name__)
         trace = self._nnx_trace
         if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "change the metadata")
@@ -346,9 +354,9 @@ class Variable(Generic[A]):
         metadata = object.__getattribute__(self, "_metadata")
         if name in metadata:
             return metadata[name]
-        if name in _SHARDING_KEY_SET and not _SHARDING_KEY_SET.isdisjoint(metadata):
-            # flax 0.12 spells it out_sharding; the older names read the same entry.
-            return _placement.raw_sharding(metadata)
+        if name == "sharding_names":  # flax 0.12's deprecated reader of out_sharding
+            _placement.warn_alias(name, type(self).__name__)
+            return metadata.get(SHARDING_KEY)
         if name in DEFAULT_METADATA:
             return default_metadata(name)
         value = object.__getattribute__(self, "_raw_value")
@@ -398,6 +406,7 @@ class Variable(Generic[A]):
             ((1.0, 'a'), (2.0, 'b'))
         """
         new_value = self._raw_value if value is _MISSING else value
+        metadata = _placement.canonical_metadata(metadata, type(self).__name__)
         return _new_variable(type(self), new_value, {**self._metadata, **metadata})
 
     def copy(self: V, value: Any = _MISSING, **updates: Any) -> V:
@@ -413,6 +422,7 @@ class Variable(Generic[A]):
         """
         updates.pop("_copy_ref", None)  # flax's array-ref flag: nnxlib has no refs
         new_value = self._raw_value if value is _MISSING else value
+        updates = _placement.canonical_metadata(updates, type(self).__name__)
         return _new_variable(type(self), new_value, {**self._metadata, **updates})
 
     def __copy__(self: V) -> V:
@@ -767,7 +777,8 @@ def with_partitioning(
     """Shorthand for ``with_metadata(initializer, out_sharding=sharding, ...)``.
 
     ``sharding`` names one mesh axis (or logical axis name, or None) per dimension; it
-    is stored as ``out_sharding`` (flax 0.12's key; ``v.sharding_names`` reads it too).
+    is stored as ``out_sharding`` (flax 0.12's key; the deprecated ``v.sharding_names``
+    reads it too).
     ``mesh``, when given, is kept as the ``mesh`` metadata entry, and the variable is
     created sharded on it (see :mod:`nnxlib.spmd`).
 
@@ -776,8 +787,8 @@ def with_partitioning(
         >>> import nnxlib as nnx
         >>> init = nnx.with_partitioning(nnx.initializers.zeros, ("embed",))
         >>> p = nnx.Param(init(jax.random.key(0), (4,)))
-        >>> p.out_sharding, p.sharding_names
-        (('embed',), ('embed',))
+        >>> p.out_sharding
+        ('embed',)
     """
     if mesh is not None:
         metadata["mesh"] = mesh

@@ -366,11 +366,11 @@ class TestTraceContext:
 # -------------------------------------------------------------------- misc misuse
 class TestMisc:
     def test_missing_variable_metadata(self):
-        p = nnx.Param(jnp.ones(2), sharding=("a",))
+        p = nnx.Param(jnp.ones(2), out_sharding=("a",))
         with pytest.raises(AttributeError) as info:
             p.mesh_axes
         msg = str(info.value)
-        assert "'mesh_axes'" in msg and "['sharding']" in msg and "Hint" in msg
+        assert "'mesh_axes'" in msg and "['out_sharding']" in msg and "Hint" in msg
 
     def test_unknown_collection_name(self):
         with pytest.raises(ValueError, match=r"'not_a_collection'.*known names.*Hint"):

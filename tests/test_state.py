@@ -249,8 +249,8 @@ class TestPytree:
         np.testing.assert_array_equal(doubled.layer.kernel[...], 2 * np.ones((2, 2)))
 
     def test_tree_map_keeps_metadata(self):
-        s = nnx.State({"w": nnx.Param(jnp.ones(2), sharding=("embed",))})
-        assert jax.tree.map(jnp.zeros_like, s)["w"].sharding == ("embed",)
+        s = nnx.State({"w": nnx.Param(jnp.ones(2), out_sharding=("embed",))})
+        assert jax.tree.map(jnp.zeros_like, s)["w"].out_sharding == ("embed",)
 
     def test_treedef_equality(self):
         a = jax.tree.structure(make_state())

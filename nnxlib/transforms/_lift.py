@@ -211,6 +211,8 @@ def _check_not_captured(flat: _Flattener, rebuilt: Rebuilt, out: Any, out_positi
                         where: str) -> None:
     """An object returned by the function must be an input or made inside it: one made
     by eager code and captured (a closure) would come back as a detached copy."""
+    if _tracking.current_trace() == _tracking.EAGER:
+        return  # the function ran eagerly (jax.custom_vjp's primal): nothing to tell
     inputs = rebuilt.objects
     for index, obj in flat.objects.items():
         if index in inputs or obj._nnx_trace != _tracking.EAGER:

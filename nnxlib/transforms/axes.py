@@ -18,12 +18,19 @@ import abc
 from collections.abc import Mapping
 from typing import Any, Iterator
 
+import jax
+from jax.sharding import PartitionSpec
+
 from nnxlib.errors import format_path
 from nnxlib.filters import PathIn, to_predicate
 from nnxlib.spmd import PARTITION_NAME  # defined with the axis-metadata helpers
 from nnxlib.state import State
 
 __all__ = ["Carry", "StateAxes", "TreeState", "PARTITION_NAME"]
+
+# Entries a StateAxes may also hold (what nnx.prefix gives jit's shardings and
+# shard_map's specs); vmap/scan reject them when they resolve an axis.
+_SHARDING_ENTRIES = (PartitionSpec, jax.sharding.Sharding)
 
 
 
@@ -69,7 +76,9 @@ class StateAxes(Mapping, PrefixMapping):
     match one, so end with ``...: axis`` to cover the rest. A ``State`` of axes (a
     model's state with an axis in place of each variable) gives an axis per path. An axis is an int (mapped),
     ``None`` (broadcast, the same for every member or step) or :class:`Carry` (``scan``
-    only: threaded from step to step).
+    only: threaded from step to step). For ``jit``'s ``in_shardings``/``out_shardings``
+    and ``shard_map``'s ``in_specs`` (what ``nnx.prefix`` builds for them) the entries
+    are shardings or ``PartitionSpec`` s instead.
 
     Example:
         >>> import jax.numpy as jnp
@@ -89,7 +98,8 @@ class StateAxes(Mapping, PrefixMapping):
         items = tuple(filter_axes.items() if isinstance(filter_axes, Mapping)
                       else filter_axes)
         for f, axis in items:
-            _check_axis(axis, f"StateAxes entry for filter {f!r}", allow_carry=True)
+            if not isinstance(axis, _SHARDING_ENTRIES):  # jit/shard_map take those
+                _check_axis(axis, f"StateAxes entry for filter {f!r}", allow_carry=True)
         self._filters = tuple(f for f, _ in items)
         self._axes = tuple(a for _, a in items)
         self._predicates = tuple(to_predicate(f) for f in self._filters)

@@ -35,8 +35,12 @@ from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms._sharding import (
     StateSharding,
     argument_of_leaves,
-    constrain,
+    constrain_changed_inputs,
+    constrain_graph_outputs,
+    jax_out_shardings,
     leaf_shardings,
+    place_inputs,
+    placements,
 )
 
 __all__ = ["jit", "JitWrapped", "StateSharding"]
@@ -45,11 +49,13 @@ __all__ = ["jit", "JitWrapped", "StateSharding"]
 class _Entry:
     """One traced signature: the ``jax.jit`` function and how to call it."""
 
-    __slots__ = ("jitted", "donated", "kept", "donated_others", "kept_others")
+    __slots__ = ("jitted", "donated", "kept", "donated_others", "kept_others", "placed")
 
     def __init__(self, jitted: Callable, donated: tuple, kept: tuple | None,
-                 donated_others: tuple = (), kept_others: tuple = ()):
+                 donated_others: tuple = (), kept_others: tuple = (),
+                 placed: tuple | None = None):
         self.jitted = jitted
+        self.placed = placed  # (leaf, sharding) placed before each call (graph_updates)
         self.donated = donated  # leaf positions of graph values passed as donated
         self.kept = kept  # remaining leaf positions (None when nothing is donated)
         self.donated_others = donated_others  # positions of donated non-graph leaves
@@ -118,6 +124,8 @@ class JitWrapped:
                 entry = self._make_entry(ext, statics, args, kwargs)
                 self._entries[key] = entry
             self._last = (key, entry)
+        if entry.placed is not None:
+            place_inputs(ext.values, ext.plan.template, entry.placed)  # type: ignore
         if entry.kept is None:
             box, values, others = entry.jitted(ext.values, ext.others)
         else:
@@ -200,7 +208,7 @@ class JitWrapped:
         mode = self.mode
         value_shardings, other_shardings = leaf_shardings(
             self.in_shardings, ext, args, kwargs, self._signature)
-        out_shardings = self.out_shardings
+        in_shardings, out_shardings = self.in_shardings, self.out_shardings
         donated, donated_others = self._donated_positions(ext, args, kwargs, statics)
 
         def pure(values: list, others: list) -> tuple:
@@ -208,14 +216,16 @@ class JitWrapped:
             call_args, call_kwargs = rebuilt.tree
             call_args, call_kwargs = _insert_statics(call_args, call_kwargs, statics)
             out = fun(*call_args, **call_kwargs)
+            if in_shardings is not None:  # the state that comes back, as in flax.nnx
+                constrain_changed_inputs(rebuilt.tree, in_shardings, rebuilt.in_values)
+            if out_shardings is not None:
+                constrain_graph_outputs(out, out_shardings)
             info, send, other_out = _lift.collect(rebuilt, key, out, mode, "nnx.jit",
                                                 _lift.ARGS_KWARGS)
             if donated and info.fast:
                 # XLA may reuse a donated buffer for any output, so every donated leaf
                 # must come back, changed or not (unchanged ones alias at no cost).
                 info, send = _send_also(info, send, donated, rebuilt.in_values)
-            if value_shardings is not None and info.fast:
-                send = _constrain_changed(send, info.changed, value_shardings)
             if out_shardings is not None:  # jax.jit applies them to fn's output tree
                 other_out = _output_tree(info, other_out)
             return _lift.StaticBox(info), send, other_out
@@ -226,14 +236,16 @@ class JitWrapped:
         if self.backend is not None:
             jit_kwargs["backend"] = self.backend
         if out_shardings is not None:
-            jit_kwargs["out_shardings"] = (None, None, out_shardings)
+            jit_kwargs["out_shardings"] = (None, None, jax_out_shardings(out_shardings))
+        placed = placements(value_shardings, ext.plan.template) if (
+            mode.updates and ext.plan is not None) else None
         if not donated and not donated_others:
             if value_shardings is not None or other_shardings is not None:
                 jit_kwargs["in_shardings"] = (value_shardings, other_shardings)
             jitted = jax.jit(pure, **jit_kwargs)  # type: ignore[arg-type]
             if out_shardings is not None:
                 jitted = _FlatOutputs(jitted)
-            return _Entry(jitted, (), None)
+            return _Entry(jitted, (), None, placed=placed)
         n, n_others = len(ext.values), len(ext.others)
         kept = tuple(i for i in range(n) if i not in set(donated))
         kept_others = tuple(i for i in range(n_others) if i not in set(donated_others))
@@ -259,7 +271,8 @@ class JitWrapped:
         jitted = jax.jit(pure_donating, donate_argnums=(0, 2), **jit_kwargs)  # type: ignore
         if out_shardings is not None:
             jitted = _FlatOutputs(jitted)
-        return _Entry(jitted, tuple(donated), kept, tuple(donated_others), kept_others)
+        return _Entry(jitted, tuple(donated), kept, tuple(donated_others), kept_others,
+                      placed)
 
     def _pull_statics(self, args: tuple, kwargs: dict) -> tuple:
         n = len(args)
@@ -356,14 +369,6 @@ def _send_also(info: _lift.OutInfo, send: list, positions: list, in_values: list
         by_position.setdefault(i, in_values[i])
     changed = tuple(sorted(by_position))
     return info._replace(changed=changed), [by_position[i] for i in changed] + send[n:]
-
-
-def _constrain_changed(send: list, changed: tuple, shardings: list) -> list:
-    out = list(send)
-    for j, i in enumerate(changed):
-        if shardings[i] is not None:
-            out[j] = constrain(out[j], shardings[i])
-    return out
 
 
 def _insert_statics(args: tuple, kwargs: dict, statics: tuple) -> tuple:

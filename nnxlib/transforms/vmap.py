@@ -111,6 +111,9 @@ def _validate(axes: Any, where: str) -> set:
                         f"{where}: nnx.Carry (for filter {f!r}) is only meaningful in "
                         "nnx.scan. Hint: use an int axis or None in vmap."
                     )
+                # (a StateAxes may hold shardings, for jit: not axes)
+                _axes._check_axis(axis, f"{where}: StateAxes entry for filter {f!r}",
+                                  allow_carry=False)
                 used.add(axis)
         elif entry is Carry:
             raise ValueError(f"{where}: nnx.Carry is only meaningful in nnx.scan.")

@@ -147,7 +147,7 @@ def test_nnx_method_and_attribute_forwarding():
 class Block(nn.Module):
     @nn.compact
     def __call__(self, x, _):
-        layer = to_linen(nnx.Linear, 4, 4, kernel_metadata={"sharding_names": ("embed", "mlp")})
+        layer = to_linen(nnx.Linear, 4, 4, kernel_metadata={"out_sharding": ("embed", "mlp")})
         return jnp.tanh(layer(x)), None
 
 

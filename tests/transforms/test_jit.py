@@ -221,7 +221,7 @@ def _static_attributes(m, x):
 
 
 def _variable_metadata(m, x):
-    m.linear.kernel.set_metadata(sharding_names=("in", "out"))
+    m.linear.kernel.set_metadata(out_sharding=("in", "out"))
 
 
 def _new_alias(m, x):
@@ -731,16 +731,16 @@ def test_input_shapes_and_dtypes_retrace():
 
 def test_variable_metadata_survives_the_transform():
     model = Linear(2, 3, rngs=nnx.Rngs(0))
-    model.kernel.set_metadata(sharding_names=("in", "out"), note={"a": [1, 2]})
+    model.kernel.set_metadata(out_sharding=("in", "out"), note={"a": [1, 2]})
 
     @nnx.jit
     def f(m):
-        assert m.kernel.sharding_names == ("in", "out")
+        assert m.kernel.out_sharding == ("in", "out")
         m.kernel[...] = m.kernel + 1
         return m.kernel
 
     assert f(model) is model.kernel
-    assert model.kernel.get_metadata(exclude_required=True) == {"sharding_names": ("in", "out"),
+    assert model.kernel.get_metadata(exclude_required=True) == {"out_sharding": ("in", "out"),
                                            "note": {"a": [1, 2]}}
 
 
