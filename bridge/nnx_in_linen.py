@@ -359,7 +359,8 @@ class ToLinen(nn.Module):
         try:
             yield
         except (flax.errors.InvalidRngError, AttributeError) as exc:
-            if isinstance(exc, AttributeError) and "No RNG stream" not in str(exc):
+            if (isinstance(exc, AttributeError)
+                    and not isinstance(exc, errors.MissingRngStreamError)):
                 raise
             raise errors.MissingRngStreamError(
                 f"{self._owner()}: building the nnxlib module needs a random stream Linen "
