@@ -190,14 +190,18 @@ class _NodeInfo:
 
 
 def _nodes(root: Any) -> list[tuple[tuple, Any]]:
-    """Every graph node below ``root`` once, depth first (first path wins)."""
+    """Every mutable graph node (module, ``List``, ...) below ``root`` once, depth
+    first (first path wins). Immutable containers (tuples, ...) are walked through but
+    not listed: one of them may be one object in one graph and two in its copy."""
     seen: set[int] = set()
     out: list[tuple[tuple, Any]] = []
 
     def visit(path: tuple, node: Any) -> None:
-        seen.add(id(node))
-        out.append((path, node))
-        for key, child in node_impl(type(node)).children(node):
+        impl = node_impl(type(node))
+        if not impl.pytree:
+            seen.add(id(node))
+            out.append((path, node))
+        for key, child in impl.children(node):
             if id(child) not in seen and node_impl(type(child)) is not None:
                 visit((*path, key), child)
 
