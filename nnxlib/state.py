@@ -222,7 +222,12 @@ class State(MutableMapping, Generic[K, V]):
         self[name] = value
 
     def __eq__(self, other: object) -> bool:
-        return self is other
+        # As a Mapping (flax.nnx's too): equal keys and equal values, e.g. State({}) == {}.
+        if self is other:
+            return True
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
 
     __hash__ = None  # type: ignore[assignment]
 

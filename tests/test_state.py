@@ -75,10 +75,15 @@ class TestMapping:
         t["b"] = 2
         assert "b" not in s
 
-    def test_equality_is_identity(self):
-        s = nnx.State({"a": 1})
-        assert s == s
-        assert s != nnx.State({"a": 1})
+    def test_equality_is_mapping_equality(self):
+        # as flax.nnx's State (a Mapping): same keys, equal values
+        s = nnx.State({"a": 1, "b": {"c": 2}})
+        assert s == s and s == nnx.State({"a": 1, "b": {"c": 2}})
+        assert s == {"a": 1, "b": {"c": 2}} and nnx.State({}) == {}
+        assert s != nnx.State({"a": 1}) and s != {"a": 1, "b": {"c": 3}}
+        assert s != [1, 2]
+        params, rest = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.Param, ...)[1:]
+        assert rest == {} and params != {}
 
     def test_repr(self):
         text = repr(nnx.State({"a": {"w": nnx.Param(1.0)}, "b": 2}))
