@@ -203,8 +203,13 @@ class ToLinen(nn.Module):
         method = self._method(module, nnx_method)
         with running_in(self):
             if initializing:
+                # init returns the variables as built, as flax.nnx's ToLinen does: what
+                # the call changes in them (a counter, running statistics) is not kept,
+                # while variables the call creates (lazily built layers) are.
+                built = nnxlib.clone(nnxlib.state(module, graph=True), graph=True)
                 with lazy_init_scope():
                     out = method(*args, **kwargs)
+                nnxlib.update(module, built)
             else:
                 out = method(*args, **kwargs)
         if initializing:
