@@ -99,7 +99,7 @@ def _simple(x: Any) -> Any:
         return f"type[{x.__name__}]"
     if isinstance(x, str):
         return x
-    if dataclasses.is_dataclass(x) or x is None or isinstance(x, (int, float, complex)):
+    if x is None or isinstance(x, (int, float, complex)):
         return repr(x)
     children, _ = jax.tree_util.tree_flatten_with_path(x, is_leaf=lambda y: y is not x)
     if children and children != [((), x)]:  # another registered pytree: by its keys
@@ -502,7 +502,7 @@ def tabulate(
         if isinstance(node, Module) and type(node) not in classes:
             classes[type(node)] = _recorded_methods(type(node))
     classes.setdefault(type(obj), [])
-    if method not in classes[type(obj)]:
+    if method not in classes[type(obj)] and callable(getattr(type(obj), method, None)):
         classes[type(obj)].append(method)
     recorder = _Recorder(infos, compute_flops, compute_vjp_flops)
     graphdef, state = graphlib.split(obj, graph=True)
