@@ -288,3 +288,21 @@ def test_flops_with_a_structural_change_or_a_returned_module_still_work():
     assert set(rows) == {"", "layer", "linear"}
     assert rows["linear"][4] == str(2 * 2 * 2 + 2)       # matmul + bias
     assert "- text" in table and not hasattr(model, "y")
+
+
+def test_registered_pytree_outputs_show_their_fields():
+    import dataclasses
+
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass
+    class Out:
+        logits: jax.Array
+        aux: jax.Array
+
+    class Model(nnx.Module):
+        def __call__(self, x):
+            return Out(x, x.sum())
+
+    rows = [r for r in _rows(nnx.tabulate(Model(), jnp.ones((2, 3)))) if r[1]]
+    assert rows[0][3] == "aux: float32[]"          # one field a line, in key order
+    assert "logits: float32[2,3]" in nnx.tabulate(Model(), jnp.ones((2, 3)))
