@@ -303,6 +303,7 @@ def test_registered_pytree_outputs_show_their_fields():
         def __call__(self, x):
             return Out(x, x.sum())
 
-    rows = [r for r in _rows(nnx.tabulate(Model(), jnp.ones((2, 3)))) if r[1]]
-    assert rows[0][3] == "aux: float32[]"          # one field a line, in key order
-    assert "logits: float32[2,3]" in nnx.tabulate(Model(), jnp.ones((2, 3)))
+    table = nnx.tabulate(Model(), jnp.ones((2, 3)))
+    rows = [r for r in _rows(table) if r[1]]
+    assert rows[0][3] == "logits: float32[2,3]"    # one field a line, in field order
+    assert "aux: float32[]" in table
