@@ -166,9 +166,13 @@ BETTER = {
                           "both types raises ShardingError, a ValueError, in both)"),
     "Dropout": ("under Explicit mesh axes the mask is sharded like the input, also when "
                 "broadcast over a sharded dimension (where flax.nnx fails)"),
-    "StateSharding": ("a variable no filter matches is left unconstrained (flax.nnx raises); "
-                      "accepted with graph_updates=False and in tree mode too (flax.nnx "
-                      "refuses it there)"),
+    "StateSharding": "a variable no filter matches is left unconstrained (flax.nnx raises)",
+    "with_rngs": ("also with graph updates on (returns the copy; flax.nnx raises "
+                  "NotImplementedError there)"),
+    "tabulate": (
+        "runs the model abstractly (jax.eval_shape: nothing is computed); outputs need not "
+        "be arrays; a module's __call__ and another method with the same inputs are two "
+        "rows (flax.nnx drops one); with flop columns each method body still runs once"),
 }
 
 DIFFERENT = {
@@ -219,6 +223,16 @@ DIFFERENT = {
     "split_context": ("objects seen in an earlier split of the same context are described "
                       "again in full (same index), so each pair also merges on its own"),
     "UpdateContext": "the four calls must come in order: split, merge, split, merge",
+    "update": ("a state whose shapes differ from the model's raises StateMismatchError "
+               "naming the path; flax.nnx writes the new shapes in"),
+    "Rngs": ("a stream passed in, or one Rngs.split/broadcast leave alone, is the same "
+             "stream in the new Rngs; flax.nnx makes a new stream whose count restarts at "
+             "0 (handing out keys already drawn)"),
+    "fork_rngs": ("with a mapping, a stream is forked by the first filter that matches it "
+                  "(flax.nnx forks it once per matching filter)"),
+    "bridge.wrappers.ToNNX": (
+        "outside Linen, a call writes back every collection but params by default (flax.nnx: "
+        "nothing, mutable=False); as in flax.nnx parameters come from lazy_init only"),
     "spmd.add_axis": ("a negative index counts from the end of the result, as "
                       "jnp.expand_dims does (-1: the new axis is last); flax inserts "
                       "before the last existing entry"),

@@ -31,7 +31,7 @@ from nnxlib import _tracking
 from nnxlib._arrays import aval_of
 from nnxlib._frozen import Unhashable, freeze
 from nnxlib._tree_check import NOT_WALKED, first_shared
-from nnxlib.state import key_order, partition_indices
+from nnxlib.state import State, key_order, partition_indices
 from nnxlib.variables import Variable, _new_variable, freeze_metadata, thaw_metadata
 
 
@@ -147,6 +147,10 @@ register_graph_node_type(list, NodeImpl(
 register_graph_node_type(dict, NodeImpl(
     children=_sorted_items, pytree=True,
     build=lambda typ, keys, values: dict(zip(keys, values))))
+# A State is walked like the nested dict it stands for (clone copies its variables).
+register_graph_node_type(State, NodeImpl(
+    children=lambda s: _sorted_items(s._nested()), pytree=True,
+    build=lambda typ, keys, values: typ(dict(zip(keys, values)))))
 
 
 # Leaf types that are state when held by a module attribute; nnx.register_data_type

@@ -211,10 +211,10 @@ class TestRngs:
             with pytest.raises(AttributeError) as info:
                 get()
             msg = str(info.value)
-            assert "No RNG stream named 'dropout'" in msg
+            assert "No RngStream named 'dropout'" in msg
             assert "streams are ['params']" in msg
             assert "Hint:" in msg and "dropout=seed" in msg
-        with pytest.raises(AttributeError, match="No RNG stream named 'default'"):
+        with pytest.raises(AttributeError, match="No RngStream named 'default'"):
             rngs()
         assert_unchanged(rngs, before)
 

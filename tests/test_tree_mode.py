@@ -143,7 +143,7 @@ GRAPH_FUNCTIONS = {
     "with_attributes": lambda m, g: nnx.with_attributes(m, graph=g),
     "reseed": lambda m, g: nnx.reseed(m, graph=g),
     "fork_rngs": lambda m, g: nnx.fork_rngs(m, graph=g),
-    "split_rngs": lambda m, g: nnx.split_rngs(m, splits=2, graph=g).__enter__(),
+    "split_rngs": lambda m, g: nnx.split_rngs(m, splits=2, graph=g),
     "with_rngs": lambda m, g: nnx.with_rngs(m, graph=g),
     "as_abstract": lambda m, g: nnx.as_abstract(m, graph=g),
     "abstract_with_sharding": lambda m, g: nnx.abstract_with_sharding(m, graph=g),

@@ -129,8 +129,8 @@ class Dropout(Module):
         source = rngs if rngs is not None else self.rngs
         if source is None:
             raise ValueError(
-                "Dropout: deterministic is False but no random key is available: no "
-                "`rngs` was passed to the call and none was given at construction. "
+                "`deterministic` is False, but no `rngs` argument was provided to Dropout "
+                "(none was given at construction either), so no random key is available. "
                 "Hint: build it with nnx.Dropout(rate, rngs=nnx.Rngs(dropout=0)), call it "
                 "with layer(x, rngs=rngs), or switch it off with deterministic=True / "
                 "model.eval()."
