@@ -135,7 +135,7 @@ def check_mode(node: Any, graph: bool | None, where: str, root: str = "") -> Non
         ...     check_mode(nnx.List([shared, shared]), False, "nnx.state")
         ... except nnx.errors.SharedReferenceError as error:
         ...     print(str(error).splitlines()[0])
-        nnx.state(graph=False): `[0]` and `[1]` are the same Param; tree mode needs every object at one path.
+        nnx.state(graph=False): `[0]` and `[1]` are the same Param; tree mode needs every object at one path (Duplicate Param found at paths `[0]` and `[1]`).
     """
     if not resolve_graph(graph):
         check_tree(plan_for(node).graphdef, where, root=root)
