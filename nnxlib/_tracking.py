@@ -113,7 +113,8 @@ def check_trace(obj: object, what: str) -> None:
             f"Cannot {what} of a {type(obj).__name__} created outside the current "
             "transform: it was captured from an outer trace (for example by closure). "
             "Hint: pass the module or variable as an argument to the transformed "
-            "function instead of closing over it."
+            "function instead of closing over it. (Cannot mutate "
+            f"'{type(obj).__name__}' from different trace level.)"
         )
 
 

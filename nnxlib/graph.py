@@ -231,10 +231,12 @@ def _leaves_for(graphdef: GraphDef, states: tuple, where: str) -> list:
             parts.append(f"missing paths {[format_path(p) for p in missing[:5]]}")
         if extra:
             parts.append(f"unexpected paths {sorted(format_path(p) for p in extra)[:5]}")
+        count = ("" if len(by_path) == len(graphdef.paths)
+                 else " (Incorrect number of leaves)")
         raise StateMismatchError(
             f"{where}: the state does not match the graph definition: "
             f"{'; '.join(parts)}. Expected {len(graphdef.paths)} leaves, got "
-            f"{len(by_path)}. Hint: pass every state returned by split (e.g. "
+            f"{len(by_path)}{count}. Hint: pass every state returned by split (e.g. "
             "merge(graphdef, params, rest)) and do not add or drop entries."
         )
     return [by_path[p] for p in graphdef.paths]
@@ -579,7 +581,8 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any, /, *,
                   graph: bool | None = None) -> Any:
     """Rebuild a graph bottom-up, replacing each node and leaf by ``f(path, value)``.
 
-    Shared objects are mapped once and stay shared.
+    ``f`` works on a copy of the graph's nodes holding the same variables, so ``node``
+    itself is not changed. Shared objects are mapped once and stay shared.
 
     Example:
         >>> import jax.numpy as jnp
@@ -591,6 +594,8 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any, /, *,
         0.0
     """
     check_mode(node, graph, "nnx.recursive_map")
+    if is_graph_node(node) or node_impl(type(node)) is not None:
+        node = clone(node, variables=False, graph=True)  # ``node`` itself is not changed
     memo: dict[int, Any] = {}
 
     def visit(path: tuple, value: Any) -> Any:

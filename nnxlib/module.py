@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import itertools
 import math
@@ -101,8 +102,12 @@ class Object:
         if self._nnx_trace != _tracking.current_trace():
             _tracking.check_trace(self, f"set attribute {name!r}")
         marker = type(self)._nnx_markers.get(name)
-        if marker is not None:
-            value = data(value) if marker == _markers.DATA else static(value)
+        if marker == _markers.DATA:
+            value = data(value)
+        elif marker is not None:
+            _check_static(value, f"{type(self).__name__}.{name} (marked static)",
+                          f"Found unexpected data on value of type {type(value)} in static "
+                          f"attribute '{name}'")
         value = track(value)
         _check_attribute_value(self, name, value)
         d = self.__dict__
@@ -320,10 +325,14 @@ class Module(Object):
         elif isinstance(current, variable_type):
             current.value = reduce_fn(current.value, value)
         else:
+            expected = (f"Expected '{name}' to be of type '{variable_type.__name__}', got "
+                        f"'{type(current).__name__}'" if isinstance(current, Variable)
+                        else f"Expected '{name}' to be a Variable, got "
+                        f"{type(current).__name__}")
             raise ValueError(
                 f"sow: attribute {type(self).__name__}.{name} holds a "
-                f"{type(current).__name__}, expected a {variable_type.__name__}. Hint: "
-                "sow under another name or pop the old value first."
+                f"{type(current).__name__}, expected a {variable_type.__name__} "
+                f"({expected}). Hint: sow under another name or pop the old value first."
             )
 
     def perturb(self, name: str, value: Any,
@@ -426,11 +435,8 @@ def _set_attributes(root: Any, filters: tuple, raise_if_not_found: bool,
                     attributes: dict, where: str) -> None:
     """Set ``attributes`` on the modules under ``root`` (matching ``filters``) that have
     them; an attribute found nowhere is an error raised before anything is set."""
-    predicates = [to_predicate(f) for f in filters]
     writes, found = [], set()
-    for path, module in iter_modules(root, graph=True):
-        if predicates and not any(p(path, module) for p in predicates):
-            continue
+    for module in _selected_modules(root, filters):
         for name, value in attributes.items():
             if hasattr(module, name) and not isinstance(getattr(module, name), Object):
                 writes.append((module, name, value))
@@ -439,19 +445,31 @@ def _set_attributes(root: Any, filters: tuple, raise_if_not_found: bool,
     if missing and raise_if_not_found:
         raise ValueError(
             f"{where}: no submodule of {type(root).__name__} has attribute(s) {missing}"
-            f"{' among those matching the filters' if filters else ''}; nothing was set. "
-            "Hint: check the names, or pass raise_if_not_found=False to ignore them."
+            f"{' among those matching the filters' if filters else ''} (Could not find at "
+            f"least one instance of the following attributes: {missing}); nothing was "
+            "set. Hint: check the names, or pass raise_if_not_found=False to ignore them."
         )
     for module, name, value in writes:
         setattr(module, name, value)
 
 
-def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
-         graph: bool | None = None, **attributes: Any) -> Any:
-    """A copy of ``node`` with static attributes changed, e.g. an evaluation view.
+def _selected_modules(root: Any, filters: tuple) -> list:
+    """The modules under ``root`` (children first) matching any of ``filters``."""
+    predicates = [to_predicate(f) for f in filters]
+    return [module for path, module in iter_modules(root, graph=True)
+            if not predicates or any(p(path, module) for p in predicates)]
 
-    The copy has its own modules and variables, holding the same arrays as ``node``;
-    ``node`` itself is not changed. ``only`` selects the modules to change.
+
+def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
+         graph: bool | None = None, **kwargs: Any) -> Any:
+    """A view of ``node`` with its modes changed, e.g. an evaluation view.
+
+    The view has its own modules (``node`` itself is not changed) holding the *same*
+    ``Variable`` objects as ``node``, so training one trains the other. Each module
+    selected by ``only`` that defines ``set_view`` gets the keywords its signature
+    takes (all of them with ``**kwargs``); on the other modules, keywords naming an
+    attribute set that attribute. A keyword used nowhere raises ``ValueError`` unless
+    ``raise_if_not_found=False``.
 
     Example:
         >>> import nnxlib as nnx
@@ -459,13 +477,48 @@ def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
         >>> evaluation = nnx.view(model, deterministic=True, use_running_average=True)
         >>> evaluation.layers[0].deterministic, model.layers[0].deterministic
         (True, False)
+        >>> evaluation.layers[1].scale is model.layers[1].scale
+        True
         >>> nnx.view(model, only=nnx.Dropout, deterministic=True).layers[1].use_running_average
         False
     """
-    copy = graphlib.clone(node, graph=graph)
+    copy = graphlib.clone(node, variables=False, graph=graph)
     filters = () if only is ... else (only,)
-    _set_attributes(copy, filters, raise_if_not_found, attributes, "view")
+    unused = set(kwargs)
+    writes = []
+    for module in _selected_modules(copy, filters):
+        set_view = getattr(module, "set_view", None)
+        if callable(set_view):
+            taken = _keywords_taken(set_view, kwargs)
+            writes.append(functools.partial(
+                set_view, **{k: v for k, v in kwargs.items() if k in taken}))
+            unused -= taken
+            continue
+        for name, value in kwargs.items():
+            if hasattr(module, name) and not isinstance(getattr(module, name), Object):
+                writes.append(functools.partial(setattr, module, name, value))
+                unused.discard(name)
+    if unused and raise_if_not_found:
+        names = sorted(unused)
+        raise ValueError(
+            f"view: no module of {type(node).__name__} takes {names} (Unused keys found "
+            f"in nnx.view: {names}); {type(node).__name__} is unchanged. Hint: check the "
+            "names against nnx.view_info(node), or pass raise_if_not_found=False to "
+            "ignore them."
+        )
+    for write in writes:
+        write()
     return copy
+
+
+def _keywords_taken(method: Callable, kwargs: dict) -> set:
+    """The names of ``kwargs`` that ``method`` accepts as keywords (all with ``**``)."""
+    parameters = inspect.signature(method).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return set(kwargs)
+    named = {p.name for p in parameters if p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return named & set(kwargs)
 
 
 def iter_module_children(node: Any, /, *, graph: bool | None = None
@@ -560,20 +613,28 @@ def static(value: Any = _MISSING, /, **field_kwargs: Any) -> Any:
     """
     if value is _MISSING:
         return _marker_field(_markers.STATIC, field_kwargs)
+    _check_static(value, "nnx.static", f"Found data in value of type {type(value)}")
+    return value
+
+
+def _check_static(value: Any, where: str, phrase: str) -> None:
+    """Refuse a value holding state where a static value is required (``phrase`` is
+    flax's wording for the case)."""
     if holds_state(value):
         raise ValueError(
-            f"nnx.static: the {type(value).__name__} value holds state (arrays, "
-            "variables or modules), which cannot be static. Hint: assign it without "
+            f"{where}: the {type(value).__name__} value holds state (arrays, variables or "
+            f"modules), which cannot be static ({phrase}). Hint: assign it without "
             "nnx.static (it is then state), or keep only non-array values in it."
         )
-    return value
 
 
 class Sequential(Module):
     """Apply layers (any callables) one after another.
 
     The first layer receives all arguments; a tuple output is unpacked into the next
-    layer's arguments. ``rngs``, when given, goes to every layer whose signature names
+    layer's positional arguments, a dict output into its keyword arguments. Without
+    layers it is the identity (one argument comes back as it is, several as a tuple,
+    keywords alone as a dict, nothing as None). ``rngs``, when given, goes to every layer whose signature names
     an ``rngs`` parameter (as in flax.nnx; a bare ``**kwargs`` does not count).
 
     Example:
@@ -587,19 +648,28 @@ class Sequential(Module):
         >>> drop = nnx.Sequential(nnx.Dropout(0.5), jax.nn.relu, nnx.Dropout(0.5))
         >>> drop(jnp.ones(4), rngs=nnx.Rngs(dropout=0)).shape
         (4,)
+        >>> nnx.Sequential()(1, 2), nnx.Sequential()(x=1)
+        ((1, 2), {'x': 1})
     """
 
     def __init__(self, *fns: Any):
         self.layers = List(fns)
 
     def __call__(self, *args: Any, rngs: Any = None, **kwargs: Any) -> Any:
-        if not self.layers:
-            raise ValueError("Sequential has no layers. Hint: Sequential(layer1, layer2).")
+        if not self.layers:  # the identity: what a layer would have received
+            if args:
+                return args[0] if len(args) == 1 else args
+            return kwargs or None
         first = self.layers[0]
         out = first(*args, **kwargs, **_rngs_for(first, rngs))
         for layer in itertools.islice(self.layers, 1, None):
             extra = _rngs_for(layer, rngs)
-            out = layer(*out, **extra) if isinstance(out, tuple) else layer(out, **extra)
+            if isinstance(out, tuple):
+                out = layer(*out, **extra)
+            elif isinstance(out, dict):
+                out = layer(**out, **extra)
+            else:
+                out = layer(out, **extra)
         return out
 
 

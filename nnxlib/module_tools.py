@@ -16,11 +16,12 @@ Example:
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, Callable
 
 from nnxlib import graph as graphlib
 from nnxlib.filters import to_predicate
-from nnxlib.module import Module, Object, iter_modules, view
+from nnxlib.module import Module, Object, _set_attributes, iter_modules
 from nnxlib.state import State
 from nnxlib.variables import Variable
 
@@ -136,8 +137,8 @@ def with_attributes(node: Any, /, *, only: Any = ..., raise_if_not_found: bool =
                     graph: bool | None = None, **attributes: Any) -> Any:
     """A copy of ``node`` with ``attributes`` set on its modules; ``node`` is unchanged.
 
-    The copy holds the same arrays (no data is copied). This is :func:`nnxlib.view`
-    under flax.nnx's other name.
+    The copy has its own modules holding the same ``Variable`` objects as ``node``.
+    Unlike :func:`nnxlib.view` it sets attributes only (no ``set_view`` calls).
 
     Example:
         >>> import nnxlib as nnx
@@ -145,22 +146,24 @@ def with_attributes(node: Any, /, *, only: Any = ..., raise_if_not_found: bool =
         >>> frozen = nnx.with_attributes(model, deterministic=True)
         >>> frozen.layers[0].deterministic, model.layers[0].deterministic
         (True, False)
-        >>> frozen.layers[1].kernel[...] is model.layers[1].kernel[...]
+        >>> frozen.layers[1].kernel is model.layers[1].kernel
         True
     """
-    return view(node, only=only, raise_if_not_found=raise_if_not_found, graph=graph,
-                **attributes)
+    copy = graphlib.clone(node, variables=False, graph=graph)
+    _set_attributes(copy, () if only is ... else (only,), raise_if_not_found, attributes,
+                    "with_attributes")
+    return copy
 
 
 MODE_FLAGS = ("deterministic", "use_running_average", "decode")
 
 
 def view_info(node: Any, /, *, only: Any = ..., graph: bool | None = None) -> str:
-    """What :func:`nnxlib.view` can switch in ``node``: per module type, the mode flags
-    it has (``deterministic``, ``use_running_average``, ``decode``) and their values.
-
-    nnxlib modules have no ``set_view`` methods (``view`` sets attributes), so this
-    lists attributes where flax.nnx lists ``set_view`` signatures.
+    """What :func:`nnxlib.view` can switch in ``node``, per module class (by
+    ``__qualname__``): for a class with a ``set_view`` method, its keyword parameters
+    (``name: annotation = default``) each followed by its description from the
+    method's ``Args:`` docstring section; for other classes, the mode flags it has
+    (``deterministic``, ``use_running_average``, ``decode``) and their values.
 
     Example:
         >>> import nnxlib as nnx
@@ -172,20 +175,76 @@ def view_info(node: Any, /, *, only: Any = ..., graph: bool | None = None) -> st
           deterministic: bool = False
     """
     predicate = to_predicate(only)
-    flags: dict[str, dict[str, Any]] = {}
+    sections: dict[str, list[str]] = {}
     for path, module in iter_modules(node, graph=graph):
         if not isinstance(module, Module) or not predicate(path, module):
             continue
-        entry = flags.setdefault(type(module).__name__, {})
-        for name, value in vars(module).items():
-            if name in MODE_FLAGS:
-                entry.setdefault(name, value)
-    lines = []
-    for type_name in sorted(flags):
-        if not flags[type_name]:
+        name = type(module).__qualname__
+        if name in sections:
             continue
-        lines.append(f"{type_name}:")
-        for name, value in flags[type_name].items():
+        set_view = getattr(type(module), "set_view", None)
+        lines = (_set_view_lines(set_view) if callable(set_view)
+                 else _flag_lines(module))
+        if lines:
+            sections[name] = lines
+    return "\n".join(line for name in sorted(sections)
+                     for line in (f"{name}:", *sections[name]))
+
+
+def _flag_lines(module: Any) -> list[str]:
+    lines = []
+    for name, value in vars(module).items():
+        if name in MODE_FLAGS:
             kind = "bool" if isinstance(value, bool) else "bool | None"
             lines.append(f"  {name}: {kind} = {value}")
-    return "\n".join(lines)
+    return lines
+
+
+def _set_view_lines(set_view: Callable) -> list[str]:
+    """``name: annotation = default`` per keyword of ``set_view``, each with the
+    description its docstring's ``Args:`` section gives."""
+    described = _docstring_args(inspect.getdoc(set_view) or "")
+    lines = []
+    for name, param in inspect.signature(set_view).parameters.items():
+        if name == "self" or param.kind in (inspect.Parameter.VAR_POSITIONAL,
+                                            inspect.Parameter.VAR_KEYWORD):
+            continue
+        annotation = ("" if param.annotation is inspect.Parameter.empty
+                      else f": {_annotation_text(param.annotation)}")
+        default = ("" if param.default is inspect.Parameter.empty
+                   else f" = {param.default}")
+        lines.append(f"  {name}{annotation}{default}")
+        lines.extend(f"    {text}" for text in described.get(name, ()))
+    return lines
+
+
+def _annotation_text(annotation: Any) -> str:
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+
+def _docstring_args(doc: str) -> dict[str, list[str]]:
+    """``{name: description lines}`` from a Google-style ``Args:`` section."""
+    lines = doc.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Args:")
+    except StopIteration:
+        return {}
+    described: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    indent = None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        width = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = width
+        if width < indent:
+            break  # the next section (Returns:, ...)
+        if width == indent and ":" in line:
+            name, _, text = line.strip().partition(":")
+            current = described.setdefault(name.strip().lstrip("*"), [])
+            if text.strip():
+                current.append(text.strip())
+        elif current is not None:
+            current.append(line.strip())
+    return described

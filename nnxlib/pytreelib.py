@@ -69,7 +69,7 @@ Example:
     (1, 2)
     >>> Config(jnp.ones(2))
     Traceback (most recent call last):
-    ValueError: nnx.static: the ArrayImpl value holds state ...
+    ValueError: Config.sizes (marked static): the ArrayImpl value holds state ...
 """
 
 

@@ -426,7 +426,8 @@ def partition_indices(paths: tuple, leaves: list, filters: tuple) -> list[list[i
         else:
             raise ValueError(
                 f"The leaf at path {format_path(path)!r} "
-                f"({type(leaf).__name__}) matches none of the filters {filters!r}. "
+                f"({type(leaf).__name__}) matches none of the filters {filters!r} "
+                "(Non-exhaustive filters, got a non-empty remainder). "
                 "Hint: add `...` as the last filter to collect the remaining state."
             )
     return groups

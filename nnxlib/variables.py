@@ -157,6 +157,7 @@ class Variable(Generic[A]):
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
+        cls._nnx_custom_get = cls.get_value is not Variable.get_value
         _register_pytree(cls)
         # Every subclass gets its class name; a redefinition (same name, e.g. a re-run
         # notebook cell or two test files) takes the name over from the older class,
@@ -179,6 +180,16 @@ class Variable(Generic[A]):
             >>> p.value
             2.0
         """
+        if self._nnx_custom_get:
+            return self.get_value()
+        return self._read()
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        self.set_value(new)
+
+    def _read(self) -> Any:
+        """The held value through the escape check and the get hooks."""
         value = self._raw_value
         if value is ESCAPED:
             raise _escaped_error(self)
@@ -186,9 +197,42 @@ class Variable(Generic[A]):
             return run_value_hooks(self, self._metadata, "on_get_value", value)
         return value
 
-    @value.setter
-    def value(self, new: Any) -> None:
-        self.set_value(new)
+    # A subclass that overrides get_value is asked for every read (v[...], v.value).
+    _nnx_custom_get = False
+
+    def get_raw_value(self) -> Any:
+        """The stored value itself, without get hooks or an overridden ``get_value``.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> class Shifted(nnx.Param):
+            ...     def get_value(self, **kwargs):
+            ...         return super().get_value(**kwargs) + 3
+            >>> p = Shifted(1)
+            >>> p[...], p.get_raw_value()
+            (4, 1)
+        """
+        return self._raw_value
+
+    def set_raw_value(self, value: Any) -> None:
+        """Store ``value`` as it is: no set hooks, no overridden ``set_value``, no
+        casting. The variable must belong to the current trace.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> p = nnx.Param(1.0)
+            >>> p.set_raw_value(2.0)
+            >>> p.get_raw_value()
+            2.0
+        """
+        trace = self._nnx_trace
+        if trace is not None and trace != _tracking.current_trace():
+            _tracking.check_trace(self, "set the raw value")
+        _tracking.check_value(self, value, "set the raw value")
+        old = self._raw_value
+        object.__setattr__(self, "_raw_value", value)
+        if not same_aval(old, value):
+            _tracking.structure_changed(self)
 
     def get_value(self, *, index: Any = _MISSING) -> Any:
         """Return the held value, or ``value[index]`` when ``index`` is given.
@@ -200,7 +244,8 @@ class Variable(Generic[A]):
             >>> p.get_value(index=1).tolist(), p.get_value(index=(0, 2)).tolist()
             ([3, 4, 5], 2)
         """
-        return self.value if index is _MISSING else self[index]
+        value = self._read()
+        return value if index is _MISSING or index is Ellipsis else value[index]
 
     def set_value(self, value: Any, *, index: Any = _MISSING) -> None:
         """Replace the held value (any shape or dtype; ``v.value = x`` is the same).
@@ -250,7 +295,9 @@ class Variable(Generic[A]):
             _tracking.structure_changed(self)
 
     def __getitem__(self, key: Any) -> Any:
-        value = self.value  # one read path: escape check and get hooks
+        if self._nnx_custom_get:
+            return self.get_value(index=key)
+        value = self._read()  # one read path: escape check and get hooks
         return value if key is Ellipsis else value[key]
 
     def __setitem__(self, key: Any, new: Any) -> None:

@@ -381,6 +381,6 @@ class TestMisc:
         with pytest.raises(ValueError, match=r"head\.nope: not in the state(.|\n)*Hint"):
             state.replace_by_pure_dict({"head": {"nope": 1.0}})
 
-    def test_empty_sequential(self):
-        with pytest.raises(ValueError, match="Sequential has no layers. Hint"):
-            nnx.Sequential()(jnp.ones(1))
+    def test_empty_sequential_is_the_identity(self):  # as flax.nnx's
+        x = jnp.ones(1)
+        assert nnx.Sequential()(x) is x and nnx.Sequential()() is None
