@@ -337,7 +337,7 @@ class _Flattener:
         self.avals: list = []
         self.slots: list = []  # (leaf position, owner, key, set_raw) for raw arrays
         self.stamped: list = []  # every mutable object covered (for plan validation)
-        self._next = max(first_index, len(self.index_of))
+        self._next = max(first_index, max(self.index_of.values(), default=-1) + 1)
 
     def new_index(self, obj: Any) -> tuple[int, bool]:
         key = id(obj)
@@ -352,6 +352,17 @@ class _Flattener:
         self.index_of[key] = index
         self.objects[index] = obj
         return index, True
+
+    def flatten_root(self, value: Any) -> Any:
+        """Flatten a root: a value that is no graph node, variable or container (a
+        number, a string, an array) is itself the one leaf, at path ``()``."""
+        if (node_impl(type(value)) is None and not isinstance(value, Variable)
+                and not is_array(value)):
+            self.paths.append(())
+            self.leaves.append(value)
+            self.avals.append(aval_of(value))
+            return ArrayLeaf()
+        return self.flatten(value, ())
 
     def flatten(self, value: Any, path: tuple, owner: Any = None, key: Any = None,
                 set_raw: Any = None) -> Any:
@@ -727,7 +738,7 @@ def plan_for_many(nodes: tuple) -> Plan:
 def _walk(nodes: tuple, joint: bool = False) -> Plan:
     flat = _Flattener()
     if not joint:
-        root = flat.flatten(nodes[0], ())
+        root = flat.flatten_root(nodes[0])
     else:
         root = PytreeDef(tuple, tuple((i, flat.flatten(n, (i,))) for i, n in enumerate(nodes)))
     return Plan(GraphDef(root, tuple(flat.paths), tuple(flat.avals)), flat, nodes)
@@ -737,7 +748,7 @@ def flatten(node: Any, seed: dict[int, int] | None = None
             ) -> tuple[GraphDef, list, _Flattener]:
     """Uncached walk: ``(graphdef, leaves, flattener)``; ``seed`` fixes known indices."""
     flat = _Flattener(seed)
-    root = flat.flatten(node, ())
+    root = flat.flatten_root(node)
     return GraphDef(root, tuple(flat.paths), tuple(flat.avals)), flat.leaves, flat
 
 

@@ -142,7 +142,7 @@ def check_tree(graphdef: Any, where: str, root_labels: Any = None, root: str = "
         f"{typ.__name__}; tree mode needs every object at one path (Duplicate "
         f"{duplicate} found at paths `{first_s}` and `{second_s}`).\n"
         f"Expected: a tree (each Variable and module reachable once). Actual: a shared "
-        f"reference (found at paths `{first_s}` and `{second_s}`).\nHint: pass graph=True ({where}(..., graph=True), or "
+        f"reference.\nHint: pass graph=True ({where}(..., graph=True), or "
         f"nnx.compat.{name}) to keep shared references, or nnx.clone one of them.")
 
 

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator
 
 import jax
@@ -65,7 +66,7 @@ from nnxlib._tree_check import check_tree
 from nnxlib.errors import StateMismatchError, format_path
 from nnxlib.filters import to_predicate
 from nnxlib.graph_mode import resolve_graph
-from nnxlib.state import State, filter_state, map_state, merge_state
+from nnxlib.state import FlatState, State, filter_state, map_state, merge_state
 from nnxlib.variables import Variable
 
 __all__ = [
@@ -135,7 +136,7 @@ def check_mode(node: Any, graph: bool | None, where: str, root: str = "") -> Non
         ...     check_mode(nnx.List([shared, shared]), False, "nnx.state")
         ... except nnx.errors.SharedReferenceError as error:
         ...     print(str(error).splitlines()[0])
-        nnx.state(graph=False): `[0]` and `[1]` are the same Param; tree mode needs every object at one path.
+        nnx.state(graph=False): `[0]` and `[1]` are the same Param; tree mode needs every object at one path (Duplicate Param found at paths `[0]` and `[1]`).
     """
     if not resolve_graph(graph):
         check_tree(plan_for(node).graphdef, where, root=root)
@@ -173,10 +174,15 @@ def _state_of(paths: tuple, leaves: list) -> Any:
 
 
 def _flat_of(state: Any) -> tuple:
-    """``(paths, leaves)`` of a state given to merge/update (a Variable counts as root)."""
-    if isinstance(state, Variable):
-        return _ROOT_PATHS, (state,)
-    return (state if isinstance(state, State) else State(state))._flat()
+    """``(paths, leaves)`` of a state given to merge/update: a ``State``, a mapping, a
+    ``FlatState``, or a single leaf (a Variable, an array, ...) at the root path."""
+    if isinstance(state, State):
+        return state._flat()
+    if isinstance(state, Mapping):
+        return State(state)._flat()
+    if isinstance(state, FlatState):
+        return state.paths, state.leaves
+    return _ROOT_PATHS, (state,)
 
 
 _ROOT_PATHS = ((),)
@@ -445,11 +451,14 @@ def _check_compatible(path: tuple, old: Any, new: Any, where: str) -> None:
 
 
 def pop(node: Any, *filters: Any) -> Any:
-    """Remove the variables matching ``filters`` from the graph and return them.
+    """Remove the state matching ``filters`` from the graph and return it.
 
-    Returns one State per filter. Every reference to a removed variable is removed.
+    Returns one State per filter. A removed variable is removed at every path that
+    reaches it; raw arrays matching a filter are removed too (from modules, ``List`` /
+    ``Dict`` containers and plain lists and dicts).
 
     Example:
+        >>> import jax
         >>> import jax.numpy as jnp
         >>> import nnxlib as nnx
         >>> class Model(nnx.Module):
@@ -461,39 +470,57 @@ def pop(node: Any, *filters: Any) -> Any:
         >>> intermediates = nnx.pop(model, nnx.Intermediate)
         >>> list(intermediates), hasattr(model, "y")
         (['y'], False)
+        >>> tree = {"w": nnx.Param(1.0), "step": jnp.array(3)}
+        >>> sorted(nnx.pop(tree, nnx.Param, jax.Array)[1]), sorted(tree)
+        (['step'], [])
     """
     if not filters:
         raise TypeError("pop: expected at least one filter, e.g. pop(model, nnx.Intermediate).")
     selected = state(node, *filters, graph=True)
-    chosen = {id(v) for s in (selected if len(filters) > 1 else (selected,))
-              for v in s._flat()[1] if isinstance(v, Variable)}
-    edges = [(owner, key) for owner, key, value in _edges(node) if id(value) in chosen]
+    parts = selected if len(filters) > 1 else (selected,)
+    variables: set[int] = set()
+    arrays: set[tuple] = set()
+    for part in parts:
+        for path, leaf in zip(*_flat_of(part)):
+            if isinstance(leaf, Variable):
+                variables.add(id(leaf))
+            else:
+                arrays.add(path)
+    edges = [(owner, key) for owner, key, child, path in _edges(node)
+             if (id(child) in variables if isinstance(child, Variable) else path in arrays)]
+    for owner, _ in edges:
+        if isinstance(owner, tuple):
+            raise TypeError(
+                f"pop: cannot remove an item of a {type(owner).__name__} (tuples are "
+                "immutable); nothing was removed. Hint: hold the value in a list, dict "
+                "or module attribute, or select it with a filter that skips it."
+            )
     for owner, key in reversed(edges):  # reversed keeps list indices valid
-        if isinstance(owner, list):
-            del owner[key]
-        elif isinstance(owner, dict):
+        if isinstance(owner, (list, dict)):
             del owner[key]
         else:
             delattr(owner, key)
     return selected
 
 
-def _edges(node: Any) -> Iterator[tuple[Any, Any, Any]]:
-    """Every (owner, key, child) edge between mutable nodes and their children, once."""
+def _edges(node: Any) -> Iterator[tuple[Any, Any, Any, tuple]]:
+    """Every ``(owner, key, child, path)`` edge below ``node``, through graph nodes
+    (each once) and plain containers."""
     seen: set[int] = set()
 
-    def visit(obj: Any) -> Iterator[tuple[Any, Any, Any]]:
-        if id(obj) in seen:
-            return
-        seen.add(id(obj))
+    def visit(obj: Any, path: tuple) -> Iterator[tuple[Any, Any, Any, tuple]]:
         impl = node_impl(type(obj))
+        if not impl.pytree:
+            if id(obj) in seen:
+                return
+            seen.add(id(obj))
         for key, child in impl.children(obj):
-            yield obj, key, child
-            child_impl = node_impl(type(child))
-            if child_impl is not None and not child_impl.pytree:
-                yield from visit(child)
+            yield obj, key, child, path + (key,)
+            if node_impl(type(child)) is not None:
+                yield from visit(child, path + (key,))
 
-    yield from visit(node)
+    if node_impl(type(node)) is not None:
+        yield from visit(node, ())
 
 
 def clone(node: Any, variables: bool = True, *, arrays: bool = False,
@@ -694,21 +721,24 @@ def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
 
 
 class _CallProxy:
-    """Attribute path + call on a merged copy, returning ``(out, (graphdef, state))``."""
+    """Attribute/item path + call on a merged copy, returning ``(out, (graphdef, state))``."""
 
-    def __init__(self, graphdef_state: tuple, names: tuple = ()):
+    def __init__(self, graphdef_state: tuple, steps: tuple = ()):
         self._graphdef_state = graphdef_state
-        self._names = names
+        self._steps = steps  # ((is_item, name or key), ...)
 
     def __getattr__(self, name: str) -> "_CallProxy":
-        return _CallProxy(self._graphdef_state, self._names + (name,))
+        return _CallProxy(self._graphdef_state, self._steps + ((False, name),))
+
+    def __getitem__(self, key: Any) -> "_CallProxy":
+        return _CallProxy(self._graphdef_state, self._steps + ((True, key),))
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple:
         graphdef, state_ = self._graphdef_state
         node = merge(graphdef, clone_state(state_))
         target = node
-        for name in self._names:
-            target = getattr(target, name)
+        for is_item, step in self._steps:
+            target = target[step] if is_item else getattr(target, step)
         out = target(*args, **kwargs)
         return out, split(node, graph=True)
 
@@ -721,7 +751,8 @@ def clone_state(state_: Any) -> State:
 def call(graphdef_state: tuple) -> _CallProxy:
     """Call a method functionally: ``call((graphdef, state)).method(*args)``.
 
-    Returns ``(output, (graphdef, new_state))``; the input state is not mutated.
+    Returns ``(output, (graphdef, new_state))``; the input state is not mutated. Items
+    reach into containers: ``call((graphdef, state))["head"].method(x)``.
 
     Example:
         >>> import jax.numpy as jnp

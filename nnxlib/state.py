@@ -222,7 +222,23 @@ class State(MutableMapping, Generic[K, V]):
         self[name] = value
 
     def __eq__(self, other: object) -> bool:
-        return self is other
+        """Mapping equality, as flax.nnx's State: same keys, equal leaves (the same
+        leaf objects always compare equal; distinct arrays compare elementwise, as in a
+        dict of arrays).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> p = nnx.Param(1.0)
+            >>> nnx.State({"a": {"w": p}}) == {"a": {"w": p}}, nnx.State({}) == nnx.State({})
+            (True, True)
+        """
+        if self is other:
+            return True
+        if isinstance(other, State):
+            return self._nested() == other._nested()
+        if isinstance(other, Mapping):
+            return self._nested() == _to_nested_dict(other)
+        return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -75,10 +75,15 @@ class TestMapping:
         t["b"] = 2
         assert "b" not in s
 
-    def test_equality_is_identity(self):
-        s = nnx.State({"a": 1})
-        assert s == s
-        assert s != nnx.State({"a": 1})
+    def test_equality_compares_contents_like_flax(self):
+        from flax import nnx as flax_nnx
+        p = nnx.Param(1.0)
+        s = nnx.State({"a": 1, "b": {"w": p}})
+        assert s == s and s == nnx.State({"a": 1, "b": {"w": p}})
+        assert s == {"a": 1, "b": {"w": p}} and s != nnx.State({"a": 2, "b": {"w": p}})
+        assert s != nnx.State({"a": 1}) and nnx.State({}) == nnx.State({})
+        assert flax_nnx.State({"a": 1}) == flax_nnx.State({"a": 1})
+        assert s.__eq__(3) is NotImplemented
 
     def test_repr(self):
         text = repr(nnx.State({"a": {"w": nnx.Param(1.0)}, "b": 2}))
