@@ -30,7 +30,7 @@ import numpy as np
 from nnxlib import _tracking
 from nnxlib._arrays import aval_of
 from nnxlib._frozen import Unhashable, freeze
-from nnxlib._tree_check import NOT_WALKED, first_shared
+from nnxlib._tree_check import NOT_WALKED, first_shared, walk_defs
 from nnxlib.state import key_order, partition_indices
 from nnxlib.variables import Variable, _new_variable, freeze_metadata, thaw_metadata
 
@@ -138,15 +138,142 @@ def _sorted_items(d: dict) -> list:
     return sorted(d.items(), key=lambda kv: key_order(kv[0]))
 
 
+def _tuple_children(t: tuple) -> list:
+    fields = getattr(type(t), "_fields", None)
+    if fields is None:
+        return list(enumerate(t))
+    # a namedtuple: its field names are the keys (as in JAX's key paths), in order
+    return sorted(zip(fields, t), key=lambda kv: key_order(kv[0]))
+
+
+def _tuple_build(typ: type, keys: tuple, values: list) -> tuple:
+    if typ is tuple:
+        return tuple(values)
+    if getattr(typ, "_fields", None) is not None:
+        return typ(**dict(zip(keys, values)))
+    return typ(*values)
+
+
 register_graph_node_type(tuple, NodeImpl(
-    children=lambda t: list(enumerate(t)), pytree=True,
-    build=lambda typ, keys, values: typ(values) if typ is tuple else typ(*values)))
+    children=_tuple_children, pytree=True, build=_tuple_build))
 register_graph_node_type(list, NodeImpl(
     children=lambda t: list(enumerate(t)), pytree=True,
     build=lambda typ, keys, values: list(values)))
 register_graph_node_type(dict, NodeImpl(
     children=_sorted_items, pytree=True,
     build=lambda typ, keys, values: dict(zip(keys, values))))
+
+
+# ------------------------------------------------------------ other JAX pytrees
+class JaxPytreeType:
+    """The "type" of a :class:`PytreeDef` for a pytree JAX knows and nnxlib does not
+    (``jax.tree_util.register_dataclass``, ``flax.struct.dataclass``, ...): its JAX tree
+    definition one level deep and the children's keys in JAX's order. Hashable and
+    compared by value, like the rest of a ``GraphDef``.
+
+    Example:
+        >>> import dataclasses, jax
+        >>> import nnxlib as nnx
+        >>> @jax.tree_util.register_dataclass
+        ... @dataclasses.dataclass
+        ... class Pair:
+        ...     b: object
+        ...     a: object
+        >>> graphdef, state = nnx.split(Pair(nnx.Param(1.0), nnx.Param(2.0)))
+        >>> list(state), type(nnx.merge(graphdef, state)).__name__
+        (['a', 'b'], 'Pair')
+    """
+
+    __slots__ = ("treedef", "keys", "_hash")
+
+    def __init__(self, treedef: Any, keys: tuple):
+        self.treedef, self.keys = treedef, keys
+        self._hash = hash((treedef, keys))
+
+    @property
+    def __name__(self) -> str:  # as a class's, for messages and reprs
+        return f"pytree {self.treedef}"
+
+    def build(self, keys: tuple, values: list) -> Any:
+        by_key = dict(zip(keys, values))
+        return self.treedef.unflatten([by_key[k] for k in self.keys])
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, JaxPytreeType) and self._hash == other._hash
+                and self.treedef == other.treedef and self.keys == other.keys)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return self.__name__
+
+
+_JAX_NODE_TYPE: dict[type, bool] = {}  # type -> is a JAX pytree node (not a leaf)
+
+
+def key_of_entry(entry: Any) -> Any:
+    """The graph key of one JAX key-path entry (``GetAttrKey('w')`` -> ``'w'``).
+
+    Example:
+        >>> import jax
+        >>> key_of_entry(jax.tree_util.GetAttrKey("w")), key_of_entry(jax.tree_util.SequenceKey(2))
+        ('w', 2)
+    """
+    for name in ("key", "name", "idx"):  # DictKey/FlattenedIndexKey, GetAttrKey, SequenceKey
+        if hasattr(entry, name):
+            return getattr(entry, name)
+    return entry
+
+
+def jax_children(value: Any) -> tuple[list, JaxPytreeType] | None:
+    """``(sorted (key, child) pairs, type)`` of a JAX pytree node nnxlib has no
+    :class:`NodeImpl` for, or None for a JAX leaf (and for ``None``)."""
+    typ = type(value)
+    known = _JAX_NODE_TYPE.get(typ)
+    if known is False or value is None or isinstance(value, Variable):
+        return None
+    keyed, treedef = jax.tree_util.tree_flatten_with_path(
+        value, is_leaf=lambda x: x is not value)
+    if known is None:
+        known = _JAX_NODE_TYPE[typ] = not (len(keyed) == 1 and keyed[0][1] is value
+                                           and not keyed[0][0])
+        if not known:
+            return None
+    keys = tuple(key_of_entry(path[0]) for path, _ in keyed)
+    pairs = sorted(zip(keys, (child for _, child in keyed)), key=lambda kv: key_order(kv[0]))
+    return pairs, JaxPytreeType(treedef, keys)
+
+
+def pytree_impl(value: Any) -> NodeImpl | None:
+    """The :class:`NodeImpl` for ``value``: its type's, or for a JAX pytree nnxlib has
+    no implementation for, an immutable one read from JAX (keys from its key paths).
+
+    Example:
+        >>> import collections
+        >>> Point = collections.namedtuple("Point", ["y", "x"])
+        >>> pytree_impl(Point(1, 2)).children(Point(1, 2))
+        [('x', 2), ('y', 1)]
+        >>> print(pytree_impl(3))
+        None
+    """
+    impl = node_impl(type(value))
+    if impl is not None:
+        return impl
+    found = jax_children(value)
+    if found is None:
+        return None
+    pairs, spec = found
+    return NodeImpl(children=lambda _: pairs, pytree=True,
+                    build=lambda typ, keys, values: spec.build(keys, values))
+
+
+def _pytree_builder(typ: Any) -> Callable[[tuple, list], Any]:
+    """``build(keys, values)`` for the type of a :class:`PytreeDef`."""
+    if isinstance(typ, JaxPytreeType):
+        return typ.build
+    make = node_impl(typ).build
+    return lambda keys, values: make(typ, keys, values)
 
 
 # Leaf types that are state when held by a module attribute; nnx.register_data_type
@@ -220,7 +347,8 @@ class GraphDef(Generic[Node]):
         (True, True)
     """
 
-    __slots__ = ("root", "paths", "avals", "num_leaves", "_hash", "_builder", "_shared")
+    __slots__ = ("root", "paths", "avals", "num_leaves", "_hash", "_builder", "_shared",
+                 "_opaque")
 
     def __init__(self, root: Any, paths: tuple, avals: tuple | None = None):
         set_ = object.__setattr__
@@ -233,6 +361,7 @@ class GraphDef(Generic[Node]):
         set_(self, "_hash", hash(root))
         set_(self, "_builder", None)  # compiled lazily by build_fresh (a cache)
         set_(self, "_shared", NOT_WALKED)  # cached by shared_reference
+        set_(self, "_opaque", NOT_WALKED)  # cached by first_non_pytree
 
     def build_fresh(self, leaves: list, objects: dict | None = None) -> Any:
         """Build new objects from ``leaves`` (Variables are reused, raw values boxed).
@@ -276,6 +405,25 @@ class GraphDef(Generic[Node]):
         if found is NOT_WALKED:
             found = first_shared(self.root)
             object.__setattr__(self, "_shared", found)
+        return found
+
+    def first_non_pytree(self) -> tuple | None:
+        """``(type, path)`` of the first node whose class opted out of being a JAX
+        pytree (``class Foo(nnx.Pytree, pytree=False)``), or None; cached.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> class Opaque(nnx.Pytree, pytree=False):
+            ...     pass
+            >>> nnx.graphdef(nnx.List([Opaque()])).first_non_pytree()[1]
+            (0,)
+        """
+        found = self._opaque
+        if found is NOT_WALKED:
+            found = next(((d.type, path) for d, path in walk_defs(self.root)
+                          if d.kind == "node" and not getattr(d.type, "_nnx_pytree", True)),
+                         None)
+            object.__setattr__(self, "_opaque", found)
         return found
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -357,7 +505,7 @@ class _Flattener:
         """Flatten a root: a value that is no graph node, variable or container (a
         number, a string, an array) is itself the one leaf, at path ``()``."""
         if (node_impl(type(value)) is None and not isinstance(value, Variable)
-                and not is_array(value)):
+                and not is_array(value) and jax_children(value) is None):
             self.paths.append(())
             self.leaves.append(value)
             self.avals.append(aval_of(value))
@@ -395,6 +543,12 @@ class _Flattener:
             self.leaves.append(value)
             self.avals.append(aval_of(value))
             return ArrayLeaf()
+        found = jax_children(value)
+        if found is not None:  # a JAX pytree nnxlib does not know: walked if it holds state
+            pairs, spec = found
+            attrs = tuple((k, self.flatten(v, path + (k,), value, k, None)) for k, v in pairs)
+            if any(d.kind != "static" for _, d in attrs):
+                return PytreeDef(spec, attrs)
         return Static(freeze(value))
 
 
@@ -446,7 +600,7 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
     if kind == "pytree":
         keys = tuple(k for k, _ in d.attributes)
         values = [build(v, leaves, objects, existing) for _, v in d.attributes]
-        return node_impl(d.type).build(d.type, keys, values)
+        return _pytree_builder(d.type)(keys, values)
     value = d.value
     return value.value if isinstance(value, Unhashable) else value
 
@@ -524,12 +678,11 @@ def _compile(d: Any) -> Callable[[Iterator, dict, Any], Any]:
 
         return build_array
     if kind == "pytree":
-        pytree_type = d.type
-        make = node_impl(pytree_type).build
+        make = _pytree_builder(d.type)
         keys = tuple(k for k, _ in d.attributes)
         children = tuple(_compile(v) for _, v in d.attributes)
         return lambda leaves, objects, trace: make(
-            pytree_type, keys, [b(leaves, objects, trace) for b in children])
+            keys, [b(leaves, objects, trace) for b in children])
     value = _static_value(d)
     return lambda leaves, objects, trace: value
 

@@ -23,11 +23,14 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-from nnxlib.filters import PathIn
+from nnxlib._graphdef import key_of_entry
+from nnxlib.errors import format_path
+from nnxlib.filters import PathIn, to_predicate
 from nnxlib.graph import GraphDef, check_mode, is_node_or_variable, iter_graph
+from nnxlib.graph_mode import resolve_graph
 from nnxlib.graph_contexts import MergeContext, SplitContext
 from nnxlib.transforms.axes import StateAxes
-from nnxlib.variables import Variable
+from nnxlib.variables import Variable, _new_variable
 
 __all__ = ["NodeStates", "to_tree", "from_tree", "prefix"]
 
@@ -146,7 +149,8 @@ def to_tree(tree: Any, /, *, prefix: Any = _MISSING, split_fn: Callable | None =
     ``prefix`` is a pytree prefix of ``tree``: where it holds a
     :class:`~nnxlib.StateAxes`, the nodes below are split by its filters (one state
     per filter, the axes kept as metadata). ``split_fn(ctx, path, prefix, node)``
-    replaces the default split. ``check_aliasing`` is accepted for flax compatibility.
+    replaces the default split. With ``check_aliasing`` (the default), an object
+    reached under two different prefix entries is an error.
 
     Example:
         >>> import nnxlib as nnx
@@ -156,8 +160,26 @@ def to_tree(tree: Any, /, *, prefix: Any = _MISSING, split_fn: Callable | None =
         [['bias', 'scale'], ['mean', 'var']]
     """
     ctx = SplitContext(ctxtag)
+    seen: dict[int, tuple] = {}  # id -> (path, prefix entry) of each object's first use
+
+    def check(path: tuple, pre: Any, node: Any) -> None:
+        path = tuple(key_of_entry(k) for k in path)
+        for inner, obj in reversed(list(iter_graph(node, graph=True))):  # root first
+            if not is_node_or_variable(obj):
+                continue
+            first = seen.setdefault(id(obj), (path + inner, pre))
+            if first[1] is not pre and first[1] != pre:
+                raise ValueError(
+                    f"to_tree: the {type(obj).__name__} at {format_path(first[0])} is "
+                    f"also at {format_path(path + inner)}, with another prefix entry "
+                    f"({first[1]!r}, then {pre!r}) (Inconsistent aliasing detected. The "
+                    "following nodes have different prefixes). Hint: give an object the "
+                    "same prefix on every path that reaches it."
+                )
 
     def split_node(path: tuple, pre: Any, node: Any) -> Any:
+        if check_aliasing and prefix is not _MISSING:
+            check(path, pre, node)
         if split_fn is not None:
             return split_fn(ctx, path, pre, node)
         if isinstance(pre, StateAxes):
@@ -181,7 +203,9 @@ def to_tree(tree: Any, /, *, prefix: Any = _MISSING, split_fn: Callable | None =
     structure = jax.tree_util.tree_structure(prefix, is_leaf=_is_prefix_leaf)
     pre_leaves = jax.tree_util.tree_leaves(prefix, is_leaf=_is_prefix_leaf)
     subtrees = structure.flatten_up_to(tree)
-    converted = [convert(p, sub, ()) for p, sub in zip(pre_leaves, subtrees)]
+    bases = [tuple(key_of_entry(k) for k in path) for path, _ in
+             jax.tree_util.tree_flatten_with_path(prefix, is_leaf=_is_prefix_leaf)[0]]
+    converted = [convert(p, sub, base) for p, sub, base in zip(pre_leaves, subtrees, bases)]
     return jax.tree_util.tree_unflatten(structure, converted)
 
 
@@ -220,17 +244,20 @@ def from_tree(tree: Any, /, *, prefix: Any = _MISSING, merge_fn: Callable | None
 
 
 def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *,
-           graph: bool | None = None) -> StateAxes:
-    """Per-variable axes for ``node`` as a :class:`~nnxlib.StateAxes`, usable as an
-    ``in_axes``/``out_axes`` entry of ``nnx.vmap``/``nnx.scan``.
+           graph: bool | None = None) -> Any:
+    """Per-variable prefixes (axes, shardings, ...) for ``node``, from ``filter_map``:
+    a mapping from filters to prefixes (the first match wins) or a function
+    ``(path, variable) -> prefix``.
 
-    ``filter_map`` is a mapping from filters to axes (the first match wins, as in
-    ``StateAxes``) or a function ``(path, variable) -> axis``. flax.nnx returns a
-    pytree of axes shaped like the node; nnxlib's transforms take ``StateAxes``, so
-    the per-variable answers are grouped into one.
+    In tree mode (``graph=False``) the result is shaped like ``node``: a copy whose
+    variables hold their prefix (``result.kernel == 0``), so it is a JAX prefix of
+    ``node`` and works as ``in_axes`` of ``jax.vmap`` too. In graph mode each module in
+    ``node`` (a module, or a pytree of them: one result each) gets a
+    :class:`~nnxlib.StateAxes`, what ``nnx.vmap``/``nnx.scan`` take for a module in
+    graph mode. A variable outside modules gets its entry itself, in both modes.
 
     Example:
-        >>> import jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp
         >>> import nnxlib as nnx
         >>> class Pair(nnx.Module):
         ...     def __init__(self):
@@ -239,14 +266,64 @@ def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *,
         >>> axes = nnx.prefix(Pair(), lambda path, v: 0 if "b" in path else None)
         >>> nnx.vmap(lambda p: p.a * p.b, in_axes=(axes,))(Pair())
         Array([0., 2., 4., 6., 8.], dtype=float32)
+        >>> tree_axes = nnx.prefix(Pair(), {nnx.BatchStat: 0, ...: None}, graph=False)
+        >>> tree_axes.b[...], tree_axes.a[...] is None
+        (0, True)
+        >>> jax.vmap(lambda p: p.a * p.b, in_axes=(tree_axes,))(Pair())
+        Array([0., 2., 4., 6., 8.], dtype=float32)
     """
-    check_mode(node, graph, "nnx.prefix")
-    if isinstance(filter_map, Mapping):
-        return StateAxes(filter_map)
-    groups: dict[Any, list] = {}
-    for path, value in iter_graph(node, graph=True):
-        if isinstance(value, Variable):
-            groups.setdefault(filter_map(path, value), []).append(path)
-    items = [(PathIn(*paths), axis) for axis, paths in groups.items()]
-    return StateAxes(items + [(..., None)])
+    prefix_fn = _prefix_function(filter_map)
+    if not resolve_graph(graph):
+        check_mode(node, False, "nnx.prefix")
 
+        def in_module(outer: tuple, jax_path: tuple, leaf: Any) -> Any:
+            value = prefix_fn(outer + tuple(key_of_entry(k) for k in jax_path), leaf)
+            if isinstance(leaf, Variable):  # a variable holding its prefix: the module
+                return _new_variable(type(leaf), value, dict(leaf._metadata))  # keeps its treedef
+            return value
+
+        def top(jax_path: tuple, leaf: Any) -> Any:
+            path = tuple(key_of_entry(k) for k in jax_path)
+            if is_node_or_variable(leaf) and not isinstance(leaf, Variable):
+                return jax.tree_util.tree_map_with_path(
+                    lambda p, x: in_module(path, p, x), leaf,
+                    is_leaf=lambda x: isinstance(x, Variable))
+            return prefix_fn(path, leaf)  # a variable (or array) outside modules: the entry
+
+        return jax.tree_util.tree_map_with_path(top, node, is_leaf=is_node_or_variable)
+
+    def axes_of(obj: Any) -> Any:
+        if isinstance(obj, Variable):  # one leaf: its entry itself
+            return prefix_fn((), obj)
+        if not is_node_or_variable(obj):
+            return obj
+        check_mode(obj, True, "nnx.prefix")
+        if isinstance(filter_map, Mapping):
+            return StateAxes(filter_map)
+        groups: dict[Any, list] = {}
+        for path, value in iter_graph(obj, graph=True):
+            if isinstance(value, Variable):
+                groups.setdefault(prefix_fn(path, value), []).append(path)
+        items = [(PathIn(*paths), axis) for axis, paths in groups.items()]
+        return StateAxes(items + [(..., None)])
+
+    return jax.tree_util.tree_map(axes_of, node, is_leaf=is_node_or_variable)
+
+
+def _prefix_function(filter_map: Any) -> Callable[[tuple, Any], Any]:
+    """``filter_map`` as a function ``(path, leaf) -> prefix``."""
+    if not isinstance(filter_map, Mapping):
+        return filter_map
+    predicates = [(to_predicate(f), value) for f, value in filter_map.items()]
+
+    def first_match(path: tuple, leaf: Any) -> Any:
+        for predicate, value in predicates:
+            if predicate(path, leaf):
+                return value
+        raise ValueError(
+            f"nnx.prefix: the {type(leaf).__name__} at {format_path(path)!r} matches none "
+            f"of the filters {list(filter_map)} (No filter matched leaf at path "
+            f"{path!r}). Hint: add `...: <prefix>` as the last entry to catch the rest."
+        )
+
+    return first_match

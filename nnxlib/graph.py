@@ -59,11 +59,12 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
     node_impl,
     plan_for,
     plan_for_many,
+    pytree_impl,
     register_graph_node_type,
     unflatten,
 )
 from nnxlib._tree_check import check_tree
-from nnxlib.errors import StateMismatchError, format_path
+from nnxlib.errors import GraphStructureError, StateMismatchError, format_path
 from nnxlib.filters import to_predicate
 from nnxlib.graph_mode import resolve_graph
 from nnxlib.state import FlatState, State, filter_state, map_state, merge_state
@@ -139,7 +140,19 @@ def check_mode(node: Any, graph: bool | None, where: str, root: str = "") -> Non
         nnx.state(graph=False): `[0]` and `[1]` are the same Param; tree mode needs every object at one path (Duplicate Param found at paths `[0]` and `[1]`).
     """
     if not resolve_graph(graph):
-        check_tree(plan_for(node).graphdef, where, root=root)
+        graphdef = plan_for(node).graphdef
+        check_tree(graphdef, where, root=root)
+        opaque = graphdef.first_non_pytree()
+        if opaque is not None:
+            typ, path = opaque
+            found = f"Found at path: `{format_path(path, root)}`. " if path else ""
+            raise GraphStructureError(
+                f"{where}(graph=False): a {typ.__name__} instance has pytree=False "
+                f"(its class opted out of being a JAX pytree), so tree mode cannot walk "
+                f"it. {found}Expected: pytree nodes only in tree mode. Hint: pass "
+                f"graph=True ({where}(..., graph=True)), or drop pytree=False from "
+                f"class {typ.__name__}."
+            )
 
 
 def split(node: Any, *filters: Any, graph: bool | None = None) -> tuple:
@@ -336,7 +349,8 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     """Write the values of ``state`` (and ``states``) into the existing graph.
 
     Every path must exist in the graph, and shapes and dtypes must match; on any
-    mismatch nothing is written.
+    mismatch nothing is written. A path that holds a static value (a Python number, a
+    string, ...) in a module or container gets the new value, as in flax.nnx.
 
     Example:
         >>> import jax
@@ -354,9 +368,15 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     index = plan.path_index
     current = plan.leaves()
     writes = []
+    static_writes = []
     for s in (state, *states):
         for path, new in zip(*_flat_of(s)):
             i = index.get(path)
+            if i is None and not isinstance(new, Variable):
+                slot = _static_slot(node, path)
+                if slot is not None:  # replaces a static value (a structural change)
+                    static_writes.append((*slot, new))
+                    continue
             if i is None:
                 raise StateMismatchError(
                     f"update: path {format_path(path)!r} is not in the "
@@ -367,6 +387,11 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
             _check_compatible(path, current[i], new, "update")
             _check_writable(path, current[i], new, node)
             writes.append((i, new))
+    for owner, key, new in static_writes:
+        if isinstance(owner, (list, dict)):
+            owner[key] = new
+        else:
+            setattr(owner, key, new)
     slot_at = {position: (owner, key, set_raw) for position, owner, key, set_raw in plan.slots}
     for i, new in writes:
         target = current[i]
@@ -384,6 +409,27 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
                 set_raw(owner, key, value)
             else:  # a raw array inside an immutable container (e.g. a tuple attribute)
                 _write_into_pytree(node, plan.graphdef.paths[i], value)
+
+
+def _static_slot(root: Any, path: tuple) -> tuple | None:
+    """``(owner, key)`` when ``path`` reaches a static value held by a module or by a
+    mutable container (what ``update`` may replace), else None."""
+    owner = root
+    for depth, key in enumerate(path):
+        impl = pytree_impl(owner)
+        if impl is None:
+            return None
+        children = dict(impl.children(owner))
+        if key not in children:
+            return None
+        child = children[key]
+        if depth == len(path) - 1:
+            static = not (is_node_or_variable(child) or is_array(child)
+                          or pytree_impl(child) is not None)
+            mutable = isinstance(owner, (list, dict)) or is_graph_node(owner)
+            return (owner, key) if static and mutable else None
+        owner = child
+    return None
 
 
 def _check_writable(path: tuple, target: Any, new: Any, root: Any) -> None:
@@ -407,8 +453,8 @@ def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:
     for depth, key in enumerate(path):
         if is_graph_node(obj):
             owner, owner_key, rest = obj, key, path[depth + 1:]
-        obj = dict(node_impl(type(obj)).children(obj))[key]
-    impl = node_impl(type(owner))
+        obj = dict(pytree_impl(obj).children(obj))[key]
+    impl = pytree_impl(owner)
     if impl.set_raw is None:
         raise TypeError(
             f"update: cannot write the array at {format_path(path)!r}: its owner "
@@ -418,7 +464,7 @@ def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:
     def rebuild(tree: Any, keys: tuple) -> Any:
         if not keys:
             return value
-        tree_impl = node_impl(type(tree))
+        tree_impl = pytree_impl(tree)
         children = tree_impl.children(tree)
         values = [rebuild(v, keys[1:]) if k == keys[0] else v for k, v in children]
         return tree_impl.build(type(tree), tuple(k for k, _ in children), values)
@@ -509,17 +555,17 @@ def _edges(node: Any) -> Iterator[tuple[Any, Any, Any, tuple]]:
     seen: set[int] = set()
 
     def visit(obj: Any, path: tuple) -> Iterator[tuple[Any, Any, Any, tuple]]:
-        impl = node_impl(type(obj))
+        impl = pytree_impl(obj)
         if not impl.pytree:
             if id(obj) in seen:
                 return
             seen.add(id(obj))
         for key, child in impl.children(obj):
             yield obj, key, child, path + (key,)
-            if node_impl(type(child)) is not None:
+            if pytree_impl(child) is not None:
                 yield from visit(child, path + (key,))
 
-    if node_impl(type(node)) is not None:
+    if pytree_impl(node) is not None:
         yield from visit(node, ())
 
 
@@ -576,7 +622,7 @@ def iter_graph(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tup
     seen: set[int] = set()
 
     def visit(path: tuple, value: Any) -> Iterator[tuple[tuple, Any]]:
-        impl = node_impl(type(value))
+        impl = pytree_impl(value)
         if impl is not None or isinstance(value, Variable):
             if id(value) in seen:
                 return
@@ -599,7 +645,7 @@ def iter_children(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[
         ['layers']
     """
     check_mode(node, graph, "nnx.iter_children")
-    for key, child in node_impl(type(node)).children(node):
+    for key, child in pytree_impl(node).children(node):
         if is_graph_node(child):
             yield key, child
 
@@ -621,7 +667,7 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any, /, *,
         0.0
     """
     check_mode(node, graph, "nnx.recursive_map")
-    if is_graph_node(node) or node_impl(type(node)) is not None:
+    if is_graph_node(node) or pytree_impl(node) is not None:
         node = clone(node, variables=False, graph=True)  # ``node`` itself is not changed
     memo: dict[int, Any] = {}
 
@@ -629,7 +675,7 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any, /, *,
         key = id(value)
         if key in memo:
             return memo[key]
-        impl = node_impl(type(value))
+        impl = pytree_impl(value)
         if impl is not None and impl.pytree:
             children = impl.children(value)
             values = [visit(path + (k,), v) for k, v in children]
@@ -655,8 +701,8 @@ def map_node(f: Callable[[tuple, Any], Any], node: Any, /, *,
     (``nnx.map``). ``f`` returns a Variable (e.g. ``v.replace(new_value)``) or a raw
     value, which is boxed in the same kind of Variable; ``node`` is not changed.
 
-    ``recreate_variables`` is accepted as in flax.nnx (see :func:`nnxlib.merge`); the
-    result is the same either way.
+    With ``recreate_variables=False`` a raw value returned by ``f`` is kept raw: the new
+    graph holds it where the variable was.
 
     Example:
         >>> import jax.numpy as jnp
@@ -665,9 +711,37 @@ def map_node(f: Callable[[tuple, Any], Any], node: Any, /, *,
         >>> zeros = nnx.map(lambda path, v: v.replace(jnp.zeros_like(v)), model)
         >>> float(zeros.kernel[...].sum()), float(model.kernel[...].sum()) != 0.0
         (0.0, True)
+        >>> nnx.map(lambda path, v: 0, model, recreate_variables=False).kernel
+        0
     """
     graphdef_, state_ = split(node, graph=graph)
-    return merge(graphdef_, map_state(f, state_))
+    mapped = map_state(f, state_)
+    new = merge(graphdef_, mapped)
+    if not recreate_variables:
+        for path, leaf in zip(*mapped._flat()):
+            if not isinstance(leaf, Variable):
+                new = _put_raw(new, path, leaf)
+    return new
+
+
+def _put_raw(root: Any, path: tuple, value: Any) -> Any:
+    """Put ``value`` at ``path`` of a freshly built graph (in place of its variable);
+    returns the root (``value`` itself for the root path)."""
+    if not path:
+        return value
+    owner = root
+    for key in path[:-1]:
+        owner = dict(pytree_impl(owner).children(owner))[key]
+    impl = pytree_impl(owner)
+    if impl.set_raw is None:
+        raise TypeError(
+            f"nnx.map(recreate_variables=False): cannot put a raw value at "
+            f"{format_path(path)!r}: its owner {type(owner).__name__} is immutable. Hint: "
+            "return a Variable from the function, or use recreate_variables=True."
+        )
+    impl.set_raw(owner, path[-1], value)
+    _tracking.structure_changed(owner)
+    return root
 
 
 def set_metadata(node: Any, /, *, only: Any = Variable, **metadata: Any) -> None:
@@ -704,7 +778,7 @@ def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
     seen: set[int] = set()
 
     def visit(path: tuple, value: Any) -> None:
-        impl = node_impl(type(value))
+        impl = pytree_impl(value)
         has_identity = isinstance(value, Variable) or (impl is not None and not impl.pytree)
         if has_identity:
             if predicate(path, value):

@@ -89,6 +89,7 @@ class Object:
     def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any):
         super().__init_subclass__(**kwargs)
         cls._nnx_markers = _markers.class_markers(cls)
+        cls._nnx_pytree = pytree
         # JAX looks pytree types up exactly, so every subclass registers itself, unless
         # it asks not to be a pytree (``class Foo(nnx.Pytree, pytree=False)``, as in
         # flax): it is then a single leaf for JAX, still a graph node for nnxlib.
@@ -152,6 +153,8 @@ def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
           and not is_array(value)):
         leaves = jax.tree_util.tree_leaves(value, is_leaf=graphlib.is_node_or_variable)
         single_leaf = len(leaves) == 1 and leaves[0] is value
+        if not single_leaf and _is_frozen_dataclass(value):
+            return  # an immutable JAX pytree (flax.struct.dataclass, ...): walked as such
         hidden = (_hidden_in_attributes(value) if single_leaf
                   else [v for v in leaves if is_state_like(v)])
     else:
@@ -160,10 +163,16 @@ def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
         raise ValueError(
             f"Cannot assign {type(owner).__name__}.{name}: the {type(value).__name__} "
             f"value contains {type(hidden[0]).__name__} objects, which nnxlib cannot "
-            "track inside this container type (they would be treated as a static "
-            "constant). Hint: hold them in a list, dict, tuple, nnx.List or nnx.Dict, "
-            "or as separate attributes."
+            "track inside this container type (a mutable object, or not a JAX pytree: "
+            "changes to it would go unseen). Hint: hold them in a list, dict, tuple, "
+            "nnx.List or nnx.Dict, a frozen dataclass registered as a JAX pytree "
+            "(flax.struct.dataclass), or as separate attributes."
         )
+
+
+def _is_frozen_dataclass(value: Any) -> bool:
+    params = getattr(type(value), "__dataclass_params__", None)
+    return params is not None and params.frozen
 
 
 def _hidden_in_attributes(value: Any) -> list:
