@@ -27,8 +27,8 @@ from nnxlib._graphdef import key_of_entry
 from nnxlib.errors import format_path
 from nnxlib.filters import PathIn, to_predicate
 from nnxlib.graph import GraphDef, check_mode, is_node_or_variable, iter_graph
-from nnxlib.graph_mode import resolve_graph
 from nnxlib.graph_contexts import MergeContext, SplitContext
+from nnxlib.graph_mode import resolve_graph
 from nnxlib.transforms.axes import StateAxes
 from nnxlib.variables import Variable, _new_variable
 
