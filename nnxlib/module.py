@@ -144,6 +144,19 @@ class Object:
 
 _MISSING = object()
 
+#: The attribute ``nnx.capture`` gives every module of the graph while it runs: a tuple
+#: of one variable per captured type, each holding a dict ``{name: value}``. Being
+#: state, it travels through split/merge and transforms like any variable.
+CAPTURES = "__captures__"
+
+
+def _capture_store(captures: tuple, variable_type: type) -> Variable | None:
+    """The capture variable of exactly ``variable_type``, if the capture has one."""
+    for store in captures:
+        if type(store) is variable_type:
+            return store
+    return None
+
 
 def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
     """Reject values that would hide state from the graph walker."""
@@ -312,26 +325,40 @@ class Module(Object):
 
     def sow(self, variable_type: type[Variable] | str, name: str, value: Any,
             reduce_fn: Callable[[Any, Any], Any] = lambda xs, x: (*xs, x),
-            init_fn: Callable[[], Any] = tuple) -> None:
-        """Record ``value`` in a variable attribute ``name`` (a tuple by default).
+            init_fn: Callable[[], Any] = tuple) -> bool:
+        """Record ``value`` under ``name`` (in a tuple by default).
 
         Each call appends to the tuple (or folds with ``reduce_fn`` from
-        ``init_fn()``). Take the recorded values out with ``nnx.pop``.
+        ``init_fn()``). Inside :func:`nnxlib.capture` the value goes to the capture
+        (of this ``variable_type``, exactly; other types are dropped); outside, to a
+        variable attribute ``name`` of that type, taken out with ``nnx.pop``. Returns
+        whether the value was recorded.
 
         Example:
             >>> import nnxlib as nnx
             >>> m = nnx.Module()
             >>> m.sow(nnx.Intermediate, "h", 1)
+            True
             >>> m.sow(nnx.Intermediate, "h", 2)
+            True
             >>> m.h.value
             (1, 2)
         """
         if isinstance(variable_type, str):
             variable_type = variable_type_from_name(variable_type, allow_register=True)
+        captures = self.__dict__.get(CAPTURES)
+        if captures is not None:
+            store = _capture_store(captures, variable_type)
+            if store is None:
+                return False
+            values = store.get_value()
+            store.set_value({**values, name: reduce_fn(
+                values[name] if name in values else init_fn(), value)})
+            return True
         current = self.__dict__.get(name, _MISSING)
         if current is _MISSING:
             setattr(self, name, variable_type(reduce_fn(init_fn(), value)))
-        elif isinstance(current, variable_type):
+        elif type(current) is variable_type:
             current.value = reduce_fn(current.value, value)
         else:
             expected = (f"Expected '{name}' to be of type '{variable_type.__name__}', got "
@@ -343,13 +370,16 @@ class Module(Object):
                 f"{type(current).__name__}, expected a {variable_type.__name__} "
                 f"({expected}). Hint: sow under another name or pop the old value first."
             )
+        return True
 
     def perturb(self, name: str, value: Any,
-                variable_type: type[Variable] = Perturbation) -> Any:
-        """Add a zero-valued perturbation variable to ``value`` and return the sum.
+                variable_type: type[Variable] | str = Perturbation) -> Any:
+        """Add a zero-valued perturbation to ``value`` and return the sum.
 
         The gradient with respect to the perturbation is the gradient with respect to
-        this intermediate value.
+        this intermediate value. Inside :func:`nnxlib.capture` the perturbation lives
+        in the capture (``init=`` gives its value); outside, in a variable attribute
+        ``name``.
 
         Example:
             >>> import jax.numpy as jnp
@@ -358,9 +388,30 @@ class Module(Object):
             >>> float(m.perturb("h", jnp.array(3.0))), float(m.h[...])
             (3.0, 0.0)
         """
-        if name not in self.__dict__:
-            setattr(self, name, variable_type(jnp.zeros_like(value)))
-        return value + getattr(self, name)[...]
+        if isinstance(variable_type, str):
+            variable_type = variable_type_from_name(variable_type, allow_register=True)
+        captures = self.__dict__.get(CAPTURES)
+        if captures is not None:
+            store = _capture_store(captures, variable_type)
+            if store is None:
+                return value
+            values = store.get_value()
+            if name not in values:
+                values = {**values, name: jax.tree.map(jnp.zeros_like, value)}
+                store.set_value(values)
+            return values[name] + value
+        current = self.__dict__.get(name, _MISSING)
+        if current is _MISSING:
+            current = variable_type(jax.tree.map(jnp.zeros_like, value))
+            setattr(self, name, current)
+        elif not isinstance(current, variable_type):
+            raise ValueError(
+                f"perturb: attribute {type(self).__name__}.{name} holds a "
+                f"{type(current).__name__}, expected a {variable_type.__name__} (Expected "
+                f"'{name}' to be of type '{variable_type.__name__}', got "
+                f"'{type(current).__name__}'). Hint: perturb under another name."
+            )
+        return value + current[...]
 
     def iter_modules(self) -> Iterator[tuple[tuple, "Module"]]:
         """Yield ``(path, module)`` for this module and every submodule, once each.

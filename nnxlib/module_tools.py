@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 from nnxlib import graph as graphlib
 from nnxlib.filters import to_predicate
-from nnxlib.module import Module, Object, _set_attributes, iter_modules
-from nnxlib.state import State
+from nnxlib.module import CAPTURES, Module, Object, _set_attributes, iter_modules
+from nnxlib.state import State, from_flat_state, split_state
 from nnxlib.variables import Variable
 
 __all__ = ["capture", "with_attributes", "view_info", "tuple_init", "tuple_reduce"]
@@ -67,20 +67,66 @@ def _module_of(fn: Any, args: tuple) -> tuple[Any, Callable, tuple]:
     return args[0], fn, args
 
 
-def _insert(module: Any, init: Any) -> None:
-    """Create the variables of ``init`` (a State) at their paths in ``module``."""
+def _init_by_module(init: Any) -> dict[tuple, dict[str, Variable]]:
+    """``{module path: {name: variable}}`` from an ``init`` state of variables."""
+    found: dict[tuple, dict[str, Variable]] = {}
+    if init is None:
+        return found
     flat = (init if isinstance(init, State) else State(init)).flat_state()
     for path, value in flat:
-        owner = module
-        for key in path[:-1]:
-            owner = owner[key] if isinstance(key, int) else getattr(owner, key)
-        name = path[-1]
-        current = getattr(owner, name, None) if isinstance(name, str) else None
-        if isinstance(current, Variable):
-            current.value = value.get_value() if isinstance(value, Variable) else value
-        else:
-            setattr(owner, name, value if isinstance(value, Variable) else
-                    Variable(value))
+        if not isinstance(value, Variable):
+            raise TypeError(
+                f"capture: init entry {path!r} is a {type(value).__name__}, expected a "
+                "Variable (e.g. nnx.Perturbation(value)). Hint: pass the state returned "
+                "by an earlier capture."
+            )
+        found.setdefault(tuple(path[:-1]), {})[path[-1]] = value
+    return found
+
+
+# Method-output capturing wraps methods on the classes (as flax.nnx does); nested and
+# repeated captures share one wrapping per class, counted here.
+_WRAPPED: dict[type, list] = {}  # class -> [count, {name: original}]
+_OUTPUT_TYPES: list[type] = []  # the method_outputs type of each active capture
+
+
+def _wrap_methods(classes: set) -> None:
+    for cls in classes:
+        entry = _WRAPPED.get(cls)
+        if entry is not None:
+            entry[0] += 1
+            continue
+        originals = {}
+        for name, method in list(vars(cls).items()):
+            if (not name.startswith("_") or name == "__call__") and _is_method(method):
+                originals[name] = method
+                setattr(cls, name, _recording(name, method))
+        _WRAPPED[cls] = [1, originals]
+
+
+def _is_method(value: Any) -> bool:
+    return callable(value) and not isinstance(value, (staticmethod, classmethod, type))
+
+
+def _unwrap_methods(classes: set) -> None:
+    for cls in classes:
+        entry = _WRAPPED[cls]
+        entry[0] -= 1
+        if entry[0] == 0:
+            for name, method in entry[1].items():
+                setattr(cls, name, method)
+            del _WRAPPED[cls]
+
+
+def _recording(name: str, method: Callable) -> Callable:
+    @functools.wraps(method)
+    def record(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = method(self, *args, **kwargs)
+        if _OUTPUT_TYPES and CAPTURES in vars(self):
+            self.sow(_OUTPUT_TYPES[-1], name, result)
+        return result
+
+    return record
 
 
 def capture(fn: Any, *var_types: type[Variable], init: Any = None,
@@ -88,13 +134,17 @@ def capture(fn: Any, *var_types: type[Variable], init: Any = None,
     """Wrap ``fn`` to also return the values it sows, as one ``State`` per type.
 
     ``fn`` is a module (its ``__call__`` runs), a bound method of a module, or a
-    function whose first argument is the module. The wrapped call returns
-    ``(result, *states)``: the variables of each type in ``var_types`` found in the
-    module after the call, removed from it (as ``nnx.pop`` does). ``init`` is a state
-    of values placed in the module before the call, e.g. perturbations to take
-    gradients through. ``capture(*var_types)`` without a function is a decorator.
-    ``method_outputs`` (flax's automatic sowing of every method's output) is not
-    supported.
+    function whose first argument is the module. While it runs, every module of the
+    graph records ``sow``/``perturb`` values in a capture (its ``__captures__``
+    attribute: state, so it travels through transforms); the call returns
+    ``(result, *states)``: the values recorded with each type of ``var_types`` (exactly
+    that type; values of other types are dropped) at their module's path, each value
+    in the first state whose type it is an instance of (as flax.nnx splits them). Without ``var_types`` it returns ``result``.
+    ``init`` is a state of variables the capture starts from, e.g. perturbations to
+    take gradients through. ``method_outputs=nnx.Intermediate`` also records the
+    output of every method a module's class defines (public ones and ``__call__``)
+    under the method's name. ``capture(*var_types)`` without a function is a
+    decorator.
 
     Example:
         >>> import jax.numpy as jnp
@@ -107,30 +157,66 @@ def capture(fn: Any, *var_types: type[Variable], init: Any = None,
         >>> perturbations["h"].value.tolist()
         [0.0, 0.0]
         >>> shift = {"h": nnx.Perturbation(jnp.ones(2))}
-        >>> nnx.capture(model, init=shift)(jnp.ones(2))[0].tolist()   # 3 * (x + 1)
+        >>> nnx.capture(model, init=shift)(jnp.ones(2)).tolist()   # 3 * (x + 1)
         [6.0, 6.0]
+        >>> _, outputs = nnx.capture(model, nnx.Intermediate,
+        ...                          method_outputs=nnx.Intermediate)(jnp.ones(2))
+        >>> outputs["__call__"].value[0].tolist()
+        [3.0, 3.0]
     """
-    if method_outputs is not None:
-        raise NotImplementedError(
-            "capture(method_outputs=...) is not supported by nnxlib. Hint: call "
-            "self.sow(...) on the outputs you want inside the methods."
-        )
     if isinstance(fn, type) and issubclass(fn, Variable):
         types = (fn, *var_types)
-        return lambda f: capture(f, *types, init=init)
+        return lambda f: capture(f, *types, init=init, method_outputs=method_outputs)
 
     @functools.wraps(fn if callable(fn) and not isinstance(fn, Object) else fn.__call__)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         module, call, call_args = _module_of(fn, args)
-        if init is not None:
-            _insert(module, init)
-        result = call(*call_args, **kwargs)
+        initial = _init_by_module(init)
+        modules = list(iter_modules(module, graph=True))
+        previous = [(m, vars(m).get(CAPTURES, _NONE)) for _, m in modules]
+        for path, m in modules:
+            stores: dict = {t: {} for t in var_types}
+            for name, var in initial.get(path, {}).items():
+                stores.setdefault(type(var), {})[name] = var.get_value()
+            setattr(m, CAPTURES, tuple(t(values) for t, values in stores.items()))
+        classes = {type(m) for _, m in modules} if method_outputs is not None else set()
+        if classes:
+            _wrap_methods(classes)
+            _OUTPUT_TYPES.append(method_outputs)
+        try:
+            result = call(*call_args, **kwargs)
+        finally:
+            if classes:
+                _OUTPUT_TYPES.pop()
+                _unwrap_methods(classes)
+            captured = _take_captures(module, var_types)
+            for m, old in previous:  # a capture around this one gets its own back
+                if old is not _NONE:
+                    setattr(m, CAPTURES, old)
         if not var_types:
-            return (result,)
-        popped = graphlib.pop(module, *var_types)
-        return (result, *(popped if len(var_types) > 1 else (popped,)))
+            return result
+        parts = split_state(captured, *var_types, ...)[:len(var_types)]
+        return (result, *parts)
 
     return wrapper
+
+
+_NONE = object()
+
+
+def _take_captures(module: Any, var_types: tuple) -> State:
+    """Remove every module's capture and return its values of ``var_types``."""
+    flat = []
+    for path, m in list(iter_modules(module, graph=True)):
+        captures = vars(m).get(CAPTURES)
+        if captures is None:
+            continue
+        delattr(m, CAPTURES)
+        for store in captures:
+            if type(store) in var_types:
+                flat += [((*path, name), type(store)(value))
+                         for name, value in store.get_value().items()]
+    return from_flat_state(flat)
 
 
 def with_attributes(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,

@@ -701,13 +701,15 @@ class Intermediate(Variable[A]):
     """
 
 
-class Perturbation(Variable[A]):
+class Perturbation(Intermediate[A]):
     """Zero-valued taps placed by ``Module.perturb`` (collection ``'perturbations'``).
+    A kind of :class:`Intermediate`, as in flax.nnx (the ``Intermediate`` filter
+    selects perturbations too).
 
     Example:
         >>> import nnxlib as nnx
-        >>> nnx.variable_name_from_type(nnx.Perturbation)
-        'perturbations'
+        >>> nnx.variable_name_from_type(nnx.Perturbation), issubclass(nnx.Perturbation, nnx.Intermediate)
+        ('perturbations', True)
     """
 
 
