@@ -138,7 +138,12 @@ def split_context(ctxtag: Hashable | None = None) -> Iterator[SplitContext]:
         ...     ctx.ctxtag
         'my-transform'
     """
-    yield SplitContext(ctxtag, _active(ctxtag))
+    ctx = SplitContext(ctxtag, _active(ctxtag))
+    try:
+        yield ctx
+    finally:  # the context lets go of what it saw (as flax.nnx's does)
+        for name in ("ctxtag", "_update", "_index_of", "_keep"):
+            delattr(ctx, name)
 
 
 @contextlib.contextmanager
@@ -169,7 +174,12 @@ def merge_context(ctxtag: Hashable | None = None,
         >>> outer is model, model.note
         (True, 'added inside')
     """
-    yield MergeContext(ctxtag, inner, _active(ctxtag))
+    ctx = MergeContext(ctxtag, inner, _active(ctxtag))
+    try:
+        yield ctx
+    finally:  # the context lets go of what it built
+        for name in ("ctxtag", "inner", "_update", "objects"):
+            delattr(ctx, name)
 
 
 def _active(ctxtag: Hashable | None) -> "UpdateContext | None":

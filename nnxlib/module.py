@@ -251,8 +251,9 @@ def _object_repr(obj: Any, seen: set, depth: int) -> str:
 
 
 def _size_summary(obj: Any) -> str:
-    """``Param: 550 (2.2 KB), BatchStat: 20 (80 B)``: the variables reachable from
-    ``obj`` (shared ones once), by kind, with element counts and bytes."""
+    """``Param: 550 (2.2 KB), BatchStat: 20 (80 B), Total: 570 (2.3 KB)``: the variables
+    reachable from ``obj`` (shared ones once), by kind, with element counts and bytes
+    (and their total when there are several kinds, as flax.nnx prints it)."""
     counts: dict[str, list[int]] = {}
     for _, value in graphlib.iter_graph(obj, graph=True):
         if not isinstance(value, Variable):
@@ -265,7 +266,13 @@ def _size_summary(obj: Any) -> str:
         entry = counts.setdefault(type(value).__name__, [0, 0])
         entry[0] += size
         entry[1] += size * getattr(dtype, "itemsize", 0)
-    return ", ".join(f"{name}: {n:,} ({_fmt_bytes(b)})" for name, (n, b) in counts.items())
+    if not counts:
+        return ""
+    parts = [f"{name}: {n:,} ({_fmt_bytes(b)})" for name, (n, b) in counts.items()]
+    if len(counts) > 1:
+        total = sum(n for n, _ in counts.values())
+        parts.append(f"Total: {total:,} ({_fmt_bytes(sum(b for _, b in counts.values()))})")
+    return ", ".join(parts)
 
 
 def _fmt_bytes(n: int) -> str:
