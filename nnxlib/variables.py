@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import jax
 import numpy as np
@@ -40,6 +40,7 @@ from nnxlib._var_metadata import (
     note_hooks,
     run_value_hooks,
     with_metadata,
+    with_partitioning,
 )
 from nnxlib._var_operators import install_operators
 from nnxlib.display import render_variable
@@ -197,42 +198,29 @@ class Variable(Generic[A]):
             return run_value_hooks(self, self._metadata, "on_get_value", value)
         return value
 
-    # A subclass that overrides get_value is asked for every read (v[...], v.value).
-    _nnx_custom_get = False
+    _nnx_custom_get = False  # True: an overridden get_value serves v[...] and v.value
 
     def get_raw_value(self) -> Any:
-        """The stored value itself, without get hooks or an overridden ``get_value``.
+        """The stored value itself: no get hooks, no overridden ``get_value``.
 
         Example:
             >>> import nnxlib as nnx
             >>> class Shifted(nnx.Param):
             ...     def get_value(self, **kwargs):
             ...         return super().get_value(**kwargs) + 3
-            >>> p = Shifted(1)
-            >>> p[...], p.get_raw_value()
+            >>> Shifted(1)[...], Shifted(1).get_raw_value()
             (4, 1)
         """
         return self._raw_value
 
     def set_raw_value(self, value: Any) -> None:
-        """Store ``value`` as it is: no set hooks, no overridden ``set_value``, no
-        casting. The variable must belong to the current trace.
+        """Store ``value`` as it is (no set hooks, no overridden ``set_value``, no cast).
 
         Example:
-            >>> import nnxlib as nnx
-            >>> p = nnx.Param(1.0)
-            >>> p.set_raw_value(2.0)
-            >>> p.get_raw_value()
+            >>> p = Param(1.0); p.set_raw_value(2.0); p.get_raw_value()
             2.0
         """
-        trace = self._nnx_trace
-        if trace is not None and trace != _tracking.current_trace():
-            _tracking.check_trace(self, "set the raw value")
-        _tracking.check_value(self, value, "set the raw value")
-        old = self._raw_value
-        object.__setattr__(self, "_raw_value", value)
-        if not same_aval(old, value):
-            _tracking.structure_changed(self)
+        self._store(value, "set the raw value")
 
     def get_value(self, *, index: Any = _MISSING) -> Any:
         """Return the held value, or ``value[index]`` when ``index`` is given.
@@ -283,10 +271,13 @@ class Variable(Generic[A]):
             new = new._raw_value
         if HOOKS_IN_USE[0]:
             new = run_value_hooks(self, self._metadata, "on_set_value", new)
+        self._store(new, "set the value")
+
+    def _store(self, new: Any, what: str) -> None:
         trace = self._nnx_trace
         if trace is not None and trace != _tracking.current_trace():
-            _tracking.check_trace(self, "set the value")
-        _tracking.check_value(self, new, "set the value")
+            _tracking.check_trace(self, what)
+        _tracking.check_value(self, new, what)
         old = self._raw_value
         object.__setattr__(self, "_raw_value", new)
         if not same_aval(old, new):
@@ -702,9 +693,8 @@ class Intermediate(Variable[A]):
 
 
 class Perturbation(Intermediate[A]):
-    """Zero-valued taps placed by ``Module.perturb`` (collection ``'perturbations'``).
-    A kind of :class:`Intermediate`, as in flax.nnx (the ``Intermediate`` filter
-    selects perturbations too).
+    """Zero-valued taps placed by ``Module.perturb`` (collection ``'perturbations'``); an
+    :class:`Intermediate`, as in flax.nnx.
 
     Example:
         >>> import nnxlib as nnx
@@ -808,28 +798,3 @@ register_variable_name("batch_stats", BatchStat)
 register_variable_name("cache", Cache)
 register_variable_name("intermediates", Intermediate)
 register_variable_name("perturbations", Perturbation)
-
-
-def with_partitioning(
-    initializer: Callable[..., Any], sharding: tuple, mesh: Any = None, **metadata: Any
-) -> Callable[..., Any]:
-    """Shorthand for ``with_metadata(initializer, out_sharding=sharding, ...)``.
-
-    ``sharding`` names one mesh axis (or logical axis name, or None) per dimension; it
-    is stored as ``out_sharding`` (flax 0.12's key; ``v.sharding_names`` reads it too).
-    ``mesh``, when given, is kept as the ``mesh`` metadata entry, and the variable is
-    created sharded on it (see :mod:`nnxlib.spmd`).
-
-    Example:
-        >>> import jax
-        >>> import nnxlib as nnx
-        >>> init = nnx.with_partitioning(nnx.initializers.zeros, ("embed",))
-        >>> p = nnx.Param(init(jax.random.key(0), (4,)))
-        >>> p.out_sharding, p.sharding_names
-        (('embed',), ('embed',))
-    """
-    if mesh is not None:
-        metadata["mesh"] = mesh
-    if not isinstance(sharding, (jax.sharding.PartitionSpec, jax.sharding.Sharding)):
-        sharding = tuple(sharding)
-    return with_metadata(initializer, out_sharding=sharding, **metadata)
