@@ -242,6 +242,9 @@ class State(MutableMapping, Generic[K, V]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __reduce__(self) -> tuple:
+        return (State, (self._nested(),))  # pickle and copy rebuild it from the dict
+
     def __repr__(self) -> str:
         return f"State({_nested_repr(self._nested(), 0)})"
 

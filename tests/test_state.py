@@ -293,3 +293,13 @@ def test_to_pure_dict_with_extract_fn():
         "a": {"w": (2.0, "Param")}, "b": (1.0, "BatchStat")}
     assert state.to_pure_dict(lambda v: v.get_metadata().get("note")) == {
         "a": {"w": "x"}, "b": None}
+
+
+def test_a_state_pickles_and_copies():
+    import copy
+    import pickle
+    state = nnx.State({"a": {"w": nnx.Param(jnp.ones(2))}, "b": 1})
+    for again in (pickle.loads(pickle.dumps(state)), copy.deepcopy(state)):
+        assert type(again) is nnx.State and again["b"] == 1
+        assert again["a"]["w"][...].tolist() == [1.0, 1.0] and again["a"]["w"] is not state.a.w
+    assert copy.copy(state)["a"]["w"] is state.a.w
