@@ -12,8 +12,10 @@ internal that nnxlib keeps private (tests that reach into ``graphlib.RefMap``,
 
 Example:
     >>> from nnxlib._compat_suite import reason_for
-    >>> reason_for("tests/nnx/graph_utils_test.py", "TestGraphUtils::test_flatten") is None
+    >>> reason_for("tests/nnx/graph_utils_test.py", "TestGraphUtils::test_unflatten") is None
     True
+    >>> reason_for("tests/nnx/graph_utils_test.py", "TestGraphUtils::test_flatten")[:30]
+    "reads flax's graph internals ("
 """
 
 from __future__ import annotations

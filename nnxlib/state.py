@@ -82,6 +82,8 @@ class FlatState:
         if _paths is not None:
             self.paths, self.leaves = _paths, _leaves
             return
+        if isinstance(pairs, Mapping):  # {path: leaf}
+            pairs = pairs.items()
         items = sorted(
             ((tuple(p), v) for p, v in pairs), key=lambda kv: tuple(map(key_order, kv[0]))
         )
@@ -378,12 +380,15 @@ def to_flat_state(state: Mapping) -> FlatState:
 
 
 def from_flat_state(flat_state: Any, *, cls: type[State] = State) -> State:
-    """Build a nested :class:`State` from ``(path, leaf)`` pairs or a :class:`FlatState`.
+    """Build a nested :class:`State` from ``(path, leaf)`` pairs, a ``{path: leaf}``
+    dict or a :class:`FlatState`.
 
     Example:
         >>> import nnxlib as nnx
         >>> nnx.from_flat_state([(("a", "b"), 1)])["a"]["b"]
         1
+        >>> sorted(nnx.from_flat_state({("a", "b"): 1, ("c",): 2}))
+        ['a', 'c']
     """
     flat = flat_state if isinstance(flat_state, FlatState) else FlatState(flat_state)
     return cls._from_flat(flat.paths, list(flat.leaves))

@@ -204,23 +204,22 @@ class Variable(Generic[A]):
         """The stored value itself: no get hooks, no overridden ``get_value``.
 
         Example:
-            >>> import nnxlib as nnx
-            >>> class Shifted(nnx.Param):
-            ...     def get_value(self, **kwargs):
-            ...         return super().get_value(**kwargs) + 3
+            >>> class Shifted(Param):
+            ...     def get_value(self, **kwargs): return super().get_value(**kwargs) + 3
             >>> Shifted(1)[...], Shifted(1).get_raw_value()
             (4, 1)
         """
         return self._raw_value
 
-    def set_raw_value(self, value: Any) -> None:
-        """Store ``value`` as it is (no set hooks, no overridden ``set_value``, no cast).
+    def set_raw_value(self, value: Any, *, _unsafe_bypass_check: bool = False) -> None:
+        """Store ``value`` as is: no set hooks, no overridden ``set_value``, no cast (and
+        with ``_unsafe_bypass_check`` no trace checks).
 
         Example:
             >>> p = Param(1.0); p.set_raw_value(2.0); p.get_raw_value()
             2.0
         """
-        self._store(value, "set the raw value")
+        self._store(value, "set the raw value", check=not _unsafe_bypass_check)
 
     def get_value(self, *, index: Any = _MISSING) -> Any:
         """Return the held value, or ``value[index]`` when ``index`` is given.
@@ -273,11 +272,12 @@ class Variable(Generic[A]):
             new = run_value_hooks(self, self._metadata, "on_set_value", new)
         self._store(new, "set the value")
 
-    def _store(self, new: Any, what: str) -> None:
+    def _store(self, new: Any, what: str, check: bool = True) -> None:
         trace = self._nnx_trace
-        if trace is not None and trace != _tracking.current_trace():
+        if check and trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, what)
-        _tracking.check_value(self, new, what)
+        if check:
+            _tracking.check_value(self, new, what)
         old = self._raw_value
         object.__setattr__(self, "_raw_value", new)
         if not same_aval(old, new):

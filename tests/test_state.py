@@ -303,3 +303,10 @@ def test_a_state_pickles_and_copies():
         assert type(again) is nnx.State and again["b"] == 1
         assert again["a"]["w"][...].tolist() == [1.0, 1.0] and again["a"]["w"] is not state.a.w
     assert copy.copy(state)["a"]["w"] is state.a.w
+
+
+def test_from_flat_state_of_a_path_dict_like_flax():
+    from flax import nnx as flax_nnx
+    flat = {("a", "b"): 1, ("c",): 2}
+    ours, theirs = nnx.from_flat_state(flat), flax_nnx.from_flat_state(flat)
+    assert nnx.to_pure_dict(ours) == flax_nnx.to_pure_dict(theirs) == {"a": {"b": 1}, "c": 2}
