@@ -5,7 +5,8 @@ starts empty and is initialised by :func:`lazy_init` (or its ``.lazy_init`` meth
 variables then are nnxlib variables held as attributes that mirror the Linen variable
 tree (``model.Dense_0.kernel``), of the kind of their collection, and every later call
 runs Linen's ``apply`` on them and writes what the Linen module changed (batch statistics,
-caches, sown values, counters, newly created variables) back in place.
+caches, sown values, counters, variables of those collections it creates) back in place.
+Parameters are created by ``lazy_init`` only.
 
 Example:
     >>> import jax.numpy as jnp
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterator
 import flax.errors
 import flax.linen as nn
 import jax
+from flax.core import DenyList
 
 import nnxlib
 from bridge.context import MissingKey, initializing, lazy_init_scope
@@ -35,6 +37,10 @@ from bridge.variables import linen_vars_to_nnx_attrs, nnx_attrs_to_linen_vars, t
 from nnxlib import errors
 
 __all__ = ["ToNNX", "lazy_init"]
+
+# What a call writes back by default: every collection but the parameters, which only
+# lazy_init creates (a missing one is flax's ScopeParamNotFoundError, as in flax.nnx).
+_WRITABLE = DenyList("params")
 
 # Attributes of the wrapper itself; a Linen variable tree may not use these names.
 _OWN_ATTRIBUTES = ("module", "rngs", "linen_collections")
@@ -108,9 +114,11 @@ class ToNNX(nnxlib.Module):
 
     Calls take Linen's arguments plus ``rngs=`` (an ``nnx.Rngs`` or a dict of keys for
     this call), ``method=`` (a method name of the Linen module) and ``mutable=``: by
-    default every collection the Linen module writes is updated in the wrapper; a list
-    of names narrows it, ``False`` updates nothing. Methods of the Linen module are
-    forwarded: ``model.encode(x)`` is ``model(x, method='encode')``.
+    default every collection but ``params`` that the Linen module writes is updated in
+    the wrapper (parameters are created by ``lazy_init`` only: one it did not create is
+    flax's ``ScopeParamNotFoundError``); a list of names narrows it, ``False`` updates
+    nothing, ``True`` also lets the call create parameters. Methods of the Linen module
+    are forwarded: ``model.encode(x)`` is ``model(x, method='encode')``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -182,8 +190,9 @@ class ToNNX(nnxlib.Module):
                 )
             return self._initialize(args, kwargs, rngs, method)
         variables = nnx_attrs_to_linen_vars(self._variable_attrs())
-        mutable = True if mutable is None else mutable
-        with self._rng_errors("apply"):
+        if mutable is None:  # inside lazy_init what is still missing is created
+            mutable = True if initializing() else _WRITABLE
+        with self._rng_errors("apply"), self._param_errors(method):
             result = self.module.apply(variables, *args, rngs=self._draw_keys(rngs),
                                        method=method, mutable=mutable, **kwargs)
         if mutable is False:
@@ -247,6 +256,22 @@ class ToNNX(nnxlib.Module):
                 "ToNNX(module, rngs=nnx.Rngs(0, dropout=1)) or pass rngs=nnx.Rngs(...) to "
                 "the call."
             ) from exc
+
+    @contextlib.contextmanager
+    def _param_errors(self, method: Any) -> Iterator[None]:
+        """A parameter ``lazy_init`` did not create: flax's error, with the fix."""
+        try:
+            yield
+        except flax.errors.ScopeParamNotFoundError as exc:
+            ran = "" if method is None else f" (method {getattr(method, '__name__', method)!r})"
+            exc.add_note(
+                f"ToNNX({type(self.module).__name__}){ran}: the Linen module asked for a "
+                "parameter its lazy_init did not create; parameters are created only by "
+                "lazy_init. Hint: run bridge.lazy_init(model, sample_input) on this call "
+                "(or on each method you call) first, or pass mutable=True to create it "
+                "here."
+            )
+            raise
 
     def _write_back(self, updates: Mapping[str, Any]) -> None:
         """Put ``apply``'s updated collections into the variables, in place.

@@ -203,8 +203,13 @@ class ToLinen(nn.Module):
         method = self._method(module, nnx_method)
         with running_in(self):
             if initializing:
+                # init returns the variables as built, as flax.nnx's ToLinen does: what
+                # the call changes in them (a counter, running statistics) is not kept,
+                # while variables the call creates (lazily built layers) are.
+                built = nnxlib.clone(nnxlib.state(module, graph=True), graph=True)
                 with lazy_init_scope():
                     out = method(*args, **kwargs)
+                nnxlib.update(module, built)
             else:
                 out = method(*args, **kwargs)
         if initializing:
@@ -359,7 +364,8 @@ class ToLinen(nn.Module):
         try:
             yield
         except (flax.errors.InvalidRngError, AttributeError) as exc:
-            if isinstance(exc, AttributeError) and "No RNG stream" not in str(exc):
+            if (isinstance(exc, AttributeError)
+                    and not isinstance(exc, errors.MissingRngStreamError)):
                 raise
             raise errors.MissingRngStreamError(
                 f"{self._owner()}: building the nnxlib module needs a random stream Linen "

@@ -59,41 +59,34 @@ __all__ = [
 #: Metadata key naming the axis a scan/vmap adds (the same string as ``nn.PARTITION_NAME``).
 PARTITION_NAME: str = nn.PARTITION_NAME
 
-# Where sharding names may be kept, highest precedence first (see DESIGN.md).
+# The keys a Linen-side NNXMeta box may hold sharding names under (older flax.nnx
+# versions wrote sharding_names); nnxlib variables keep them as out_sharding only.
 _SHARDING_KEYS = ("out_sharding", "sharding_names", "sharding")
 # The box types whose fields map onto nnxlib metadata keys one by one.
 _FIELD_BOXES = (nn.Partitioned, nn.LogicallyPartitioned)
 
 
 def sharding_names_of(variable: nnxlib.Variable, where: str = "") -> tuple | None:
-    """The sharding names of ``variable`` (``out_sharding``, else ``sharding_names``, else
-    ``sharding``), or None when it has none.
+    """The sharding names of ``variable`` (its ``out_sharding`` metadata as a tuple: the
+    spec of a ``NamedSharding``), or None when it has none.
 
-    Two of those keys holding different names is ambiguous and raises
-    :class:`~nnxlib.errors.ShardingError`.
+    ``where`` names the variable in errors (kept for callers; reading cannot fail now
+    that a variable has one sharding key).
 
     Example:
         >>> import jax.numpy as jnp
         >>> import nnxlib as nnx
         >>> from bridge.variables import sharding_names_of
-        >>> sharding_names_of(nnx.Param(jnp.ones(2), sharding_names=("embed",)))
+        >>> sharding_names_of(nnx.Param(jnp.ones(2), out_sharding=("embed",)))
         ('embed',)
         >>> sharding_names_of(nnx.Param(jnp.ones(2))) is None
         True
     """
-    metadata = variable.get_metadata(exclude_required=True)
-    found = [(k, metadata[k]) for k in _SHARDING_KEYS if metadata.get(k) is not None]
-    if not found:
+    names = variable.get_metadata("out_sharding", None)
+    if names is None:
         return None
-    key, names = found[0]
-    for other, other_names in found[1:]:
-        if tuple(other_names) != tuple(names):
-            raise errors.ShardingError(
-                f"{where or type(variable).__name__}: conflicting sharding metadata: "
-                f"{key}={tuple(names)!r} but {other}={tuple(other_names)!r}. Expected one "
-                "set of names per variable. Hint: keep only one of "
-                f"{', '.join(_SHARDING_KEYS)} (or give both the same names)."
-            )
+    names = getattr(names, "sharding", names)  # a jax Format: its sharding
+    names = getattr(names, "spec", names)  # a NamedSharding: its spec
     return tuple(names)
 
 
@@ -106,7 +99,7 @@ def is_vanilla_variable(vs: nnxlib.Variable) -> bool:
         >>> from bridge import is_vanilla_variable
         >>> is_vanilla_variable(nnx.Param(jnp.ones(2)))
         True
-        >>> is_vanilla_variable(nnx.Param(jnp.ones(2), sharding_names=("embed",)))
+        >>> is_vanilla_variable(nnx.Param(jnp.ones(2), out_sharding=("embed",)))
         False
     """
     return not any(value is not None for value in vs.get_metadata(exclude_required=True).values())
@@ -156,12 +149,12 @@ class NNXMeta(nn.meta.AxisMetadata):
         >>> import flax.linen as nn
         >>> import nnxlib as nnx
         >>> from bridge import NNXMeta
-        >>> box = NNXMeta(nnx.Param, jnp.ones((2, 3)), {"sharding_names": ("a", "b")})
+        >>> box = NNXMeta(nnx.Param, jnp.ones((2, 3)), {"out_sharding": ("a", "b")})
         >>> stacked = box.add_axis(0, {nn.PARTITION_NAME: "layers"})
         >>> tuple(stacked.get_partition_spec())
         ('layers', 'a', 'b')
         >>> stacked.remove_axis(0, {nn.PARTITION_NAME: "layers"}).metadata
-        {'sharding_names': ('a', 'b')}
+        {'out_sharding': ('a', 'b')}
     """
 
     __slots__ = ("var_type", "value", "metadata")
@@ -247,8 +240,7 @@ jax.tree_util.register_pytree_with_keys(
 def variable_to_logically_partitioned(variable: nnxlib.Variable) -> Any:
     """An ``nn.LogicallyPartitioned`` box for a variable with sharding names, else its value.
 
-    Names come from ``out_sharding``, else ``sharding_names``, else ``sharding``; ``mesh``
-    and ``sharding_rules`` (or ``rules``) go to the box's fields. When the metadata has
+    Names come from ``out_sharding``; ``mesh`` and ``sharding_rules`` (or ``rules``) go to the box's fields. When the metadata has
     ``PARTITION_NAME`` (set by a scan over layers), that name is inserted at
     ``param_scan_axis`` (``Param``, default 0; 0 for other kinds) unless already there.
 
@@ -256,7 +248,7 @@ def variable_to_logically_partitioned(variable: nnxlib.Variable) -> Any:
         >>> import jax.numpy as jnp
         >>> import nnxlib as nnx
         >>> from bridge import variable_to_logically_partitioned, PARTITION_NAME
-        >>> v = nnx.Param(jnp.ones((4, 2, 3)), sharding_names=("embed", "mlp"),
+        >>> v = nnx.Param(jnp.ones((4, 2, 3)), out_sharding=("embed", "mlp"),
         ...               **{PARTITION_NAME: "layers"})
         >>> variable_to_logically_partitioned(v).names
         ('layers', 'embed', 'mlp')
@@ -348,8 +340,7 @@ def _identity_rules(names: Sequence) -> tuple:
     return tuple((axis, axis) for axis in axes)
 
 
-_BOX_KEYS = frozenset({"out_sharding", "sharding_names", "sharding", "mesh",
-                       "sharding_rules", "rules", "linen_meta_type"})
+_BOX_KEYS = frozenset({"out_sharding", "mesh", "sharding_rules", "rules", "linen_meta_type"})
 
 
 def to_linen_var(vs: nnxlib.Variable) -> Any:

@@ -41,8 +41,9 @@ EXTRACT_INTERNALS = (
     "masking, aliasing checks); nnxlib's transforms are built differently")
 PYTREE_INTERNALS = ("an internal of flax's Pytree class (metaclass, per-object state, "
                     "repr helpers); nnxlib's Object needs none of it")
-AOT_STAGES = ("flax's wrappers of jax's ahead-of-time stages (Traced/Lowered/Compiled); "
-              "nnxlib's JitWrapped returns jax's own stage objects")
+AOT_STAGES = ("flax's stage classes of its graph_updates=False jit variants; nnxlib has one "
+              "JitWrapped, whose trace/lower/compile give Traced/Lowered/Compiled in every "
+              "mode")
 BRIDGE_MODULE = (
     "flax's experimental bridge.Module: a second, Linen-style module system (scoped "
     "names, compact methods, lazy creation by name) built on flax.nnx, and its interop "
@@ -75,7 +76,7 @@ DELIBERATE_OMISSIONS = {
     # extract
     **{f"extract.{n}": EXTRACT_INTERNALS for n in (
         "ExtractIndex", "GraphDefState", "Mask", "Opaque", "OrderedDict", "PrefixMapping",
-        "TreeState", "Updates", "apply_updates", "broadcast_prefix", "broadcast_prefix2",
+        "Updates", "apply_updates", "broadcast_prefix", "broadcast_prefix2",
         "broadcast_prefix_map", "check_consistent_aliasing", "check_consistent_aliasing2",
         "check_no_aliases", "check_prefix", "check_same_variables",
         "clear_non_graph_nodes", "copy_var_structure", "default_split_fn", "extract",
@@ -123,9 +124,9 @@ DELIBERATE_OMISSIONS = {
         "JitFn", "ShardMapFn", "SimpleJitFn", "SimpleJitPartialFn", "SimpleShardMapFn",
     )},
     **{f"transforms.compilation.{n}": AOT_STAGES for n in (
-        "Compiled", "Lowered", "SimpleCompiled", "SimpleJitPartialWrapped",
+        "SimpleCompiled", "SimpleJitPartialWrapped",
         "SimpleJitWrapped", "SimpleLowered", "SimplePartialCompiled",
-        "SimplePartialLowered", "SimplePartialTraced", "SimpleTraced", "Stage", "Traced",
+        "SimplePartialLowered", "SimplePartialTraced", "SimpleTraced",
     )},
     **{f"transforms.iteration.{n}": TYPING_ONLY for n in (
         "ForiLoopBodyFn", "PmapFn", "ScanFn", "SimpleForiLoopBodyFn", "SimplePmapFn",
@@ -153,10 +154,25 @@ BETTER = {
     "List": "plain Python lists of modules work as attributes too (tracked as List)",
     "Dict": "plain Python dicts of modules work as attributes too (tracked as Dict)",
     "Variable": ("v[...] = x writes in place with broadcasting checks; metadata is free-form "
-                 "and survives every transform"),
+                 "and survives every transform; out_sharding works without a mesh (v.sharding "
+                 "is then the value's one-device sharding, and None for a Python number, "
+                 "where flax.nnx raises AttributeError); an old sharding/sharding_names key "
+                 "contradicting out_sharding raises ShardingError (flax.nnx keeps the alias)"),
     "with_metadata": ("the on_* hooks work as in flax.nnx; reads and writes skip the hook "
                       "lookup entirely until some variable has a hook"),
-    "with_partitioning": "works without a mesh: sharding stays metadata until one is active",
+    "with_partitioning": ("works without a mesh: sharding stays metadata until one is active; "
+                          "on a mesh mixing Auto and Explicit axes a spec over axes of one "
+                          "type is placed (flax.nnx refuses any mixed mesh; a spec naming "
+                          "both types raises ShardingError, a ValueError, in both)"),
+    "Dropout": ("under Explicit mesh axes the mask is sharded like the input, also when "
+                "broadcast over a sharded dimension (where flax.nnx fails)"),
+    "StateSharding": "a variable no filter matches is left unconstrained (flax.nnx raises)",
+    "with_rngs": ("also with graph updates on (returns the copy; flax.nnx raises "
+                  "NotImplementedError there)"),
+    "tabulate": (
+        "runs the model abstractly (jax.eval_shape: nothing is computed); outputs need not "
+        "be arrays; a module's __call__ and another method with the same inputs are two "
+        "rows (flax.nnx drops one); with flop columns each method body still runs once"),
 }
 
 DIFFERENT = {
@@ -176,13 +192,8 @@ DIFFERENT = {
     "view_info": ("for a module class with set_view, its keywords and their docstring "
                   "descriptions, as flax.nnx; for the others, the mode flags nnx.view sets "
                   "(deterministic, use_running_average, decode)"),
-    "prefix": ("graph mode gives a StateAxes per module (what nnxlib's vmap/scan take) "
-               "instead of flax's internal TreeState; tree mode is shaped like the node, "
-               "its variables holding the prefixes"),
     "iter_children": ("a plain list or dict of modules is an nnx.List/nnx.Dict graph node "
                       "in nnxlib, so it is a child too"),
-    "update": ("replaces static values at existing paths, as flax.nnx; a path the graph "
-               "does not have raises StateMismatchError (flax.nnx adds it)"),
     "pmap": ("built on the general split/merge lifting (a full walk per call) with an int "
              "or None per argument; prefer nnx.vmap with sharding"),
     "data": "a Python scalar marked as data becomes a JAX array (a state leaf)",
@@ -212,6 +223,18 @@ DIFFERENT = {
     "split_context": ("objects seen in an earlier split of the same context are described "
                       "again in full (same index), so each pair also merges on its own"),
     "UpdateContext": "the four calls must come in order: split, merge, split, merge",
+    "update": ("a state whose shapes differ from the model's raises StateMismatchError "
+               "naming the path; flax.nnx writes the new shapes in. Static values at "
+               "existing paths are replaced, as flax.nnx; a path the graph does not have "
+               "raises (flax.nnx adds it)"),
+    "Rngs": ("a stream passed in, or one Rngs.split/broadcast leave alone, is the same "
+             "stream in the new Rngs; flax.nnx makes a new stream whose count restarts at "
+             "0 (handing out keys already drawn)"),
+    "fork_rngs": ("with a mapping, a stream is forked by the first filter that matches it "
+                  "(flax.nnx forks it once per matching filter)"),
+    "bridge.wrappers.ToNNX": (
+        "outside Linen, a call writes back every collection but params by default (flax.nnx: "
+        "nothing, mutable=False); as in flax.nnx parameters come from lazy_init only"),
     "spmd.add_axis": ("a negative index counts from the end of the result, as "
                       "jnp.expand_dims does (-1: the new axis is last); flax inserts "
                       "before the last existing entry"),

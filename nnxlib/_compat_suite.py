@@ -43,10 +43,22 @@ VMAP_TREESTATE = (
     "needs nnx.vmap(graph=True, graph_updates=False) to take per-variable prefixes for a "
     "module (flax's extract.TreeState); nnx.prefix gives a StateAxes there, which that "
     "mode refuses (transforms)")
+FLAX_ERROR_CLASS = (
+    "catches flax.errors.TraceContextError, flax's own class: nnxlib raises "
+    "nnxlib.errors.TraceContextError (same name, flax's message phrase), which cannot "
+    "subclass flax's without nnxlib importing flax")
+UPDATE_SHAPES = (
+    "stores vmap-stacked params of shape (4, 3) into a Linear(2, 3) with nnx.update; "
+    "nnxlib's update refuses a state whose shapes differ from the model's "
+    "(StateMismatchError naming the path), flax.nnx writes them in")
 
 # One table per flax test file ("Class::test" or "Class::test*" -> reason).
 SUITE_FAILURES: dict[str, dict[str, str]] = {
-    "tests/nnx/bridge/wrappers_test.py": {},
+    "tests/nnx/bridge/wrappers_test.py": {
+        "TestCompatibility::test_linen_to_nnx_noncall_method": (
+            "reads flax's internal attribute name to_nnx__rngs; nnxlib's ToNNX keeps its "
+            "streams in .rngs (the ScopeParamNotFoundError part passes)"),
+    },
     "tests/nnx/containers_test.py": {},
     "tests/nnx/ema_test.py": {},
     "tests/nnx/filters_test.py": {},
@@ -118,7 +130,10 @@ SUITE_FAILURES: dict[str, dict[str, str]] = {
     "tests/nnx/nn/stochastic_test.py": {},
     "tests/nnx/optimizer_test.py": {},
     "tests/nnx/partitioning_test.py": {},
-    "tests/nnx/rngs_test.py": {},
+    "tests/nnx/rngs_test.py": {
+        "TestRngs::test_rng_trace_level_constraints": FLAX_ERROR_CLASS,
+        "TestRngs::test_lifting_rng_state": UPDATE_SHAPES,
+    },
     "tests/nnx/spmd_test.py": {},
     "tests/nnx/state_test.py": {},
     "tests/nnx/summary_test.py": {},

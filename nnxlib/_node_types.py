@@ -20,7 +20,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-from nnxlib.state import key_order
+from nnxlib.state import State, key_order
 from nnxlib.variables import Variable
 
 
@@ -151,6 +151,10 @@ register_graph_node_type(list, NodeImpl(
 register_graph_node_type(dict, NodeImpl(
     children=_sorted_items, pytree=True,
     build=lambda typ, keys, values: dict(zip(keys, values))))
+# A State is walked like the nested dict it stands for (clone copies its variables).
+register_graph_node_type(State, NodeImpl(
+    children=lambda s: _sorted_items(s._nested()), pytree=True,
+    build=lambda typ, keys, values: typ(dict(zip(keys, values)))))
 
 
 # ------------------------------------------------------------ other JAX pytrees

@@ -20,18 +20,22 @@ Three ideas live here:
 from __future__ import annotations
 
 import threading
+import warnings
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental.layout import Format
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from nnxlib._flags import BoolSetting
 from nnxlib.errors import ShardingError
 
-# Metadata keys that hold a variable's sharding, in the order they are read (flax
-# 0.12's own key first; the other two are its older spellings).
-SPEC_KEYS = ("out_sharding", "sharding_names", "sharding")
+#: The metadata key that holds a variable's sharding annotation (flax 0.12's).
+SHARDING_KEY = "out_sharding"
+#: Its older spellings: accepted where metadata is given, stored as ``out_sharding``.
+SHARDING_ALIASES = ("sharding", "sharding_names")
 
 
 class _Context(threading.local):
@@ -149,14 +153,53 @@ class use_eager_sharding(BoolSetting):  # noqa: N801  (flax's name)
     default = True
 
 
+# ------------------------------------------------------------ the metadata key
+def warn_alias(alias: str, where: str) -> None:
+    """The ``DeprecationWarning`` for a use of an old spelling of ``out_sharding``."""
+    warnings.warn(
+        f"{where}: the metadata key {alias!r} is deprecated, use 'out_sharding' instead "
+        f"(it is stored as out_sharding).", DeprecationWarning, stacklevel=4)
+
+
+def canonical_metadata(metadata: Mapping, where: str) -> Any:
+    """``metadata`` with ``sharding``/``sharding_names`` moved to ``out_sharding``.
+
+    Returned as it is when it has neither (the common case: no copy). Each alias met
+    warns (``DeprecationWarning``); an alias and ``out_sharding`` with different values
+    raise :class:`ShardingError`.
+    """
+    if all(alias not in metadata for alias in SHARDING_ALIASES):
+        return metadata
+    metadata = dict(metadata)
+    for alias in SHARDING_ALIASES:
+        if alias not in metadata:
+            continue
+        value = metadata.pop(alias)
+        warn_alias(alias, where)
+        if SHARDING_KEY in metadata and not _same_entry(metadata[SHARDING_KEY], value):
+            raise ShardingError(
+                f"{where}: conflicting sharding metadata: out_sharding="
+                f"{metadata[SHARDING_KEY]!r} but {alias}={value!r} (an older name of the "
+                "same entry). Hint: give only out_sharding.")
+        metadata[SHARDING_KEY] = value
+    return metadata
+
+
+def _same_entry(a: Any, b: Any) -> bool:
+    if isinstance(a, (tuple, list, PartitionSpec)) and isinstance(b, (tuple, list,
+                                                                      PartitionSpec)):
+        return tuple(a) == tuple(b)
+    return a is b or a == b
+
+
 # --------------------------------------------------------------- one variable's spec
-def raw_sharding(metadata: dict) -> Any:
-    """The sharding entry of ``metadata`` (names, a PartitionSpec or a NamedSharding)."""
-    for key in SPEC_KEYS:
-        value = metadata.get(key)
-        if value is not None and (not isinstance(value, (tuple, list)) or len(value)):
-            return value
-    return None
+def raw_sharding(metadata: Mapping) -> Any:
+    """The ``out_sharding`` entry of ``metadata`` (names, a ``PartitionSpec``, a
+    ``NamedSharding`` or a ``Format``), or None when it names no sharding."""
+    value = metadata.get(SHARDING_KEY)
+    if value is None or (isinstance(value, (tuple, list, PartitionSpec)) and not len(value)):
+        return None
+    return value
 
 
 def rules_for(metadata: dict) -> tuple:
@@ -168,7 +211,7 @@ def rules_for(metadata: dict) -> tuple:
 
 
 def _describe(where: str, metadata: dict, shape: Any) -> str:
-    shown = {k: metadata[k] for k in SPEC_KEYS if k in metadata}
+    shown = {SHARDING_KEY: metadata[SHARDING_KEY]} if SHARDING_KEY in metadata else {}
     return f"{where} (shape {tuple(shape) if shape is not None else '?'}, {shown})"
 
 
@@ -183,6 +226,8 @@ def spec_of(metadata: dict, shape: Any, mesh: Any = None, where: str = "variable
     raw = raw_sharding(metadata)
     if raw is None:
         return None
+    if isinstance(raw, Format):
+        raw = raw.sharding
     if isinstance(raw, NamedSharding):
         spec, mesh = raw.spec, raw.mesh
         names = tuple(spec)
@@ -194,11 +239,12 @@ def spec_of(metadata: dict, shape: Any, mesh: Any = None, where: str = "variable
             spec = logical_to_mesh_axes(names, rules) if rules else PartitionSpec(*names)
         except ShardingError as e:
             raise ShardingError(f"{_describe(where, metadata, shape)}: {e}") from None
-    if shape is not None and len(names) != len(shape):
+    if shape is not None and len(names) > len(shape):
         raise ShardingError(
             f"{_describe(where, metadata, shape)}: the sharding has {len(names)} entries "
-            f"but the array has {len(shape)} dimensions. Hint: give one entry per "
-            "dimension (None for a replicated one)."
+            f"but the array has only {len(shape)} dimensions. Hint: give at most one "
+            "entry per dimension (None for a replicated one; missing trailing entries "
+            "are replicated)."
         )
     used: list = []
     for entry in spec:
@@ -263,24 +309,48 @@ def place_new(value: Any, metadata: dict, where: str = "new variable") -> Any:
     raw = raw_sharding(metadata)
     if raw is None or not isinstance(value, (jax.Array, np.ndarray)):
         return value
-    mesh = metadata.get("mesh")
-    if mesh is None and isinstance(raw, NamedSharding):
-        mesh = raw.mesh
+    given = raw.sharding if isinstance(raw, Format) else raw
+    mesh = given.mesh if isinstance(given, NamedSharding) else metadata.get("mesh")
     if mesh is None:
         mesh = context_mesh()
     if mesh is None:
         return value
     spec = spec_of(metadata, np.shape(value), mesh, where)
-    return put(value, NamedSharding(mesh, spec))
+    sharding = NamedSharding(mesh, spec)
+    if isinstance(raw, Format):  # a layout too: device_put and the constraint take it
+        check_axis_types(sharding, where)
+        target = Format(raw.layout, sharding)
+        if isinstance(value, jax.core.Tracer):
+            return jax.lax.with_sharding_constraint(value, target)
+        return jax.device_put(value, target)
+    return put(value, sharding, where)
 
 
-def put(value: Any, sharding: NamedSharding) -> Any:
-    """``value`` placed with ``sharding``: moved if concrete, constrained if traced."""
-    if not isinstance(value, jax.core.Tracer):
+def check_axis_types(sharding: NamedSharding, where: str) -> dict:
+    """The axis types of ``sharding``'s mesh; a spec that names both ``Auto`` and
+    ``Explicit`` axes raises (no one placement step gives it inside ``jit``)."""
+    mesh = sharding.mesh
+    types = dict(zip(mesh.axis_names, mesh.axis_types))
+    named = {types[a] for a in _mesh_axes_in(sharding.spec) if a in types}
+    if AxisType.Auto in named and AxisType.Explicit in named:
+        raise ShardingError(
+            f"{where}: the sharding {sharding.spec} names both Auto and Explicit axes of "
+            f"the mesh {dict(zip(mesh.axis_names, map(str, mesh.axis_types)))}; a value "
+            "cannot be placed on such a mix in one step. Hint: give the mesh one axis "
+            "type, or "
+            "shard this value over axes of one type only.")
+    return types
+
+
+def put(value: Any, sharding: NamedSharding, where: str = "value") -> Any:
+    """``value`` placed with ``sharding``: moved if concrete, constrained if traced (or
+    if only the abstract mesh is known: inside ``vmap``, ``scan`` and other traces a
+    constant is constrained like a traced value)."""
+    types = check_axis_types(sharding, where)
+    if not isinstance(value, jax.core.Tracer) and isinstance(sharding.mesh, Mesh):
         return jax.device_put(value, sharding)
     mesh = sharding.mesh
     named = _mesh_axes_in(sharding.spec)
-    types = dict(zip(mesh.axis_names, mesh.axis_types))
     if all(types[a] == AxisType.Auto for a in named):
         if named or all(t == AxisType.Auto for t in mesh.axis_types):
             return jax.lax.with_sharding_constraint(value, sharding)

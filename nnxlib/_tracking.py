@@ -39,8 +39,11 @@ from jax.extend.core import take_current_trace
 
 from nnxlib.errors import TraceContextError
 
-__all__ = ["EPOCH", "EXPIRED", "current_trace", "TraceContextError", "check_trace",
+__all__ = ["EAGER", "EPOCH", "EXPIRED", "current_trace", "TraceContextError", "check_trace",
            "structure_changed", "init_tracked", "init_fresh", "check_value"]
+
+#: The trace state outside every transform: objects made by eager code carry it.
+EAGER = current_trace()
 
 #: The global structure epoch, boxed in a list so that importers share one cell.
 EPOCH = [0]
@@ -102,19 +105,20 @@ EXPIRED = _ExpiredTrace()
 
 def check_trace(obj: object, what: str) -> None:
     """Raise :class:`TraceContextError` unless ``obj`` belongs to the current trace."""
+    name = type(obj).__name__
     if obj._nnx_trace is EXPIRED:  # type: ignore[attr-defined]
         raise TraceContextError(
-            f"Cannot {what} of a {type(obj).__name__} that was created inside a "
-            "transform which has already returned (it escaped the transform). Hint: "
-            "return the module from the transformed function instead of storing it."
+            f"Cannot mutate {name} from a different trace level: cannot {what} of a "
+            f"{name} that was created inside a transform which has already returned (it "
+            "escaped the transform). Hint: return the module from the transformed "
+            "function instead of storing it."
         )
     if obj._nnx_trace != current_trace():  # type: ignore[attr-defined]
         raise TraceContextError(
-            f"Cannot {what} of a {type(obj).__name__} created outside the current "
-            "transform: it was captured from an outer trace (for example by closure). "
-            "Hint: pass the module or variable as an argument to the transformed "
-            "function instead of closing over it. (Cannot mutate "
-            f"'{type(obj).__name__}' from different trace level.)"
+            f"Cannot mutate {name} from a different trace level: cannot {what} of a "
+            f"{name} created outside the current transform: it was captured from an "
+            "outer trace (for example by closure). Hint: pass the module or variable as "
+            "an argument to the transformed function instead of closing over it."
         )
 
 

@@ -59,7 +59,7 @@ def note_hooks(metadata: Mapping) -> None:
     """Switch hook lookups on when ``metadata`` holds a value hook.
 
     Example:
-        >>> note_hooks({"sharding": ("embed",)})     # no hook: nothing to do
+        >>> note_hooks({"out_sharding": ("embed",)})     # no hook: nothing to do
     """
     if not HOOKS_IN_USE[0] and not _VALUE_HOOKS.isdisjoint(metadata):
         HOOKS_IN_USE[0] = True
@@ -88,8 +88,9 @@ class VariableMetadata:
     Example:
         >>> import jax.numpy as jnp
         >>> import nnxlib as nnx
-        >>> p = nnx.Param(nnx.VariableMetadata(jnp.zeros(2), metadata={"sharding": ("embed",)}))
-        >>> p.sharding
+        >>> meta = {"out_sharding": ("embed",)}
+        >>> p = nnx.Param(nnx.VariableMetadata(jnp.zeros(2), metadata=meta))
+        >>> p.out_sharding
         ('embed',)
     """
 
@@ -135,9 +136,9 @@ def with_metadata(initializer: Callable[..., Any], on_set_value: Any = (),
     Example:
         >>> import jax
         >>> import nnxlib as nnx
-        >>> init = nnx.with_metadata(nnx.initializers.ones, sharding=("embed", "mlp"))
+        >>> init = nnx.with_metadata(nnx.initializers.ones, out_sharding=("embed", "mlp"))
         >>> p = nnx.Param(init(jax.random.key(0), (2, 3)))
-        >>> p.sharding, p.shape
+        >>> p.out_sharding, p.shape
         (('embed', 'mlp'), (2, 3))
         >>> halve = nnx.with_metadata(nnx.initializers.ones, on_get_value=lambda v, x: x / 2)
         >>> float(nnx.Param(halve(jax.random.key(0), ()))[...])
@@ -158,7 +159,8 @@ def with_partitioning(
     """Shorthand for ``with_metadata(initializer, out_sharding=sharding, ...)``.
 
     ``sharding`` names one mesh axis (or logical axis name, or None) per dimension; it
-    is stored as ``out_sharding`` (flax 0.12's key; ``v.sharding_names`` reads it too).
+    is stored as ``out_sharding`` (flax 0.12's key; the deprecated ``v.sharding_names``
+    reads it too).
     ``mesh``, when given, is kept as the ``mesh`` metadata entry, and the variable is
     created sharded on it (see :mod:`nnxlib.spmd`).
 
@@ -167,8 +169,8 @@ def with_partitioning(
         >>> import nnxlib as nnx
         >>> init = nnx.with_partitioning(nnx.initializers.zeros, ("embed",))
         >>> p = nnx.Param(init(jax.random.key(0), (4,)))
-        >>> p.out_sharding, p.sharding_names
-        (('embed',), ('embed',))
+        >>> p.out_sharding
+        ('embed',)
     """
     if mesh is not None:
         metadata["mesh"] = mesh

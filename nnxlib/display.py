@@ -6,8 +6,8 @@ metadata, states as nested mappings; shared references are shown once by treesco
 Example:
     >>> import treescope
     >>> import nnxlib as nnx
-    >>> print(treescope.render_to_text(nnx.State({"w": nnx.Param(1.0, sharding=("a",))})))
-    State({'w': Param(value=1.0, sharding=('a',))})
+    >>> print(treescope.render_to_text(nnx.State({"w": nnx.Param(1.0, out_sharding=("a",))})))
+    State({'w': Param(value=1.0, out_sharding=('a',))})
 """
 
 from __future__ import annotations

@@ -23,16 +23,16 @@ from typing import Any, Callable, Mapping
 
 import jax
 
-from nnxlib._graphdef import key_of_entry
 from nnxlib.errors import format_path
-from nnxlib.filters import PathIn, to_predicate
+from nnxlib.filters import to_predicate
 from nnxlib.graph import GraphDef, check_mode, is_node_or_variable, iter_graph
 from nnxlib.graph_contexts import MergeContext, SplitContext
 from nnxlib.graph_mode import resolve_graph
-from nnxlib.transforms.axes import StateAxes
-from nnxlib.variables import Variable, _new_variable
+from nnxlib.state import State
+from nnxlib.transforms.axes import StateAxes, TreeState
+from nnxlib.variables import Variable
 
-__all__ = ["NodeStates", "to_tree", "from_tree", "prefix"]
+__all__ = ["NodeStates", "TreeState", "to_tree", "from_tree", "prefix"]
 
 _MISSING = object()
 
@@ -163,7 +163,7 @@ def to_tree(tree: Any, /, *, prefix: Any = _MISSING, split_fn: Callable | None =
     seen: dict[int, tuple] = {}  # id -> (path, prefix entry) of each object's first use
 
     def check(path: tuple, pre: Any, node: Any) -> None:
-        path = tuple(key_of_entry(k) for k in path)
+        path = _path_of(path)
         for inner, obj in reversed(list(iter_graph(node, graph=True))):  # root first
             if not is_node_or_variable(obj):
                 continue
@@ -203,7 +203,7 @@ def to_tree(tree: Any, /, *, prefix: Any = _MISSING, split_fn: Callable | None =
     structure = jax.tree_util.tree_structure(prefix, is_leaf=_is_prefix_leaf)
     pre_leaves = jax.tree_util.tree_leaves(prefix, is_leaf=_is_prefix_leaf)
     subtrees = structure.flatten_up_to(tree)
-    bases = [tuple(key_of_entry(k) for k in path) for path, _ in
+    bases = [tuple(path) for path, _ in
              jax.tree_util.tree_flatten_with_path(prefix, is_leaf=_is_prefix_leaf)[0]]
     converted = [convert(p, sub, base) for p, sub, base in zip(pre_leaves, subtrees, bases)]
     return jax.tree_util.tree_unflatten(structure, converted)
@@ -245,85 +245,73 @@ def from_tree(tree: Any, /, *, prefix: Any = _MISSING, merge_fn: Callable | None
 
 def prefix(node: Any, filter_map: Mapping | Callable[[tuple, Any], Any], /, *,
            graph: bool | None = None) -> Any:
-    """Per-variable prefixes (axes, shardings, ...) for ``node``, from ``filter_map``:
-    a mapping from filters to prefixes (the first match wins) or a function
-    ``(path, variable) -> prefix``.
+    """Per-variable prefix entries (axes, shardings, specs) for ``node``, usable as
+    ``in_axes``/``out_axes``/``in_shardings`` entries of the transforms.
 
-    In tree mode (``graph=False``) the result is shaped like ``node``: a copy whose
-    variables hold their prefix (``result.kernel == 0``), so it is a JAX prefix of
-    ``node`` and works as ``in_axes`` of ``jax.vmap`` too. In graph mode each module in
-    ``node`` (a module, or a pytree of them: one result each) gets a
-    :class:`~nnxlib.StateAxes`, what ``nnx.vmap``/``nnx.scan`` take for a module in
-    graph mode. A variable outside modules gets its entry itself, in both modes.
+    ``filter_map`` maps filters to entries (the first match wins) or is a function
+    ``(path, variable) -> entry``; a variable that no filter matches is an error. In
+    graph mode each graph node (of ``node``, or of a pytree of nodes) becomes a
+    :class:`~nnxlib.transforms.axes.TreeState` whose ``state`` holds the entries at the
+    variables' paths; in tree mode (``graph=False``) the result is shaped like ``node``,
+    with the entries where the variables were, as in flax.nnx.
 
     Example:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax.numpy as jnp
         >>> import nnxlib as nnx
         >>> class Pair(nnx.Module):
         ...     def __init__(self):
         ...         self.a = nnx.Param(jnp.array(2.0))
         ...         self.b = nnx.BatchStat(jnp.arange(5.0))
         >>> axes = nnx.prefix(Pair(), lambda path, v: 0 if "b" in path else None)
-        >>> nnx.vmap(lambda p: p.a * p.b, in_axes=(axes,))(Pair())
-        Array([0., 2., 4., 6., 8.], dtype=float32)
-        >>> tree_axes = nnx.prefix(Pair(), {nnx.BatchStat: 0, ...: None}, graph=False)
-        >>> tree_axes.b[...], tree_axes.a[...] is None
-        (0, True)
-        >>> jax.vmap(lambda p: p.a * p.b, in_axes=(tree_axes,))(Pair())
-        Array([0., 2., 4., 6., 8.], dtype=float32)
+        >>> axes.state["b"], nnx.vmap(lambda p: p.a * p.b, in_axes=(axes,))(Pair())
+        (0, Array([0., 2., 4., 6., 8.], dtype=float32))
+        >>> nnx.prefix(Pair(), {nnx.Param: None, ...: 0}, graph=False).b
+        0
     """
-    prefix_fn = _prefix_function(filter_map)
-    if not resolve_graph(graph):
-        check_mode(node, False, "nnx.prefix")
+    graph = resolve_graph(graph)
+    check_mode(node, graph, "nnx.prefix")
+    entry_of = _entry_function(filter_map)
+    if not graph:
+        return jax.tree_util.tree_map_with_path(
+            lambda keypath, v: entry_of(_path_of(keypath), v), node,
+            is_leaf=lambda x: isinstance(x, Variable))
 
-        def in_module(outer: tuple, jax_path: tuple, leaf: Any) -> Any:
-            value = prefix_fn(outer + tuple(key_of_entry(k) for k in jax_path), leaf)
-            if isinstance(leaf, Variable):  # a variable holding its prefix: the module
-                return _new_variable(type(leaf), value, dict(leaf._metadata))  # keeps its treedef
-            return value
+    def one(keypath: Any, x: Any) -> Any:
+        if is_node_or_variable(x) and not isinstance(x, Variable):
+            paths, entries = [], []
+            for path, value in iter_graph(x, graph=True):
+                if isinstance(value, Variable):
+                    paths.append(path)
+                    entries.append(entry_of(path, value))
+            return TreeState(State._from_flat(tuple(paths), entries))
+        return entry_of(_path_of(keypath), x)
 
-        def top(jax_path: tuple, leaf: Any) -> Any:
-            path = tuple(key_of_entry(k) for k in jax_path)
-            if is_node_or_variable(leaf) and not isinstance(leaf, Variable):
-                return jax.tree_util.tree_map_with_path(
-                    lambda p, x: in_module(path, p, x), leaf,
-                    is_leaf=lambda x: isinstance(x, Variable))
-            return prefix_fn(path, leaf)  # a variable (or array) outside modules: the entry
-
-        return jax.tree_util.tree_map_with_path(top, node, is_leaf=is_node_or_variable)
-
-    def axes_of(obj: Any) -> Any:
-        if isinstance(obj, Variable):  # one leaf: its entry itself
-            return prefix_fn((), obj)
-        if not is_node_or_variable(obj):
-            return obj
-        check_mode(obj, True, "nnx.prefix")
-        if isinstance(filter_map, Mapping):
-            return StateAxes(filter_map)
-        groups: dict[Any, list] = {}
-        for path, value in iter_graph(obj, graph=True):
-            if isinstance(value, Variable):
-                groups.setdefault(prefix_fn(path, value), []).append(path)
-        items = [(PathIn(*paths), axis) for axis, paths in groups.items()]
-        return StateAxes(items + [(..., None)])
-
-    return jax.tree_util.tree_map(axes_of, node, is_leaf=is_node_or_variable)
+    return jax.tree_util.tree_map_with_path(one, node, is_leaf=is_node_or_variable)
 
 
-def _prefix_function(filter_map: Any) -> Callable[[tuple, Any], Any]:
-    """``filter_map`` as a function ``(path, leaf) -> prefix``."""
+def _entry_function(filter_map: Mapping | Callable) -> Callable[[tuple, Any], Any]:
     if not isinstance(filter_map, Mapping):
         return filter_map
-    predicates = [(to_predicate(f), value) for f, value in filter_map.items()]
+    pairs = [(to_predicate(f), entry) for f, entry in filter_map.items()]
 
-    def first_match(path: tuple, leaf: Any) -> Any:
-        for predicate, value in predicates:
-            if predicate(path, leaf):
-                return value
+    def entry_of(path: tuple, value: Any) -> Any:
+        for predicate, entry in pairs:
+            if predicate(path, value):
+                return entry
         raise ValueError(
-            f"nnx.prefix: the {type(leaf).__name__} at {format_path(path)!r} matches none "
-            f"of the filters {list(filter_map)} (No filter matched leaf at path "
-            f"{path!r}). Hint: add `...: <prefix>` as the last entry to catch the rest."
-        )
+            f"nnx.prefix: No filter matched the {type(value).__name__} at "
+            f"{format_path(path)!r}; the filters are {list(filter_map)}. Hint: end the "
+            "mapping with a catch-all entry, e.g. {nnx.Param: 0, ...: None}.")
 
-    return first_match
+    return entry_of
+
+
+def _path_of(keypath: tuple) -> tuple:
+    """A JAX key path as an nnx path (attribute names, indices, dict keys)."""
+    out = []
+    for k in keypath:
+        for attr in ("name", "idx", "key"):
+            if hasattr(k, attr):
+                out.append(getattr(k, attr))
+                break
+    return tuple(out)

@@ -11,35 +11,25 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-import jax.numpy as jnp
-
-from nnxlib.filters import to_predicate
-from nnxlib.graph import clone, iter_graph
-from nnxlib.rngs import RngStream, _restore
+from nnxlib.graph import iter_graph
+from nnxlib.graph_mode import Mode, resolve_graph
+from nnxlib.rngs import (
+    _MISSING,
+    Maker,
+    RngStream,
+    SplitBackups,
+    _check_split,
+    _copied,
+    _decorator,
+    _fork_maker,
+    _selects,
+    _split_maker,
+)
 
 __all__ = ["with_rngs", "backup_keys", "SplitBackups"]
-
-
-class SplitBackups(list):
-    """Saved ``(stream, key, count)`` triples; ``nnx.restore_rngs`` puts them back,
-    and so does leaving a ``with`` block.
-
-    Example:
-        >>> import nnxlib as nnx
-        >>> rngs = nnx.Rngs(0)
-        >>> with nnx.rnglib.backup_keys(rngs):
-        ...     _ = rngs()
-        >>> int(rngs.default.count[...])
-        0
-    """
-
-    def __enter__(self) -> "SplitBackups":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        _restore(self)
 
 
 def backup_keys(node: Any, /, *, graph: bool | None = None) -> SplitBackups:
@@ -57,30 +47,35 @@ def backup_keys(node: Any, /, *, graph: bool | None = None) -> SplitBackups:
                         if isinstance(s, RngStream))
 
 
-def _rule(rules: Any, path: tuple, stream: RngStream) -> Any:
-    """The first value in ``rules`` (a size/shape for every stream, or a mapping from
-    filters) whose filter matches the stream; ``None`` if none does."""
-    if rules is None:
-        return None
-    if not isinstance(rules, Mapping):
-        return rules
-    for f, value in rules.items():
-        if to_predicate(f)(path, stream.key):
-            return value
-    return None
+def _broadcast_maker(shape: Any) -> Maker:
+    return lambda stream: stream.broadcast(shape)
 
 
-def with_rngs(node: Any = None, /, *, split: Any = None, fork: Any = None,
+def _sized_rules(rules: Any, what: str, maker: Any) -> list:
+    """``(filter, selects, make)`` for a size/shape for every stream or a mapping from
+    filters to sizes (``None``: the rule does not apply)."""
+    items = rules.items() if isinstance(rules, Mapping) else [(..., rules)]
+    return [(f, _selects(f), maker(_check_split(size, "with_rngs", what)))
+            for f, size in items if size is not None]
+
+
+def with_rngs(node: Any = _MISSING, /, *, split: Any = None, fork: Any = None,
               broadcast: Any = None, only: Any = True, graph: bool | None = None,
               graph_updates: bool | None = None) -> Any:
     """A copy of ``node`` whose RNG streams are split, broadcast or forked.
 
-    For each stream matching ``only``: if ``split`` gives it a shape (an int/shape for
-    all streams, or a mapping from filters), the copy holds that many keys split from
-    its next key; else if ``broadcast`` gives it a shape, the next key repeated; else if
-    it matches ``fork`` (a filter or a list of filters), a fresh key drawn from it. Other
-    streams are copied unchanged. Each stream used advances, as a draw does.
-    ``with_rngs(split=...)`` without ``node`` is a decorator-style partial.
+    Each stream that ``only`` selects is matched against the rules: ``split`` and
+    ``broadcast`` (a size/shape for every stream, or a mapping from filters to sizes,
+    the first matching filter wins) and ``fork`` (a filter or a sequence of filters).
+    The copy's stream holds keys split from the stream's next key, that key repeated,
+    or a new key drawn from it, in that order of precedence; a stream no rule matches is
+    carried over unchanged. A stream matched by two rules through specific filters
+    (not ``...``/``True``) is ambiguous and raises ``ValueError``.
+
+    The copy shares every other variable with ``node``; ``node``'s streams advance by
+    the keys drawn but keep their keys. Without ``node`` it is a decorator that passes
+    such copies of the arguments to the decorated function. ``graph_updates`` is
+    accepted as in flax.nnx; the result is a copy either way.
 
     Example:
         >>> import nnxlib as nnx
@@ -91,29 +86,34 @@ def with_rngs(node: Any = None, /, *, split: Any = None, fork: Any = None,
         >>> nnx.with_rngs(rngs, broadcast=3).noise.key.shape
         (3,)
     """
-    if node is None:
-        return lambda n: with_rngs(n, split=split, fork=fork, broadcast=broadcast,
-                                   only=only)
-    select = to_predicate(only)
-    forks = to_predicate(list(fork) if isinstance(fork, (list, tuple)) else fork)
-    originals = {path: s for path, s in iter_graph(node, graph=graph)
-                 if isinstance(s, RngStream)}
-    copy = clone(node, graph=True)
-    for path, target in iter_graph(copy, graph=True):
-        if not isinstance(target, RngStream):
-            continue
-        source = originals[path]
-        if not select(path, source.key):
-            continue
-        size = _rule(split, path, source)
-        if size is not None:
-            new = source.split(size)
-        elif (shape := _rule(broadcast, path, source)) is not None:
-            new = source.broadcast(shape)
-        elif fork is not None and forks(path, source.key):
-            new = source.fork()
-        else:
-            continue
-        target.key.value = new.key[...]
-        target.count.value = jnp.zeros(jnp.shape(new.key[...]), jnp.uint32)
-    return copy
+    forks = [] if fork is None else (
+        list(fork) if isinstance(fork, Sequence) and not isinstance(fork, str) else [fork])
+    rules = (("split", _sized_rules(split, "split", lambda n: _split_maker(n, False))),
+             ("broadcast", _sized_rules(broadcast, "broadcast", _broadcast_maker)),
+             ("fork", [(f, _selects(f), _fork_maker(None)) for f in forks]))
+    selected = _selects(only)
+
+    def decide(path: tuple, stream: RngStream) -> Maker | None:
+        if not selected(path, stream):
+            return None
+        matches = {}
+        for kind, kind_rules in rules:
+            for f, selects, make in kind_rules:
+                if selects(path, stream):
+                    matches[kind] = (f, make)
+                    break
+        specific = [f"{kind} (filter {f!r})" for kind, (f, _) in matches.items()
+                    if f is not Ellipsis and f is not True]
+        if len(specific) > 1:
+            raise ValueError(
+                f"with_rngs: the RNG stream at '{'/'.join(map(str, path)) or '<root>'}' "
+                f"matches multiple rules: {', '.join(specific)}. Hint: give each stream "
+                "to one of split/broadcast/fork, e.g. fork=nnx.Not('params') next to "
+                "split={'params': 4}."
+            )
+        return next(iter(matches.values()))[1] if matches else None
+
+    mode = Mode(resolve_graph(graph), False)
+    if node is _MISSING:
+        return _decorator(decide, mode, "nnx.with_rngs")
+    return _copied(node, decide, "nnx.with_rngs", mode.graph)

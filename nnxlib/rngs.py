@@ -17,9 +17,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import math
 import operator
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
@@ -27,16 +25,17 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 
+from nnxlib import _tracking
 from nnxlib import graph as graphlib
 from nnxlib._rng_sampling import RandomSamplers
 from nnxlib.errors import InvalidArgumentError, MissingRngStreamAttributeError
 from nnxlib.filters import to_predicate
+from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.module import Object
 from nnxlib.variables import A, Variable
 
 __all__ = ["RngState", "RngKey", "RngCount", "RngStream", "Rngs", "split_rngs", "fork_rngs",
-           "restore_rngs",
-           "reseed"]
+           "restore_rngs", "reseed", "SplitBackups"]
 
 
 class RngState(Variable[A]):
@@ -106,7 +105,12 @@ class RngStream(RandomSamplers, Object):
         self.tag = tag
 
     def __call__(self) -> jax.Array:
-        key = jax.random.fold_in(self.key[...], self.count[...])
+        count = self.count
+        if count._nnx_trace is not None and count._nnx_trace != _tracking.current_trace():
+            # before the key is read: a stream leaked from a finished jax trace holds
+            # tracers, and JAX's own error would not say what went wrong
+            _tracking.check_trace(count, "set the value")
+        key = jax.random.fold_in(self.key[...], count[...])
         self.count[...] = self.count[...] + 1
         return key
 
@@ -135,7 +139,8 @@ class RngStream(RandomSamplers, Object):
         return self.fork(split=k)
 
     def broadcast(self, k: int | tuple[int, ...]) -> "RngStream":
-        """A new stream holding this stream's next key repeated to shape ``k``.
+        """A new stream holding this stream's next key repeated ``k`` times (``k`` is
+        put in front of the key's shape).
 
         Example:
             >>> import nnxlib as nnx
@@ -143,8 +148,10 @@ class RngStream(RandomSamplers, Object):
             >>> keys.shape, bool((keys[0] == keys[2]))
             ((3,), True)
         """
-        shape = (k,) if isinstance(k, int) else tuple(k)
-        return RngStream(jnp.broadcast_to(self(), shape), tag=self.tag)
+        shape = _check_split(k, "RngStream.broadcast", "k", required=True)
+        shape = (shape,) if isinstance(shape, int) else shape
+        key = self()
+        return RngStream(jnp.broadcast_to(key, shape + jnp.shape(key)), tag=self.tag)
 
 
 class Rngs(RandomSamplers, Object):
@@ -184,7 +191,7 @@ class Rngs(RandomSamplers, Object):
         if isinstance(default, RngStream):
             return default
         raise MissingRngStreamAttributeError(
-            f"No RNG stream named {name!r} and no 'default' stream to fall back to; "
+            f"No RngStream named {name!r} and no 'default' stream to fall back to; "
             f"streams are {sorted(n for n, s in streams.items() if isinstance(s, RngStream))}"
             f". Hint: create it with nnx.Rngs(..., {name}=seed) or give a default seed: "
             "nnx.Rngs(0)."
@@ -238,36 +245,43 @@ class Rngs(RandomSamplers, Object):
 
     def split(self, k: Any) -> "Rngs":
         """A new ``Rngs`` whose streams hold ``k`` split keys each; ``k`` is a size, a
-        shape, or a dict from stream filters to sizes (``None``: not split).
+        shape, or a dict from stream filters to sizes (first match wins). A stream the
+        dict gives ``None`` or does not match is carried over as it is (the same stream).
 
         Example:
             >>> import nnxlib as nnx
-            >>> new = nnx.Rngs(params=0, dropout=1).split({"params": 4, ...: None})
-            >>> new.params.key.shape, new.dropout.key.shape
-            ((4,), ())
+            >>> rngs = nnx.Rngs(params=0, dropout=1)
+            >>> new = rngs.split({"params": 4, ...: None})
+            >>> new.params.key.shape, new.dropout.key.shape, new.dropout is rngs.dropout
+            ((4,), (), True)
         """
-        return self.fork(split=k)
+        return self._per_stream(k, "Rngs.split", RngStream.split)
 
     def broadcast(self, k: Any) -> "Rngs":
         """A new ``Rngs`` whose streams hold their next key repeated to shape ``k``
-        (a size, a shape, or a dict from stream filters to shapes, ``None``: as is).
+        (a size, a shape, or a dict from stream filters to shapes; a stream given
+        ``None`` or not matched is carried over as it is).
 
         Example:
             >>> import nnxlib as nnx
             >>> nnx.Rngs(0).broadcast(5).default.key.shape
             (5,)
         """
-        streams = {}
-        for name, stream in self.items():
-            size = _split_size_for(name, stream, k)
-            streams[name] = stream.fork() if size is None else stream.broadcast(size)
-        return Rngs(**streams)
+        return self._per_stream(k, "Rngs.broadcast", RngStream.broadcast)
+
+    def _per_stream(self, k: Any, where: str, make: Callable) -> "Rngs":
+        # Every size is checked before any stream advances: a bad one changes nothing.
+        sizes = [(name, stream, _check_split(_split_size_for(name, stream, k), where,
+                                             f"the size for stream {name!r}"))
+                 for name, stream in self.items()]
+        return Rngs(**{name: stream if size is None else make(stream, size)
+                       for name, stream, size in sizes})
 
 
-def _check_split(split: Any, where: str, what: str) -> Any:
+def _check_split(split: Any, where: str, what: str, *, required: bool = False) -> Any:
     """``split`` as ``None``, an int or a tuple of ints, each at least 1; raise
     :class:`InvalidArgumentError` otherwise (nothing has been drawn yet)."""
-    if split is None:
+    if split is None and not required:
         return None
     dims = split if isinstance(split, (tuple, list)) else (split,)
     try:
@@ -290,7 +304,7 @@ def _check_split(split: Any, where: str, what: str) -> Any:
 
 
 def _split_size_for(name: str, stream: RngStream, split: Any) -> Any:
-    if not isinstance(split, dict):
+    if not isinstance(split, Mapping):
         return split
     for f, size in split.items():
         if to_predicate(f)((name,), stream.key):
@@ -298,135 +312,235 @@ def _split_size_for(name: str, stream: RngStream, split: Any) -> Any:
     return None
 
 
-def _streams(node: Any, only: Any) -> list[tuple[tuple, RngStream]]:
-    predicate = to_predicate(only)
-    return [(path, s) for path, s in graphlib.iter_graph(node, graph=True)
-            if isinstance(s, RngStream) and predicate(path, s.key)]
+# ------------------------------------------------------------------ rewriting streams
+# split_rngs, fork_rngs and with_rngs share one mechanism: a `decide(path, stream)`
+# rule names, for each stream of a graph, the function that makes its replacement from
+# it (drawing one key), or None. The rule is planned over the whole graph first, so that
+# a bad input raises before any stream advances; the plan is then applied in place
+# (graph updates: the streams hold the new keys, and backups restore them) or to a copy
+# that shares every other variable with the original.
+
+Maker = Callable[[RngStream], RngStream]
+Decide = Callable[[tuple, RngStream], "Maker | None"]
+_MISSING: Any = object()  # no node given: the call makes a decorator
 
 
-def _redraw(node: Any, only: Any, splits: Any, where: str, *, keep_draw: bool,
-            squeeze: bool = False) -> list:
-    """Draw a key from each stream of ``node`` matching ``only`` and make it (split into
-    ``splits`` keys, when given) the stream's new key, count zero.
-
-    Returns the backups for :func:`_restore`: with ``keep_draw`` they restore the stream
-    advanced past the key drawn here (``split_rngs``: the next draw differs), otherwise
-    exactly as it was. On an error every stream is left as it was.
-    """
-    splits = _check_split(splits, where, "splits")  # before any stream advances
-    backup: list = []
-    exact: list = []  # restores on an error, draws included
-    try:
-        for path, stream in _streams(node, only):
-            old_key = stream.key[...]
-            if jnp.ndim(old_key) != 0:
-                raise ValueError(
-                    f"{where}: the RNG stream at '{'/'.join(map(str, path)) or '<root>'}' "
-                    f"already holds a stack of keys (shape {jnp.shape(old_key)}), e.g. "
-                    "because it was created under vmap with split keys; it cannot be "
-                    "split again. Hint: pass the stacked module to vmap/scan with axis 0 "
-                    "as it is, without split_rngs."
-                )
-            old_count = stream.count[...]
-            exact.append((stream, old_key, old_count))
-            key = stream()
-            backup.append((stream, old_key, stream.count[...] if keep_draw else old_count))
-            if splits is not None:
-                key = jax.random.split(key, splits)
-                if squeeze:  # splits == 1: the one split key, as flax draws it
-                    key = key[0]
-            stream.key.value = key
-            stream.count.value = jnp.zeros(jnp.shape(key), jnp.uint32)
-    except BaseException:
-        _restore(exact)
-        raise
-    return backup
-
-
-class split_rngs(contextlib.ContextDecorator):
-    """Split the keys of RNG streams into ``splits`` keys, restoring them afterwards.
-
-    Use it around ``vmap``/``scan`` so each batch member or step gets its own key. As a
-    decorator it splits the streams found in the decorated function's arguments.
+class SplitBackups(list):
+    """The ``(stream, key, count)`` triples saved by ``split_rngs``/``fork_rngs`` (graph
+    updates) or ``backup_keys``; ``nnx.restore_rngs`` puts them back, and so does
+    leaving a ``with`` block.
 
     Example:
         >>> import nnxlib as nnx
         >>> rngs = nnx.Rngs(0)
-        >>> with nnx.split_rngs(rngs, splits=5):
+        >>> with nnx.split_rngs(rngs, splits=2):
         ...     rngs.default.key.shape
-        (5,)
+        (2,)
         >>> rngs.default.key.shape
         ()
     """
 
-    def __init__(self, node: Any = None, /, *, splits: int | tuple[int, ...], only: Any = ...,
-                 squeeze: bool = False, graph: bool | None = None,
-                 graph_updates: bool | None = None):
-        self.graph = graph
-        self.node = node
-        self.splits = _check_split(splits, "split_rngs", "splits")
-        self.only = only
-        self.squeeze = squeeze
-        self._backups: list = []
-
-    def __enter__(self) -> Any:
-        graphlib.check_mode(self.node, self.graph, "nnx.split_rngs")
-        self._backups.append(_split(self.node, self.splits, self.only, self.squeeze))
-        return self.node
+    def __enter__(self) -> "SplitBackups":
+        return self
 
     def __exit__(self, *exc: Any) -> None:
-        _restore(self._backups.pop())
+        _restore(self)
 
-    def __call__(self, fn: Callable) -> Callable:
+
+def _restore(backups: Any) -> None:
+    for backup in backups:
+        stream, key = backup[0], backup[1]
+        stream.key.value = key
+        if len(backup) == 3:
+            stream.count.value = backup[2]
+
+
+def _selects(only: Any) -> Callable[[tuple, RngStream], bool]:
+    """A filter as a test on a stream: it must select both the key and the count."""
+    predicate = to_predicate(only)
+    return lambda path, s: (predicate((*path, "key"), s.key)
+                            and predicate((*path, "count"), s.count))
+
+
+def _plan(node: Any, decide: Decide, where: str) -> list[tuple[RngStream, Maker]]:
+    plan = []
+    for path, stream in graphlib.iter_graph(node, graph=True):
+        if not isinstance(stream, RngStream):
+            continue
+        make = decide(path, stream)
+        if make is None:
+            continue
+        shape = jnp.shape(stream.key[...])
+        if shape != ():
+            raise ValueError(
+                f"{where}: the RNG stream at '{'/'.join(map(str, path)) or '<root>'}' "
+                f"already holds a stack of keys (shape {shape}), e.g. because it was "
+                "created under vmap with split keys; it cannot be split or forked again. "
+                "Hint: pass the stacked module to vmap/scan with axis 0 as it is, without "
+                "split_rngs."
+            )
+        plan.append((stream, make))
+    return plan
+
+
+def _in_place(node: Any, decide: Decide, where: str) -> SplitBackups:
+    """Give each planned stream its replacement's key and count. The backups restore
+    the streams advanced past the key drawn here, so the next draw is a new key."""
+    plan = _plan(node, decide, where)
+    backups, exact = SplitBackups(), []
+    try:
+        for stream, make in plan:
+            exact.append((stream, stream.key[...], stream.count[...]))
+            new = make(stream)
+            backups.append((stream, stream.key[...], stream.count[...]))
+            stream.key.value = new.key[...]
+            stream.count.value = new.count[...]
+    except BaseException:
+        _restore(exact)
+        raise
+    return backups
+
+
+def _copied(node: Any, decide: Decide, where: str, graph: bool) -> Any:
+    """A copy of ``node`` sharing its variables, in which each planned stream holds its
+    replacement's (new) key and count variables. The draws advance the original's
+    counts; its keys stay as they are."""
+    graphlib.check_mode(node, graph, where)
+    copy = graphlib.clone(node, variables=False, graph=True)
+    plan = _plan(copy, decide, where)
+    drawn = []
+    try:
+        for stream, make in plan:
+            drawn.append((stream.count, stream.count[...]))
+            new = make(stream)
+            stream.key, stream.count = new.key, new.count
+    except BaseException:
+        for count, value in drawn:
+            count.value = value
+        raise
+    return copy
+
+
+def _rewrite(node: Any, decide: Decide, mode: Mode, where: str) -> Any:
+    if mode.updates:
+        return _in_place(node, decide, where)
+    return _copied(node, decide, where, mode.graph)
+
+
+def _decorator(decide: Decide, mode: Mode, where: str) -> Callable[[Callable], Callable]:
+    """Rewrite the streams in a function's arguments for the duration of each call."""
+    def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            nodes = [x for x in jax.tree_util.tree_leaves((args, kwargs),
-                                                          is_leaf=graphlib.is_graph_node)
-                     if graphlib.is_graph_node(x)]
-            graphlib.check_mode(tuple(nodes), self.graph, "nnx.split_rngs")
-            backups = [_split(n, self.splits, self.only, self.squeeze) for n in nodes]
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                for backup in reversed(backups):
-                    _restore(backup)
+            if mode.updates:
+                with _in_place((args, kwargs), decide, where):
+                    return fn(*args, **kwargs)
+            args, kwargs = _copied((args, kwargs), decide, where, mode.graph)
+            return fn(*args, **kwargs)
 
         return wrapper
 
+    return decorate
 
-def _split(node: Any, splits: Any, only: Any, squeeze: bool) -> list:
+
+def _split_maker(splits: Any, squeeze: bool) -> Maker:
+    def make(stream: RngStream) -> RngStream:
+        keys = jax.random.split(stream(), splits)
+        return RngStream(keys[0] if squeeze else keys, tag=stream.tag)
+
+    return make
+
+
+def _fork_maker(split: Any) -> Maker:
+    def make(stream: RngStream) -> RngStream:
+        key = stream()
+        return RngStream(key if split is None else jax.random.split(key, split),
+                         tag=stream.tag)
+
+    return make
+
+
+def split_rngs(node: Any = _MISSING, /, *, splits: int | tuple[int, ...], only: Any = ...,
+               squeeze: bool = False, graph: bool | None = None,
+               graph_updates: bool | None = None) -> Any:
+    """Split the keys of the RNG streams in ``node`` into ``splits`` keys each, for
+    ``vmap``/``scan`` (each batch member or step gets its own key).
+
+    Each stream ``only`` selects draws one key and is given that key split into
+    ``splits`` (``squeeze=True`` with ``splits=1``: the one split key).
+
+    * With graph updates (the default): the streams are changed in place and the call
+      returns :class:`SplitBackups`; ``nnx.restore_rngs(backups)`` or leaving a
+      ``with`` block puts the single keys back (advanced past the drawn key).
+    * With ``graph_updates=False`` or ``graph=False``: ``node`` keeps its keys (its
+      counts advance by the draw) and the call returns a copy of ``node`` holding the
+      split streams and sharing every other variable.
+    * Without ``node``: a decorator that does this to the decorated function's
+      arguments for each call.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> rngs = nnx.Rngs(params=0, dropout=1)
+        >>> with nnx.split_rngs(rngs, splits=5):
+        ...     rngs.params.key.shape
+        (5,)
+        >>> rngs.params.key.shape
+        ()
+        >>> nnx.split_rngs(rngs, splits=(2, 3), only="params", graph_updates=False).params.key.shape
+        (2, 3)
+    """
+    splits = _check_split(splits, "split_rngs", "splits", required=True)
     if squeeze and splits != 1:
         raise ValueError(f"split_rngs: squeeze=True needs splits=1, got splits={splits!r}. "
                          "Hint: drop squeeze=True to get a stack of keys.")
-    return _redraw(node, only, splits, "split_rngs", keep_draw=True, squeeze=squeeze)
+    selects, make = _selects(only), _split_maker(splits, squeeze)
+
+    def decide(path: tuple, stream: RngStream) -> Maker | None:
+        return make if selects(path, stream) else None
+
+    mode = resolve_mode(graph, graph_updates)
+    if node is _MISSING:
+        return _decorator(decide, mode, "nnx.split_rngs")
+    return _rewrite(node, decide, mode, "nnx.split_rngs")
 
 
-def _restore(backup: list) -> None:
-    for stream, key, count in backup:
-        stream.key.value = key
-        stream.count.value = count
+def fork_rngs(node: Any = _MISSING, /, *, split: Any = None, graph: bool | None = None,
+              graph_updates: bool | None = None) -> Any:
+    """Reseed the RNG streams in ``node`` from one draw of each (``split``: a stack of
+    keys split from it).
 
-
-def fork_rngs(node: Any, /, *, split: Any = None, graph: bool | None = None,
-              graph_updates: bool | None = None) -> list:
-    """Advance every stream in ``node`` once and reseed it from the drawn key.
-
-    Returns the backups that ``restore_rngs`` accepts.
+    ``split`` is ``None`` (every stream gets one new key), a size or shape for every
+    stream, or a mapping from stream filters to sizes (``None``: one key); with a
+    mapping, the first filter that matches decides and unmatched streams are left
+    alone. Graph updates, copies and the decorator form work as in :func:`split_rngs`.
 
     Example:
         >>> import nnxlib as nnx
         >>> rngs = nnx.Rngs(0)
         >>> old = rngs.default.key[...]
-        >>> _ = nnx.fork_rngs(rngs)
+        >>> backups = nnx.fork_rngs(rngs)
         >>> bool(rngs.default.key[...] == old)
         False
+        >>> nnx.restore_rngs(backups)
+        >>> bool(rngs.default.key[...] == old), int(rngs.default.count[...])
+        (True, 1)
     """
-    graphlib.check_mode(node, graph, "nnx.fork_rngs")
-    return _redraw(node, ..., split, "fork_rngs", keep_draw=False)
+    items = split.items() if isinstance(split, Mapping) else [(..., split)]
+    rules = [(_selects(f), _fork_maker(_check_split(size, "fork_rngs", "splits")))
+             for f, size in items]
+
+    def decide(path: tuple, stream: RngStream) -> Maker | None:
+        return next((make for selects, make in rules if selects(path, stream)), None)
+
+    mode = resolve_mode(graph, graph_updates)
+    if node is _MISSING:
+        return _decorator(decide, mode, "nnx.fork_rngs")
+    return _rewrite(node, decide, mode, "nnx.fork_rngs")
 
 
-def restore_rngs(backups: list, /) -> None:
-    """Put streams back as the backups from :func:`fork_rngs` (or ``split_rngs``) say.
+def restore_rngs(backups: Any, /) -> None:
+    """Put streams back as the backups from :func:`split_rngs` or :func:`fork_rngs`
+    (with graph updates) say.
 
     Example:
         >>> import nnxlib as nnx
@@ -441,47 +555,60 @@ def restore_rngs(backups: list, /) -> None:
     _restore(backups)
 
 
+def _scalars_only(path: tuple, key: jax.Array, shape: tuple) -> jax.Array:
+    if shape != ():
+        raise ValueError(
+            f"reseed: the stream at '{'/'.join(map(str, path))}' holds keys of shape "
+            f"{shape}, not one key. Hint: pass policy='match_shape' to split the new key "
+            "into that shape, or a callable policy(path, key, shape)."
+        )
+    return key
+
+
+def _match_shape(path: tuple, key: jax.Array, shape: tuple) -> jax.Array:
+    return key if shape == () else jax.random.split(key, shape)
+
+
+_POLICIES = {"scalars_only": _scalars_only, "match_shape": _match_shape}
+
+
 def reseed(node: Any, /, *, graph: bool | None = None,
            policy: str | Callable = "scalars_only", **seeds: Any) -> None:
-    """Reset the named streams in ``node`` to new seeds (counts back to zero).
+    """Restart the named streams in ``node`` from new seeds (counts back to zero).
 
-    ``policy`` says what to do with a stream holding a stack of keys (made by
-    ``split_rngs``/``vmap``): ``"scalars_only"`` (default) raises, ``"match_shape"``
-    splits the new key into that shape, and a callable ``policy(path, key, shape)``
-    returns the keys to use.
+    Each stream tagged ``name`` gets the next key of a fresh ``RngStream(seeds[name])``
+    (streams sharing a name get successive keys, in graph order), the same keys
+    flax.nnx gives. ``policy`` says what to do with a stream holding a stack of keys
+    (made by ``split_rngs``/``vmap``): ``"scalars_only"`` (default) raises,
+    ``"match_shape"`` splits the new key into that shape, and a callable
+    ``policy(path, key, shape)`` returns the keys to use.
 
     Example:
         >>> import nnxlib as nnx
-        >>> rngs = nnx.Rngs(0)
-        >>> first = rngs()
-        >>> nnx.reseed(rngs, default=0)
-        >>> bool((rngs() == first))
-        True
+        >>> model = nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=0))
+        >>> first = model.rngs.key[...]
+        >>> _ = model.rngs()
+        >>> nnx.reseed(model, dropout=0)
+        >>> bool(model.rngs.key[...] == first), int(model.rngs.count[...])
+        (True, 0)
     """
     graphlib.check_mode(node, graph, "nnx.reseed")
-    if not callable(policy) and policy not in ("scalars_only", "match_shape"):
+    if callable(policy):
+        choose = policy
+    elif policy in _POLICIES:
+        choose = _POLICIES[policy]
+    else:
         raise ValueError(
             f"reseed: unknown policy {policy!r}; expected 'scalars_only', 'match_shape' "
             "or a callable (path, key, shape) -> keys."
         )
+    sources = {name: RngStream(seed.key[...] if isinstance(seed, RngStream) else seed,
+                               tag=name) for name, seed in seeds.items()}
     updates = []  # computed first, so that an error leaves every stream as it was
-    for path, stream in _streams(node, ...):
-        if stream.tag not in seeds:
-            continue
-        key = _as_key(seeds[stream.tag])
-        shape = jnp.shape(stream.key[...])
-        if shape != ():
-            if callable(policy):
-                key = policy(path, key, shape)
-            elif policy == "match_shape":
-                key = jax.random.split(key, math.prod(shape)).reshape(shape)
-            else:
-                raise ValueError(
-                    f"reseed: the stream at '{'/'.join(map(str, path))}' holds keys of "
-                    f"shape {shape}, not one key. Hint: pass policy='match_shape' to "
-                    "split the new key into that shape."
-                )
-        updates.append((stream, key))
+    for path, stream in graphlib.iter_graph(node, graph=True):
+        if isinstance(stream, RngStream) and stream.key.tag in sources:
+            key = choose(path, sources[stream.key.tag](), jnp.shape(stream.key[...]))
+            updates.append((stream, key))
     for stream, key in updates:
         stream.key.value = key
         stream.count.value = jnp.zeros(jnp.shape(key), jnp.uint32)

@@ -46,10 +46,9 @@ from nnxlib._placement import (
     use_eager_sharding,
     using_eager_sharding,
 )
-from nnxlib._var_metadata import hooks_of
 from nnxlib.errors import ShardingError, format_path
 from nnxlib.state import State, map_state
-from nnxlib.variables import SHARDING_KEYS, Variable, with_metadata, with_partitioning
+from nnxlib.variables import SHARDING_KEY, Variable, with_metadata, with_partitioning
 
 __all__ = [
     "with_partitioning",
@@ -395,11 +394,10 @@ def _same_kind(original: Any, items: list) -> Any:
 def _shaped_entries(var: Variable, transform_metadata: Mapping) -> Iterator[tuple]:
     name = transform_metadata[PARTITION_NAME]
     metadata = var._metadata
-    for key in SHARDING_KEYS:
-        if _is_axes_tuple(metadata.get(key)):
-            yield key, name
+    if _is_axes_tuple(metadata.get(SHARDING_KEY)):
+        yield SHARDING_KEY, name
     for key, value in transform_metadata.items():
-        if key != PARTITION_NAME and key not in SHARDING_KEYS:
+        if key != PARTITION_NAME and key != SHARDING_KEY:
             if _is_axes_tuple(metadata.get(key)):
                 yield key, value
 
@@ -426,7 +424,7 @@ def add_variable_axis(var: Variable, axis: int, transform_metadata: Mapping,
     updates = {key: _insert(var._metadata[key], axis, value)
                for key, value in _shaped_entries(var, transform_metadata)}
     _set(var, updates, quiet)
-    _run_hooks(var, "on_add_axis", axis, transform_metadata[PARTITION_NAME])
+    var.add_axis(axis, transform_metadata[PARTITION_NAME])
 
 
 def remove_variable_axis(var: Variable, axis: int, transform_metadata: Mapping,
@@ -444,7 +442,7 @@ def remove_variable_axis(var: Variable, axis: int, transform_metadata: Mapping,
     updates = {key: _remove(var._metadata[key], axis, value, key, var)
                for key, value in _shaped_entries(var, transform_metadata)}
     _set(var, updates, quiet)
-    _run_hooks(var, "on_remove_axis", axis, transform_metadata[PARTITION_NAME])
+    var.remove_axis(axis, transform_metadata[PARTITION_NAME])
 
 
 def _set(var: Variable, updates: dict, quiet: bool) -> None:
@@ -455,7 +453,3 @@ def _set(var: Variable, updates: dict, quiet: bool) -> None:
     else:
         var.set_metadata(updates)
 
-
-def _run_hooks(var: Variable, key: str, axis: int, name: Any) -> None:
-    for hook in hooks_of(var._metadata, key):
-        hook(var, axis, name)

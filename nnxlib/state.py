@@ -224,23 +224,12 @@ class State(MutableMapping, Generic[K, V]):
         self[name] = value
 
     def __eq__(self, other: object) -> bool:
-        """Mapping equality, as flax.nnx's State: same keys, equal leaves (the same
-        leaf objects always compare equal; distinct arrays compare elementwise, as in a
-        dict of arrays).
-
-        Example:
-            >>> import nnxlib as nnx
-            >>> p = nnx.Param(1.0)
-            >>> nnx.State({"a": {"w": p}}) == {"a": {"w": p}}, nnx.State({}) == nnx.State({})
-            (True, True)
-        """
+        # As a Mapping (flax.nnx's too): equal keys and equal values, e.g. State({}) == {}.
         if self is other:
             return True
-        if isinstance(other, State):
-            return self._nested() == other._nested()
-        if isinstance(other, Mapping):
-            return self._nested() == _to_nested_dict(other)
-        return NotImplemented
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -399,21 +388,28 @@ def _as_state(state: Mapping) -> State:
 
 
 def filter_state(state: Mapping, first: Any, /, *filters: Any) -> Any:
-    """Keep leaves matching ``first`` (or one State per filter when given several).
+    """Keep leaves matching ``first`` (or one State per filter when given several:
+    each leaf goes to the first filter that matches it, and a leaf matching none is
+    left out).
 
     Example:
         >>> import nnxlib as nnx
         >>> s = nnx.State({"w": nnx.Param(1.0), "m": nnx.BatchStat(0.0)})
         >>> list(nnx.filter_state(s, "batch_stats"))
         ['m']
+        >>> [list(part) for part in nnx.filter_state(s, nnx.Param, ...)]
+        [['w'], ['m']]
     """
     paths, leaves = _as_state(state)._flat()
-    results = []
-    for f in (first, *filters):
-        predicate = filterlib.to_predicate(f)
-        keep = [i for i, (p, v) in enumerate(zip(paths, leaves)) if predicate(p, v)]
-        results.append(State._from_flat(tuple(paths[i] for i in keep),
-                                        [leaves[i] for i in keep]))
+    predicates = [filterlib.to_predicate(f) for f in (first, *filters)]
+    groups: list[list[int]] = [[] for _ in predicates]
+    for i, (p, v) in enumerate(zip(paths, leaves)):
+        for group, predicate in zip(groups, predicates):
+            if predicate(p, v):
+                group.append(i)
+                break
+    results = [State._from_flat(tuple(paths[i] for i in keep), [leaves[i] for i in keep])
+               for keep in groups]
     return results[0] if not filters else tuple(results)
 
 

@@ -9,8 +9,8 @@ merge and every transform.
 Example:
     >>> import jax.numpy as jnp
     >>> import nnxlib as nnx
-    >>> w = nnx.Param(jnp.ones((2, 3)), sharding=("embed", "mlp"))
-    >>> w.shape, w.sharding
+    >>> w = nnx.Param(jnp.ones((2, 3)), out_sharding=("embed", "mlp"))
+    >>> w.shape, w.out_sharding
     ((2, 3), ('embed', 'mlp'))
     >>> w[...] = w * 2          # replaces the value; the box stays the same object
     >>> float(w[0, 0])
@@ -43,6 +43,8 @@ from nnxlib._var_metadata import (
     with_partitioning,
 )
 from nnxlib._var_operators import install_operators
+from nnxlib._var_raw import RawValueAccess
+from nnxlib._var_sharding import ShardedVariable
 from nnxlib.display import render_variable
 
 __all__ = [
@@ -64,9 +66,9 @@ V = TypeVar("V", bound="Variable")
 A = TypeVar("A")  # the type of the held value, for annotations: ``nnx.Param[jax.Array]``
 _MISSING = object()
 
-# Metadata keys that describe how a value is sharded; spmd and the bridge read them.
-SHARDING_KEYS = ("sharding_names", "sharding", "out_sharding")
-_SHARDING_KEY_SET = frozenset(SHARDING_KEYS)
+# The metadata key that says how a value is sharded (flax 0.12's); spmd and the bridge
+# read it. Its older spellings are accepted and stored under it.
+SHARDING_KEY = _placement.SHARDING_KEY
 
 # Collection names <-> variable types; filled by register_variable_name.
 _NAME_OF_TYPE: dict[type, str] = {}
@@ -112,7 +114,7 @@ def creation_options() -> dict[str, bool]:
     return options
 
 
-class Variable(Generic[A]):
+class Variable(ShardedVariable, RawValueAccess, Generic[A]):
     """A mutable box holding one value (usually an array) and a dict of metadata.
 
     Read the value with ``v[...]``, ``v.value`` or ``v.get_value()``; replace it with
@@ -134,11 +136,14 @@ class Variable(Generic[A]):
                  "__weakref__")
 
     def __init__(self, value: Any, **metadata: Any):
+        if metadata:
+            metadata = _placement.canonical_metadata(metadata, type(self).__name__)
         if isinstance(value, Variable):
             metadata = {**value._metadata, **metadata}
             value = value._raw_value
         elif isinstance(value, VariableMetadata):
-            metadata = {**value.metadata, **metadata}
+            given = _placement.canonical_metadata(value.metadata, type(self).__name__)
+            metadata = {**given, **metadata}
             value = value.raw_value
         options = creation_options()
         if options:
@@ -149,7 +154,7 @@ class Variable(Generic[A]):
             if "on_create_value" in metadata:  # the hook sees the variable being made
                 object.__setattr__(self, "_raw_value", value)
                 value = run_value_hooks(self, metadata, "on_create_value", value)
-        if metadata and not _SHARDING_KEY_SET.isdisjoint(metadata):
+        if SHARDING_KEY in metadata:
             # Under a mesh (jax.set_mesh or mesh= metadata) the value is born sharded.
             value = _placement.place_new(value, metadata, f"new {type(self).__name__}")
         object.__setattr__(self, "_raw_value", value)
@@ -199,27 +204,6 @@ class Variable(Generic[A]):
         return value
 
     _nnx_custom_get = False  # True: an overridden get_value serves v[...] and v.value
-
-    def get_raw_value(self) -> Any:
-        """The stored value itself: no get hooks, no overridden ``get_value``.
-
-        Example:
-            >>> class Shifted(Param):
-            ...     def get_value(self, **kwargs): return super().get_value(**kwargs) + 3
-            >>> Shifted(1)[...], Shifted(1).get_raw_value()
-            (4, 1)
-        """
-        return self._raw_value
-
-    def set_raw_value(self, value: Any, *, _unsafe_bypass_check: bool = False) -> None:
-        """Store ``value`` as is: no set hooks, no overridden ``set_value``, no cast (and
-        with ``_unsafe_bypass_check`` no trace checks).
-
-        Example:
-            >>> p = Param(1.0); p.set_raw_value(2.0); p.get_raw_value()
-            2.0
-        """
-        self._store(value, "set the raw value", check=not _unsafe_bypass_check)
 
     def get_value(self, *, index: Any = _MISSING) -> Any:
         """Return the held value, or ``value[index]`` when ``index`` is given.
@@ -285,6 +269,9 @@ class Variable(Generic[A]):
             # against them), so a new shape or dtype is a structural change.
             _tracking.structure_changed(self)
 
+    def _stored_value(self) -> Any:
+        return _stored(self)  # the held value without hooks; raises once escaped
+
     def __getitem__(self, key: Any) -> Any:
         if self._nnx_custom_get:
             return self.get_value(index=key)
@@ -316,13 +303,13 @@ class Variable(Generic[A]):
 
         Example:
             >>> import nnxlib as nnx
-            >>> p = nnx.Param(0.0, sharding=("embed",))
+            >>> p = nnx.Param(0.0, out_sharding=("embed",))
             >>> p.get_metadata()
-            {'sharding': ('embed',), 'hijax': False, 'ref': False, 'eager_sharding': True}
-            >>> p.get_metadata("sharding")
+            {'out_sharding': ('embed',), 'hijax': False, 'ref': False, 'eager_sharding': True}
+            >>> p.get_metadata("out_sharding")
             ('embed',)
             >>> p.get_metadata(exclude_required=True)
-            {'sharding': ('embed',)}
+            {'out_sharding': ('embed',)}
         """
         if name is None:
             if default is not _MISSING:
@@ -356,9 +343,9 @@ class Variable(Generic[A]):
         Example:
             >>> import nnxlib as nnx
             >>> p = nnx.Param(0.0)
-            >>> p.set_metadata(sharding=("embed",))
+            >>> p.set_metadata(out_sharding=("embed",))
             >>> p.set_metadata("note", "tied")
-            >>> p.sharding, p.note
+            >>> p.out_sharding, p.note
             (('embed',), 'tied')
         """
         if len(args) == 2 and isinstance(args[0], str):
@@ -369,6 +356,7 @@ class Variable(Generic[A]):
                 f"keywords; got positional {args!r}. Hint: set_metadata(name=value)."
             )
         updates = {**(args[0] if args else {}), **metadata}
+        updates = _placement.canonical_metadata(updates, type(self).__name__)
         trace = self._nnx_trace
         if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "change the metadata")
@@ -384,9 +372,9 @@ class Variable(Generic[A]):
         metadata = object.__getattribute__(self, "_metadata")
         if name in metadata:
             return metadata[name]
-        if name in _SHARDING_KEY_SET and not _SHARDING_KEY_SET.isdisjoint(metadata):
-            # flax 0.12 spells it out_sharding; the older names read the same entry.
-            return _placement.raw_sharding(metadata)
+        if name == "sharding_names":  # flax 0.12's deprecated reader of out_sharding
+            _placement.warn_alias(name, type(self).__name__)
+            return metadata.get(SHARDING_KEY)
         if name in DEFAULT_METADATA:
             return default_metadata(name)
         value = object.__getattribute__(self, "_raw_value")
@@ -436,6 +424,7 @@ class Variable(Generic[A]):
             ((1.0, 'a'), (2.0, 'b'))
         """
         new_value = self._raw_value if value is _MISSING else value
+        metadata = _placement.canonical_metadata(metadata, type(self).__name__)
         return _new_variable(type(self), new_value, {**self._metadata, **metadata})
 
     def copy(self: V, value: Any = _MISSING, **updates: Any) -> V:
@@ -451,6 +440,7 @@ class Variable(Generic[A]):
         """
         updates.pop("_copy_ref", None)  # flax's array-ref flag: nnxlib has no refs
         new_value = self._raw_value if value is _MISSING else value
+        updates = _placement.canonical_metadata(updates, type(self).__name__)
         return _new_variable(type(self), new_value, {**self._metadata, **updates})
 
     def __copy__(self: V) -> V:

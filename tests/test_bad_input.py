@@ -357,7 +357,7 @@ class TestMissingRngStream:
             with pytest.raises(MissingRngStreamError) as info:
                 get()
             msg = str(info.value)
-            assert "No RNG stream named" in msg and "streams are ['params']" in msg
+            assert "No RngStream named" in msg and "streams are ['params']" in msg
             assert "Hint:" in msg
             assert isinstance(info.value, KeyError)
             assert isinstance(info.value, AttributeError) == attribute

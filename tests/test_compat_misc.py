@@ -6,6 +6,7 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx as flax_nnx
 
@@ -303,9 +304,25 @@ def test_pmap_maps_and_writes_back():
     assert jnp.allclose(total.total[...], 2.0 * n)
 
 
-def test_pmap_rejects_state_axes():
-    with pytest.raises(TypeError, match="int or None per argument"):
-        nnx.pmap(lambda m: None, in_axes=(nnx.StateAxes({...: 0}),))(nnx.Rngs(0))
+def test_pmap_maps_state_by_state_axes_like_vmap():
+    # a Param mapped over the devices, a BatchStat broadcast and updated in place
+    n = jax.local_device_count()
+
+    class Block(nnx.Module):
+        def __init__(self):
+            self.w = nnx.Param(jnp.arange(float(n)))
+            self.seen = nnx.BatchStat(jnp.array(0))
+
+    def step(m, x):
+        m.seen[...] += 1
+        return m.w * x
+
+    axes = nnx.StateAxes({nnx.Param: 0, ...: None})
+    ours = Block()
+    out = nnx.pmap(step, in_axes=(axes, 0), axis_name="d")(ours, jnp.ones(n))
+    expected = nnx.vmap(step, in_axes=(axes, 0))(Block(), jnp.ones(n))
+    np.testing.assert_allclose(out, expected)
+    assert int(ours.seen[...]) == 1
 
 
 def test_make_jaxpr_matches_the_pure_function():

@@ -15,7 +15,7 @@ display_module = importlib.import_module("nnxlib.display")
 
 class Block(nnx.Module):
     def __init__(self):
-        self.kernel = nnx.Param(jnp.ones((2, 2)), sharding=("embed", "mlp"))
+        self.kernel = nnx.Param(jnp.ones((2, 2)), out_sharding=("embed", "mlp"))
         self.mean = nnx.BatchStat(jnp.zeros(2))
         self.features = 2
 
@@ -65,7 +65,7 @@ class TestTreescope:
         assert "kernel=Param(" in text and "sharding=('embed', 'mlp')" in text
 
     def test_variable_text_shows_metadata(self):
-        text = treescope.render_to_text(nnx.Param(jnp.ones(2), sharding=("embed",), note=1))
+        text = treescope.render_to_text(nnx.Param(jnp.ones(2), out_sharding=("embed",), note=1))
         assert text.startswith("Param(")
         assert "value=" in text and "sharding=('embed',)" in text and "note=1" in text
 

@@ -211,10 +211,10 @@ class TestRngs:
             with pytest.raises(AttributeError) as info:
                 get()
             msg = str(info.value)
-            assert "No RNG stream named 'dropout'" in msg
+            assert "No RngStream named 'dropout'" in msg
             assert "streams are ['params']" in msg
             assert "Hint:" in msg and "dropout=seed" in msg
-        with pytest.raises(AttributeError, match="No RNG stream named 'default'"):
+        with pytest.raises(AttributeError, match="No RngStream named 'default'"):
             rngs()
         assert_unchanged(rngs, before)
 
@@ -366,11 +366,11 @@ class TestTraceContext:
 # -------------------------------------------------------------------- misc misuse
 class TestMisc:
     def test_missing_variable_metadata(self):
-        p = nnx.Param(jnp.ones(2), sharding=("a",))
+        p = nnx.Param(jnp.ones(2), out_sharding=("a",))
         with pytest.raises(AttributeError) as info:
             p.mesh_axes
         msg = str(info.value)
-        assert "'mesh_axes'" in msg and "['sharding']" in msg and "Hint" in msg
+        assert "'mesh_axes'" in msg and "['out_sharding']" in msg and "Hint" in msg
 
     def test_unknown_collection_name(self):
         with pytest.raises(ValueError, match=r"'not_a_collection'.*known names.*Hint"):
@@ -448,6 +448,6 @@ class TestFlaxKeyPhrases:
             m.a = 2
 
         with pytest.raises(nnx.errors.TraceContextError,
-                           match="Cannot mutate 'Dict' from different trace level"):
+                           match="Cannot mutate Dict from a different trace level"):
             f()
 

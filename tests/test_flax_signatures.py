@@ -46,6 +46,11 @@ NOT_SUPPORTED.update({
     "graph.unflatten": "nnxlib's internal walker under this path",
     "graphlib.register_graph_node_type": "nnxlib's node protocol is a NodeImpl record",
     "transforms.compilation.JitWrapped": "constructed by nnx.jit, not by users",
+    "transforms.compilation.Stage": "constructed by nnx.jit's trace/lower, not by users",
+    "transforms.compilation.Traced": "constructed by nnx.jit's trace/lower, not by users",
+    "transforms.compilation.Lowered": "constructed by nnx.jit's trace/lower, not by users",
+    "transforms.compilation.Compiled": "constructed by nnx.jit's trace/lower, not by users",
+    "extract.TreeState": "constructed by nnx.prefix (from a State of entries), not by users",
 })
 # The same flax objects reached through submodule paths (nnx.graphlib.merge is
 # nnx.merge) share the top-level entry's reason.

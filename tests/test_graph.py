@@ -365,8 +365,8 @@ class TestClone:
 
     def test_clone_keeps_metadata(self):
         m = nnx.Module()
-        m.w = nnx.Param(jnp.ones(2), sharding=("embed",))
-        assert nnx.clone(m).w.sharding == ("embed",)
+        m.w = nnx.Param(jnp.ones(2), out_sharding=("embed",))
+        assert nnx.clone(m).w.out_sharding == ("embed",)
 
 
 # ----------------------------------------------------------------- iteration, maps
@@ -609,7 +609,7 @@ class TestStructureCache:
             g = nnx.graphdef(model)
             del model.table["k"]
         elif mutation == "metadata_change":
-            model.encoder.kernel.set_metadata(sharding=("a", "b"))
+            model.encoder.kernel.set_metadata(out_sharding=("a", "b"))
         elif mutation == "metadata_attribute":
             model.encoder.kernel.note = "x"
         elif mutation == "metadata_delete":

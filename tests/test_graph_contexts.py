@@ -149,44 +149,6 @@ def test_prefix_builds_state_axes_usable_by_vmap():
     assert nnx.vmap(lambda p: p.a * p.b, in_axes=(mapped,))(pair).tolist() == out.tolist()
 
 
-class Stack(nnx.Module):
-    def __init__(self):
-        self.w = nnx.Param(jnp.ones((4, 2, 3)))
-        self.mean = nnx.BatchStat(jnp.zeros(3))
-
-
-def test_tree_mode_prefix_is_shaped_like_the_node_as_flax():
-    ours = nnx.prefix(Stack(), {nnx.Param: 0, ...: None}, graph=False)
-    assert type(ours) is Stack and ours.w == 0 and ours.mean[...] is None
-    theirs_model = flax_nnx.Linear(2, 3, rngs=flax_nnx.Rngs(0))
-    theirs = flax_nnx.prefix(theirs_model, {flax_nnx.Param: "p"}, graph=False)
-    mine = nnx.prefix(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), {nnx.Param: "p"}, graph=False)
-    assert (theirs.kernel, theirs.bias) == ("p", "p") and mine.kernel == "p" and mine.bias == "p"
-    # a JAX prefix of the model: usable by jax.vmap and nnx.vmap in tree mode
-    model = Stack()
-    axes = nnx.prefix(model, {nnx.Param: 0, ...: None}, graph=False)
-    x = jnp.ones(2)
-    assert jax.vmap(lambda m, x: x @ m.w, in_axes=(axes, None))(model, x).shape == (4, 3)
-    weights = nnx.Dict(w=nnx.Param(jnp.ones((4, 2, 3))))
-    axes = nnx.prefix(weights, {nnx.Param: 0}, graph=False)
-    y = nnx.vmap(lambda m, x: x @ m.w, in_axes=(axes, None), graph=False,
-                 graph_updates=False)(weights, x)
-    assert y.shape == (4, 3)
-
-
-def test_prefix_of_pytrees_of_nodes_and_of_variables():
-    model, v = Stack(), nnx.Param(jnp.ones((4, 2)))
-    first, second = nnx.prefix((model, model), {nnx.Param: 0, ...: None})
-    assert isinstance(first, nnx.StateAxes) and isinstance(second, nnx.StateAxes)
-    assert nnx.prefix(v, {nnx.Param: 0}) == 0 == nnx.prefix(v, {nnx.Param: 0}, graph=False)
-    assert nnx.prefix([v, 1.0], lambda path, x: path, graph=False) == [(0,), (1,)]
-
-
-def test_prefix_without_a_matching_filter_names_the_variable():
-    with pytest.raises(ValueError, match=r"Param at 'w'.*No filter matched leaf at path"):
-        nnx.prefix(Stack(), {nnx.BatchStat: 0}, graph=False)
-
-
 def test_to_tree_refuses_one_object_under_two_prefix_entries():
     layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
     pair = (layer, 1, {"b": layer})

@@ -45,7 +45,7 @@ MODULE_TYPES = (ModA, ModB)
 VARIABLE_TYPES = (nnx.Param, nnx.BatchStat, nnx.Cache, nnx.Variable)
 SHAPES = ((), (2,), (1, 3))
 DTYPES = (np.float32, np.int32)
-METADATA = ({}, {"sharding": ("embed",)}, {"tag": "t", "note": [1, 2]})
+METADATA = ({}, {"out_sharding": ("embed",)}, {"tag": "t", "note": [1, 2]})
 ATTRIBUTE_NAMES = ("a", "b", "c", "layers", "w")
 DICT_KEYS = ("x", "y", 0, 1, 2)
 

@@ -214,8 +214,8 @@ class TestSplitRngs:
     def test_context_manager_splits_and_restores(self):
         rngs = nnx.Rngs(0, dropout=1)
         old_key = data(rngs.default.key[...])
-        with nnx.split_rngs(rngs, splits=5) as node:
-            assert node is rngs
+        with nnx.split_rngs(rngs, splits=5) as backups:
+            assert isinstance(backups, nnx.rnglib.SplitBackups) and len(backups) == 2
             assert rngs.default.key.shape == (5,) and rngs.dropout.key.shape == (5,)
             assert rngs.default.count.shape == (5,)
             keys = jax.vmap(lambda k: k)(rngs.default.key[...])
@@ -294,23 +294,24 @@ class TestSplitRngs:
         assert ys.shape == (3, 2)
         assert not np.allclose(ys[0], ys[1])
 
-    def test_one_instance_used_twice(self):
+    def test_the_call_splits_and_restore_rngs_undoes_it(self):
         rngs = nnx.Rngs(0)
-        splitter = nnx.split_rngs(rngs, splits=2)
-        for _ in range(2):
-            with splitter:
-                assert rngs.default.key.shape == (2,)
-            assert rngs.default.key.shape == ()
-        assert int(rngs.default.count[...]) == 2
+        backups = nnx.split_rngs(rngs, splits=2)   # no `with` needed: split at the call
+        assert rngs.default.key.shape == (2,)
+        nnx.restore_rngs(backups)
+        assert rngs.default.key.shape == () and int(rngs.default.count[...]) == 1
 
 
 class TestReseed:
     def test_reseed_restarts_stream(self):
         rngs = nnx.Rngs(0, dropout=1)
-        first = rngs.dropout()
         rngs.dropout()
         nnx.reseed(rngs, dropout=1)
         assert int(rngs.dropout.count[...]) == 0
+        # the new key is the first key of a fresh stream seeded 1 (as flax.nnx draws it)
+        assert same(rngs.dropout.key[...], nnx.RngStream(1, tag="dropout")())
+        first = rngs.dropout()
+        nnx.reseed(rngs, dropout=1)
         assert same(rngs.dropout(), first)
 
     def test_reseed_only_named_streams(self):
@@ -318,12 +319,14 @@ class TestReseed:
         rngs()
         nnx.reseed(rngs, dropout=5)
         assert int(rngs.default.count[...]) == 1
-        assert same(rngs.dropout(), nnx.Rngs(dropout=5).dropout())
+        assert same(rngs.dropout.key[...], nnx.Rngs(dropout=5).dropout())
 
     def test_reseed_inside_module(self):
         model = Noisy(nnx.Rngs(params=0, dropout=1))
         x = jnp.zeros(3)
+        nnx.reseed(model, dropout=1)
         y1 = model(x)
+        model(x)
         nnx.reseed(model, dropout=1)
         np.testing.assert_array_equal(model(x), y1)
 
@@ -370,7 +373,7 @@ class TestReseedPolicy:
         rngs = self.stacked()
         nnx.reseed(rngs, dropout=7, policy="match_shape")
         assert rngs.dropout.key.shape == (3,) and rngs.dropout.count.shape == (3,)
-        expected = jax.random.split(jax.random.key(7), 3)
+        expected = jax.random.split(nnx.RngStream(7, tag="dropout")(), 3)
         np.testing.assert_array_equal(jax.random.key_data(rngs.dropout.key[...]),
                                       jax.random.key_data(expected))
 
@@ -398,7 +401,7 @@ def test_streams_from_a_mapping_or_a_default_keyword():
     assert bool(by_keyword() == nnx.Rngs(3)())
 
 
-def test_restore_rngs_undoes_fork_rngs_exactly():
+def test_restore_rngs_after_fork_rngs_gives_the_keys_back_past_the_draw():
     rngs = nnx.Rngs(0, dropout=1)
     before = [(jax.random.key_data(s.key[...]), int(s.count[...])) for _, s in rngs.items()]
     backups = nnx.fork_rngs(rngs, split=3)
@@ -407,4 +410,4 @@ def test_restore_rngs_undoes_fork_rngs_exactly():
     after = [(jax.random.key_data(s.key[...]), int(s.count[...])) for _, s in rngs.items()]
     for (key_a, count_a), (key_b, count_b) in zip(before, after, strict=True):
         np.testing.assert_array_equal(key_a, key_b)
-        assert count_a == count_b
+        assert count_b == count_a + 1  # the key drawn to fork is not handed out again

@@ -115,7 +115,9 @@ def test_without_a_mesh_sharding_stays_metadata():
     init = nnx.with_partitioning(nnx.initializers.ones, (None, "model"))
     layer = nnx.Linear(4, 8, kernel_init=init, rngs=nnx.Rngs(0))
     assert len(layer.kernel[...].sharding.device_set) == 1
-    assert layer.kernel.out_sharding == layer.kernel.sharding_names == (None, "model")
+    assert layer.kernel.out_sharding == (None, "model")
+    with pytest.warns(DeprecationWarning, match="sharding_names"):
+        assert layer.kernel.sharding_names == (None, "model")  # flax's deprecated reader
 
 
 def test_eager_sharding_can_be_turned_off(mesh):

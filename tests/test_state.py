@@ -75,15 +75,15 @@ class TestMapping:
         t["b"] = 2
         assert "b" not in s
 
-    def test_equality_compares_contents_like_flax(self):
-        from flax import nnx as flax_nnx
-        p = nnx.Param(1.0)
-        s = nnx.State({"a": 1, "b": {"w": p}})
-        assert s == s and s == nnx.State({"a": 1, "b": {"w": p}})
-        assert s == {"a": 1, "b": {"w": p}} and s != nnx.State({"a": 2, "b": {"w": p}})
-        assert s != nnx.State({"a": 1}) and nnx.State({}) == nnx.State({})
-        assert flax_nnx.State({"a": 1}) == flax_nnx.State({"a": 1})
-        assert s.__eq__(3) is NotImplemented
+    def test_equality_is_mapping_equality(self):
+        # as flax.nnx's State (a Mapping): same keys, equal values
+        s = nnx.State({"a": 1, "b": {"c": 2}})
+        assert s == s and s == nnx.State({"a": 1, "b": {"c": 2}})
+        assert s == {"a": 1, "b": {"c": 2}} and nnx.State({}) == {}
+        assert s != nnx.State({"a": 1}) and s != {"a": 1, "b": {"c": 3}}
+        assert s != [1, 2]
+        params, rest = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), nnx.Param, ...)[1:]
+        assert rest == {} and params != {}
 
     def test_repr(self):
         text = repr(nnx.State({"a": {"w": nnx.Param(1.0)}, "b": 2}))
@@ -146,9 +146,14 @@ class TestOperations:
         params, stats = make_state().filter(nnx.Param, nnx.BatchStat)
         assert len(paths(params)) == 4 and paths(stats) == [("layer", "mean")]
 
-    def test_filter_keeps_overlap(self):
+    def test_filter_gives_each_leaf_to_its_first_matching_filter(self):
+        # as flax.nnx: like split, but leaves no filter matches are left out
         a, b = make_state().filter(nnx.PathContains("layer"), nnx.Param)
-        assert ("layer", "bias") in paths(a) and ("layer", "bias") in paths(b)
+        assert ("layer", "bias") in paths(a) and ("layer", "bias") not in paths(b)
+        assert paths(b) == [("blocks", 0, "w"), ("blocks", 1, "w")]
+        model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        params, rest = nnx.state(model, nnx.Param, ...)
+        assert sorted(params) == ["bias", "kernel"] and len(rest) == 0
 
     def test_filter_state_function(self):
         assert paths(nnx.filter_state(make_state(), "batch_stats")) == [("layer", "mean")]
@@ -254,8 +259,8 @@ class TestPytree:
         np.testing.assert_array_equal(doubled.layer.kernel[...], 2 * np.ones((2, 2)))
 
     def test_tree_map_keeps_metadata(self):
-        s = nnx.State({"w": nnx.Param(jnp.ones(2), sharding=("embed",))})
-        assert jax.tree.map(jnp.zeros_like, s)["w"].sharding == ("embed",)
+        s = nnx.State({"w": nnx.Param(jnp.ones(2), out_sharding=("embed",))})
+        assert jax.tree.map(jnp.zeros_like, s)["w"].out_sharding == ("embed",)
 
     def test_treedef_equality(self):
         a = jax.tree.structure(make_state())
@@ -310,3 +315,18 @@ def test_from_flat_state_of_a_path_dict_like_flax():
     flat = {("a", "b"): 1, ("c",): 2}
     ours, theirs = nnx.from_flat_state(flat), flax_nnx.from_flat_state(flat)
     assert nnx.to_pure_dict(ours) == flax_nnx.to_pure_dict(theirs) == {"a": {"b": 1}, "c": 2}
+
+
+def test_clone_of_a_state_copies_its_variables_as_flax():
+    from flax import nnx as fnnx
+
+    for lib in (nnx, fnnx):
+        model = lib.Linear(2, 3, rngs=lib.Rngs(0))
+        params, rest = lib.clone(lib.state(model, lib.Param, ...), graph=True)
+        assert params["kernel"] is not model.kernel           # a copy ...
+        np.testing.assert_array_equal(params["kernel"][...], model.kernel[...])
+        model.kernel[...] = 0.0
+        assert float(np.abs(params["kernel"][...]).sum()) > 0  # ... that keeps its values
+        assert isinstance(params, lib.State) and len(rest) == 0
+    graphdef, state = nnx.split(nnx.state(nnx.Linear(2, 3, rngs=nnx.Rngs(0))))
+    assert sorted(state) == ["bias", "kernel"]                # a State is walked, not opaque

@@ -143,7 +143,7 @@ GRAPH_FUNCTIONS = {
     "with_attributes": lambda m, g: nnx.with_attributes(m, graph=g),
     "reseed": lambda m, g: nnx.reseed(m, graph=g),
     "fork_rngs": lambda m, g: nnx.fork_rngs(m, graph=g),
-    "split_rngs": lambda m, g: nnx.split_rngs(m, splits=2, graph=g).__enter__(),
+    "split_rngs": lambda m, g: nnx.split_rngs(m, splits=2, graph=g),
     "with_rngs": lambda m, g: nnx.with_rngs(m, graph=g),
     "as_abstract": lambda m, g: nnx.as_abstract(m, graph=g),
     "abstract_with_sharding": lambda m, g: nnx.abstract_with_sharding(m, graph=g),
@@ -317,7 +317,11 @@ def test_transform_tree_mode(name):
         call(shared, False, False)
     assert int(shared.count[...]) == 0  # raised before anything ran
     call(shared, True, True)  # graph mode keeps the shared reference
-    call(tied(), True, False)  # graph_updates=False alone allows shared inputs
+    if name == "eval_shape":  # flax.nnx's eval_shape takes a tree without updates
+        with pytest.raises(SharedReferenceError, match="Duplicate"):
+            call(tied(), True, False)
+    else:
+        call(tied(), True, False)  # graph_updates=False alone allows shared inputs
 
 
 @pytest.mark.parametrize("graph", [True, False])
@@ -515,7 +519,8 @@ def test_context_based_transforms_follow_the_same_rules(name):
     if name == "pmap":  # shard_map never carries structural changes (its own error)
         with pytest.raises(GraphStructureError, match=r"`args\[0\]\.extra`"):
             run(grow, False, False)
-    with pytest.raises(SharedReferenceError, match="returned one of its input objects"):
+    with pytest.raises(SharedReferenceError,
+                       match="returned one of its input objects|is an input object"):
         run(give_back, True, False)
     model, out = run(give_back, True, True)
     assert out is model
@@ -539,3 +544,27 @@ def test_tree_mode_loops_update_the_caller_like_flax():
     assert int(ours.n[...]) == int(theirs.n[...]) == 3  # the caller's object is updated
     assert int(out.n[...]) == int(their_out.n[...]) == 3
     assert out is ours and their_out is not theirs  # the documented difference
+
+
+@pytest.mark.parametrize("options", [dict(), dict(graph_updates=False), dict(graph=False)])
+def test_returning_a_module_captured_from_eager_code_is_an_error(options):
+    outside = Block(nnx.Rngs(0))
+    f = nnx.vmap(lambda x: outside, in_axes=0, out_axes=0, **options)
+    with pytest.raises(ValueError, match="captured from outside the function") as info:
+        f(jnp.zeros((4,)))
+    assert "Cannot return captured Variable" in str(info.value)
+    # returning an input, or a module made inside, is fine
+    assert nnx.jit(lambda m: m)(outside) is outside
+    assert nnx.jit(lambda: Block(nnx.Rngs(1)), **options)().linear.kernel.shape == (2, 3)
+
+
+def test_graph_mode_without_updates_keeps_a_new_object_returned_twice():
+    @nnx.vmap(out_axes=0, axis_size=2, graph_updates=False)
+    def make():
+        m = nnx.Linear(3, 3, rngs=nnx.Rngs(0))
+        return m, m
+
+    a, b = make()
+    assert a is b and a.kernel.shape == (2, 3, 3)
+    with pytest.raises(SharedReferenceError, match="returned twice"):
+        nnx.vmap(make.__wrapped__, out_axes=0, axis_size=2, graph=False)()

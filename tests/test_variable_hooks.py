@@ -106,4 +106,4 @@ def test_a_hook_added_later_by_set_metadata_runs():
 
 def test_a_dict_in_a_hook_position_is_refused():
     with pytest.raises(TypeError, match="metadata="):
-        nnx.VariableMetadata(1.0, {"sharding": ("x",)})
+        nnx.VariableMetadata(1.0, {"out_sharding": ("x",)})

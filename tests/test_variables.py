@@ -97,8 +97,9 @@ class TestValueAccess:
         assert q[...] is p[...]
 
     def test_variable_from_variable_metadata(self):
-        p = nnx.Param(VariableMetadata(jnp.zeros(2), metadata={"sharding": ("x",)}), extra=3)
-        assert p.sharding == ("x",) and p.extra == 3
+        p = nnx.Param(VariableMetadata(jnp.zeros(2), metadata={"out_sharding": ("x",)}),
+                      extra=3)
+        assert p.out_sharding == ("x",) and p.extra == 3
         assert p.shape == (2,)
 
     def test_non_array_values(self):
@@ -111,8 +112,8 @@ class TestValueAccess:
 # --------------------------------------------------------------------------- metadata
 class TestMetadata:
     def test_keyword_metadata_reads_as_attributes(self):
-        p = nnx.Param(0.0, sharding=("embed",), note="hello")
-        assert p.sharding == ("embed",)
+        p = nnx.Param(0.0, out_sharding=("embed",), note="hello")
+        assert p.out_sharding == ("embed",)
         assert p.note == "hello"
 
     def test_get_metadata_returns_a_copy(self):
@@ -169,22 +170,23 @@ class TestMetadata:
         assert p.T == "meta"
 
     def test_sharding_metadata_needs_no_mesh(self):
-        p = nnx.Param(jnp.ones((2, 3)), sharding=("embed", "mlp"))
-        assert p.sharding == ("embed", "mlp")
-        q = nnx.Param(jnp.ones((2, 3)), sharding_names=("a", None),
-                      out_sharding=("b",), mesh=None, rules=(("a", "data"),))
-        assert q.sharding_names == ("a", None)
+        p = nnx.Param(jnp.ones((2, 3)), out_sharding=("embed", "mlp"))
+        assert p.out_sharding == ("embed", "mlp")
+        assert p.sharding == p[...].sharding  # the value's own (one device here)
+        q = nnx.Param(jnp.ones((2, 3)), out_sharding=("b",), mesh=None,
+                      rules=(("a", "data"),))
         assert q.out_sharding == ("b",)
         assert q.mesh is None
         assert q.rules == (("a", "data"),)
 
     def test_with_metadata_initializer(self):
-        init = nnx.with_metadata(nnx.initializers.ones, sharding=("embed", "mlp"), note=1)
+        init = nnx.with_metadata(nnx.initializers.ones, out_sharding=("embed", "mlp"), note=1)
         out = init(jax.random.key(0), (2, 3))
         assert isinstance(out, VariableMetadata)
         p = nnx.Param(out)
         assert p.shape == (2, 3)
-        assert p.get_metadata(exclude_required=True) == {"sharding": ("embed", "mlp"), "note": 1}
+        assert p.get_metadata(exclude_required=True) == {"out_sharding": ("embed", "mlp"),
+                                                         "note": 1}
         np.testing.assert_array_equal(p[...], np.ones((2, 3)))
         assert init.__wrapped__ is nnx.initializers.ones
 
@@ -196,7 +198,7 @@ class TestMetadata:
     def test_with_partitioning(self):
         init = nnx.with_partitioning(nnx.initializers.zeros, ["embed", None], extra=1)
         p = nnx.Param(init(jax.random.key(0), (4, 2)))
-        assert p.sharding_names == ("embed", None)
+        assert p.out_sharding == ("embed", None)
         assert p.extra == 1
 
     def test_variable_metadata_repr(self):
@@ -388,10 +390,11 @@ class TestPytree:
         assert jax.tree.leaves(nnx.Param(x, a=1)) == [x]
 
     def test_tree_map_keeps_type_and_metadata(self):
-        p = nnx.Param(jnp.ones(2), sharding=("embed",), note={"k": [1, 2]})
+        p = nnx.Param(jnp.ones(2), out_sharding=("embed",), note={"k": [1, 2]})
         q = jax.tree.map(lambda x: x * 3, p)
         assert type(q) is nnx.Param and q is not p
-        assert q.get_metadata(exclude_required=True) == {"sharding": ("embed",), "note": {"k": [1, 2]}}
+        assert q.get_metadata(exclude_required=True) == {"out_sharding": ("embed",),
+                                                         "note": {"k": [1, 2]}}
         np.testing.assert_array_equal(q[...], [3.0, 3.0])
         np.testing.assert_array_equal(p[...], [1.0, 1.0])
 
@@ -475,9 +478,9 @@ class TestCopyPickle:
 
 class TestRepr:
     def test_repr_shows_type_value_and_metadata(self):
-        text = repr(nnx.Param(jnp.zeros(2), sharding=("embed",)))
+        text = repr(nnx.Param(jnp.zeros(2), out_sharding=("embed",)))
         assert text.startswith("Param(")
-        assert "value=" in text and "sharding=('embed',)" in text
+        assert "value=" in text and "out_sharding=('embed',)" in text
 
     def test_large_values_are_summarised(self):
         text = repr(nnx.Param(jnp.zeros((10, 10))))
@@ -600,4 +603,4 @@ def test_with_partitioning_takes_a_mesh_positionally():
     mesh = jax.make_mesh((1,), ("model",))
     init = nnx.with_partitioning(nnx.initializers.ones, (None, "model"), mesh)
     p = nnx.Param(init(jax.random.key(0), (2, 3)))
-    assert p.sharding_names == (None, "model") and p.get_metadata()["mesh"] is mesh
+    assert p.out_sharding == (None, "model") and p.get_metadata()["mesh"] is mesh

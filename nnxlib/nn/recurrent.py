@@ -287,9 +287,12 @@ class RNN(Module):
         """Check shapes before anything runs (and before any RNG stream advances)."""
         cell_root = f"{root}.cell"
         step_shape = inputs.shape[:time_axis] + inputs.shape[time_axis + 1:]
-        self.cell._check_step_inputs(step_shape, cell_root, shown_shape=inputs.shape)
-        if initial_carry is not None:
-            self.cell._check_carry(initial_carry, batch_dims, cell_root, "initial_carry")
+        # Any module with __call__, initialize_carry and num_feature_axes is a cell, as in
+        # flax.nnx; the shape checks come with RNNCellBase (the built-in cells).
+        if isinstance(self.cell, RNNCellBase):
+            self.cell._check_step_inputs(step_shape, cell_root, shown_shape=inputs.shape)
+            if initial_carry is not None:
+                self.cell._check_carry(initial_carry, batch_dims, cell_root, "initial_carry")
         if seq_lengths is not None:
             shape = tuple(jnp.shape(seq_lengths))
             if shape != batch_dims:

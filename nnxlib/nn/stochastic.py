@@ -117,16 +117,20 @@ class Dropout(Module):
         mask_shape = list(jnp.shape(inputs))
         for dim in self.broadcast_dims:
             mask_shape[dim] = 1
-        mask = jax.random.bernoulli(key, p=keep, shape=tuple(mask_shape))
-        mask = jnp.broadcast_to(mask, jnp.shape(inputs))
+        # Under Explicit mesh axes the mask must be sharded like the inputs for select;
+        # broadcast dimensions (size 1 in the mask) are unsharded until broadcast.
+        sharding = jax.typeof(inputs).sharding
+        mask = jax.random.bernoulli(key, p=keep, shape=tuple(mask_shape),
+                                    out_sharding=_unshard(sharding, self.broadcast_dims))
+        mask = jnp.broadcast_to(mask, jnp.shape(inputs), out_sharding=sharding)
         return lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
 
     def _key(self, rngs: Any) -> jax.Array:
         source = rngs if rngs is not None else self.rngs
         if source is None:
             raise ValueError(
-                "Dropout: deterministic is False but no random key is available: no "
-                "`rngs` was passed to the call and none was given at construction. "
+                "`deterministic` is False, but no `rngs` argument was provided to Dropout "
+                "(none was given at construction either), so no random key is available. "
                 "Hint: build it with nnx.Dropout(rate, rngs=nnx.Rngs(dropout=0)), call it "
                 "with layer(x, rngs=rngs), or switch it off with deterministic=True / "
                 "model.eval()."
@@ -163,3 +167,12 @@ def _check_rate(rate: Any, where: str) -> Any:
             "probability: nnx.Dropout(0.1) drops 10% of the entries."
         )
     return rate
+
+
+def _unshard(sharding: Any, dims: Sequence[int]) -> Any:
+    """``sharding`` with the dimensions ``dims`` replicated."""
+    spec = list(sharding.spec)
+    for dim in dims:
+        if -len(spec) <= dim < len(spec):
+            spec[dim] = None
+    return sharding.update(spec=jax.sharding.PartitionSpec(*spec))

@@ -166,8 +166,9 @@ class Average(Metric):
             if mask is not None:
                 raise ValueError(
                     f"Average.update: a mask was given with the single number "
-                    f"{self.argname}={values!r}. Hint: pass the values as an array to "
-                    "mask them, or leave out the mask."
+                    f"{self.argname}={values!r}; to be masked, the values should be a jax "
+                    "array. Hint: pass the values as an array to mask them, or leave out "
+                    "the mask."
                 )
             self.total[...] = self.total[...] + values
             self.count[...] = self.count[...] + 1
@@ -245,9 +246,10 @@ class Accuracy(Average):
         binary = self.threshold is not None
         want = labels.ndim if binary else labels.ndim + 1
         if logits.ndim != want:
-            kind = "binary (threshold given)" if binary else "multi-class"
+            kind = ("For binary classification (threshold given)" if binary
+                    else "For multi-class classification")
             raise ValueError(
-                f"Accuracy.update: for {kind} accuracy logits must have {want} axes "
+                f"Accuracy.update: {kind} the logits must have {want} axes "
                 f"(labels have {labels.ndim}); got logits of shape {logits.shape} and labels "
                 f"of shape {labels.shape}. Hint: "
                 + ("give one logit per label." if binary else

@@ -69,10 +69,11 @@ class OptVariable(OptState):
     Example:
         >>> import jax.numpy as jnp, optax
         >>> import nnxlib as nnx
-        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0), kernel_metadata={"sharding": (None, "mlp")})
+        >>> meta = {"out_sharding": (None, "mlp")}
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0), kernel_metadata=meta)
         >>> optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
         >>> mu = optimizer.opt_state[0]["mu"]["kernel"]
-        >>> type(mu).__name__, mu.sharding
+        >>> type(mu).__name__, mu.out_sharding
         ('OptVariable', (None, 'mlp'))
     """
 

@@ -7,7 +7,7 @@ Two kinds of mistakes are caught before anything is traced:
 * a *prefix* argument (``in_axes``, ``in_shardings``, ``argnums``, ``in_specs``, ...)
   holds something that cannot be a prefix: a Variable, a graph node in graph mode, or
   a filter-keyed mapping (``StateAxes``, ``StateSharding``, ``DiffState``: the
-  :class:`PrefixMapping` kinds) where there are no graph updates to apply it to.
+  ``axes.PrefixMapping`` kinds) where there are no graph updates to apply it to.
 
 Example:
     >>> import nnxlib as nnx
@@ -21,27 +21,17 @@ Example:
 
 from __future__ import annotations
 
-import abc
 from typing import Any
 
 import jax
 
-from nnxlib._graphdef import is_graph_node
+from nnxlib._graphdef import is_graph_node, node_impl
 from nnxlib.graph_mode import Mode
+from nnxlib.state import State
+from nnxlib.transforms.axes import PrefixMapping, TreeState
 from nnxlib.variables import Variable
 
-__all__ = ["PrefixMapping", "check_function", "check_prefix"]
-
-
-class PrefixMapping(abc.ABC):
-    """The prefix kinds that map a module's state by filters (``StateAxes``,
-    ``StateSharding``, ``DiffState`` register themselves); they need graph updates.
-
-    Example:
-        >>> import nnxlib as nnx
-        >>> isinstance(nnx.StateAxes({...: 0}), PrefixMapping)
-        True
-    """
+__all__ = ["check_function", "check_prefix", "prefix_argument"]
 
 
 def check_function(f: Any, transform: str) -> None:
@@ -119,3 +109,44 @@ def check_prefix(prefix: Any, name: str, transform: str, mode: Mode) -> None:
                 "allowed as prefixes when graph=True.\nExpected: ints, None, specs or "
                 f"filter mappings (nnx.StateAxes, ...). Hint: remove the {kind} from "
                 f"`{name}`, or pass graph=False to use a module-shaped prefix.")
+
+
+def prefix_argument(prefix: Any, name: str, transform: str, mode: Mode) -> Any:
+    """:func:`check_prefix`, then the prefix as the transform reads it: in tree mode a
+    module-shaped prefix (a module whose variables are replaced by entries, as
+    ``nnx.prefix(..., graph=False)`` makes) becomes a per-path ``TreeState``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> from nnxlib.graph_mode import Mode
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> prefix = nnx.prefix(model, {nnx.Param: 0}, graph=False)
+        >>> tree_state = prefix_argument((prefix, None), "in_axes", "nnx.vmap",
+        ...                              Mode(False, False))[0]
+        >>> tree_state.state["kernel"], tree_state.state["bias"]
+        (0, 0)
+    """
+    check_prefix(prefix, name, transform, mode)
+    if mode.graph:
+        return prefix
+    return jax.tree_util.tree_map(
+        lambda x: _tree_state(x) if is_graph_node(x) else x,
+        prefix, is_leaf=_is_prefix_leaf)
+
+
+def _tree_state(node: Any) -> TreeState:
+    paths, entries = zip(*_entries(node)) if node_impl(type(node)) else ((), ())
+    return TreeState(State._from_flat(tuple(paths), list(entries)))
+
+
+def _entries(node: Any, path: tuple = ()) -> Any:
+    """``(path, entry)`` of a module-shaped prefix, for each value it holds that is not
+    itself a node (a variable gives its value)."""
+    impl = node_impl(type(node))
+    if isinstance(node, Variable):
+        yield path, node._raw_value
+    elif impl is None:
+        yield path, node
+    else:
+        for key, child in impl.children(node):
+            yield from _entries(child, path + (key,))

@@ -24,8 +24,10 @@ from nnxlib.spmd import add_variable_axis as add_axis
 from nnxlib.spmd import remove_variable_axis as remove_axis
 from nnxlib.transforms.axes import (  # noqa: F401  (re-exported for the transforms)
     PARTITION_NAME,
+    STATE_PREFIXES,
     Carry,
     StateAxes,
+    TreeState,
     _axis_repr,
     _check_axis,
 )
@@ -35,7 +37,7 @@ from nnxlib.variables import Variable, _new_variable, thaw_metadata
 # ------------------------------------------------------------------ prefix handling
 def is_prefix_leaf(x: Any) -> bool:
     """True for the entries an axis prefix tree ends in."""
-    return x is None or x is Carry or isinstance(x, StateAxes)
+    return x is None or x is Carry or isinstance(x, STATE_PREFIXES)
 
 
 def prefix_leaves(prefix: Any, tree: Any, is_leaf: Callable, where: str) -> list:
@@ -69,7 +71,7 @@ def out_specs(out_axes: Any, out: Any, where: str, array_axes: str) -> tuple[lis
     for spec, leaf in zip(specs, leaves):
         if is_node_or_variable(leaf):
             roots.append(spec)
-        elif isinstance(spec, StateAxes):
+        elif isinstance(spec, STATE_PREFIXES):
             raise ValueError(
                 f"{where} out_axes: {spec!r} is given for an output that is not a module or "
                 f"variable ({type(leaf).__name__}). Hint: use {array_axes} for arrays."
@@ -95,8 +97,9 @@ def leaf_names(tree: Any, is_leaf: Callable, top: Any = ("args", "kwargs")) -> l
 
 
 def resolve(spec: Any, path: tuple, leaf: Any, where: str, allow_carry: bool) -> Any:
-    """The axis ``spec`` (an int, None, Carry or StateAxes) gives the leaf at ``path``."""
-    axis = spec.axis_for(path, leaf, where) if isinstance(spec, StateAxes) else spec
+    """The axis ``spec`` (an int, None, Carry, StateAxes or TreeState) gives the leaf at
+    ``path``."""
+    axis = spec.axis_for(path, leaf, where) if isinstance(spec, STATE_PREFIXES) else spec
     _check_axis(axis, where, allow_carry)
     return axis
 

@@ -174,6 +174,8 @@ def collect(rebuilt: Rebuilt, key: tuple, out: Any, mode: Mode = GRAPH,
     roots = (*rebuilt.nodes, *(out_leaves[i] for i in out_positions))
     root_defs = tuple((i, flat.flatten(r, (i,))) for i, r in enumerate(roots))
     num_inputs = len(rebuilt.nodes)
+    if out_positions:
+        _check_not_captured(flat, rebuilt, out, out_positions, where)
     values = [_raw(v) for v in flat.leaves]
     in_values = rebuilt.in_values
     n = 0 if graphdef is None else graphdef.num_leaves
@@ -203,6 +205,26 @@ def collect(rebuilt: Rebuilt, key: tuple, out: Any, mode: Mode = GRAPH,
     expire(rebuilt.objects.values())
     expire(flat.objects.values())
     return info, send, others
+
+
+def _check_not_captured(flat: _Flattener, rebuilt: Rebuilt, out: Any, out_positions: tuple,
+                        where: str) -> None:
+    """An object returned by the function must be an input or made inside it: one made
+    by eager code and captured (a closure) would come back as a detached copy."""
+    if _tracking.current_trace() == _tracking.EAGER:
+        return  # the function ran eagerly (jax.custom_vjp's primal): nothing to tell
+    inputs = rebuilt.objects
+    for index, obj in flat.objects.items():
+        if index in inputs or obj._nnx_trace != _tracking.EAGER:
+            continue
+        labels = root_labels(out, out_positions, None, "out")
+        raise ValueError(
+            f"{where or 'transform'}: the output {labels[0] if len(labels) == 1 else labels} "
+            f"holds a {type(obj).__name__} that was captured from outside the function "
+            "(Cannot return captured Variable; Cannot extract graph node from different "
+            "trace level). Its state is not traced here, so what came back would be a "
+            "detached copy.\nHint: pass the module to the transformed function as an "
+            "argument and return that, or create it inside the function.")
 
 
 def _next_index(graphdef: GraphDef | None) -> int:

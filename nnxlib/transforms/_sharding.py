@@ -1,9 +1,11 @@
 """Sharding specifications for transform arguments that hold modules.
 
 A module argument's arrays can be placed by one sharding for all of them, by a
-:class:`StateSharding` that maps filters to shardings (first match wins), or by a
-``State`` of shardings with the module's paths. These are resolved once per traced
-signature into one sharding per array.
+:class:`StateSharding` (or a :class:`~nnxlib.StateAxes`, what ``nnx.prefix`` builds)
+that maps filters to shardings (first match wins), or by a ``State`` of shardings with
+the module's paths. :func:`resolve_entry` is the one rule for all of them (``jit``'s
+``in_shardings``/``out_shardings`` and ``shard_map``'s ``in_specs``); ``jit`` resolves
+them once per traced signature into one sharding per array.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+from jax.sharding import PartitionSpec
 
 from nnxlib.filters import to_predicate
-from nnxlib.graph import is_node_or_variable
+from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.state import State
-from nnxlib.transforms._arguments import PrefixMapping
+from nnxlib.transforms._axes import iter_variables
+from nnxlib.transforms.axes import PrefixMapping, StateAxes, TreeState
 from nnxlib.variables import Variable
 
 __all__ = ["StateSharding", "leaf_shardings", "constrain", "constrain_outputs",
-           "argument_of_leaves"]
+           "argument_of_leaves", "resolve_entry", "constrain_changed_inputs",
+           "constrain_graph_outputs", "place_inputs"]
+
+_SET_RAW = Variable._raw_value.__set__  # type: ignore[attr-defined]
 
 
 class StateSharding(PrefixMapping):
@@ -59,7 +66,7 @@ class StateSharding(PrefixMapping):
             True
         """
         if self._by_path is not None:
-            return _resolve(self._by_path, path, leaf)
+            return resolve_entry(self._by_path, path, leaf)
         for predicate, sharding in self._predicates:
             if predicate(path, leaf):
                 return sharding
@@ -82,21 +89,44 @@ def argument_of_leaves(args: tuple, kwargs: dict) -> list:
     return owners
 
 
-def _resolve(spec: Any, path: tuple, leaf: Any) -> Any:
-    if spec is None or isinstance(spec, jax.sharding.Sharding):
+def resolve_entry(spec: Any, path: tuple, leaf: Any, missing: Any = None) -> Any:
+    """The sharding (or ``PartitionSpec``) that the spec of a module argument gives the
+    leaf at ``path`` of that module.
+
+    ``spec`` is one sharding or ``PartitionSpec`` for all leaves, a
+    :class:`StateSharding` or :class:`~nnxlib.StateAxes` (filters, first match wins),
+    a ``State`` of them with the module's paths (``missing`` for a path it does not
+    list), or None (no constraint).
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> from jax.sharding import PartitionSpec as P
+        >>> spec = nnx.StateAxes({nnx.PathContains("kernel"): P(None, "model"), ...: P()})
+        >>> resolve_entry(spec, ("kernel",), nnx.Param(0.0))
+        P(None, 'model')
+        >>> resolve_entry(nnx.State({"kernel": P("a")}), ("bias",), nnx.Param(0.0), P())
+        P()
+    """
+    if spec is None or isinstance(spec, (jax.sharding.Sharding, PartitionSpec)):
         return spec
     if isinstance(spec, StateSharding):
         return spec.resolve(path, leaf)
+    if isinstance(spec, (StateAxes, TreeState)):
+        return spec.axis_for(path, leaf, "sharding prefix")
     if isinstance(spec, State):
         node: Any = spec
-        for key in path:
-            node = node[key]
+        try:
+            for key in path:
+                node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return missing
         # jax.tree.map over a model's state keeps the Variable boxes around shardings
         return node.get_value() if isinstance(node, Variable) else node
     raise TypeError(
         f"Invalid sharding spec {type(spec).__name__} for the module state at "
-        f"{'/'.join(map(str, path))!r}. Expected a jax.sharding.Sharding, a StateSharding "
-        "or a State of shardings."
+        f"{'/'.join(map(str, path))!r}. Expected a jax.sharding.Sharding, a "
+        "PartitionSpec, a StateSharding, a StateAxes or a State of shardings. Hint: "
+        "build per-filter shardings with nnx.StateSharding({filter: sharding, ...})."
     )
 
 
@@ -117,7 +147,7 @@ def leaf_shardings(in_shardings: Any, ext: Any, args: tuple, kwargs: dict,
     if ext.plan is not None:
         roots = [owners[p] for p in ext.node_positions]
         value_shardings = [
-            _resolve(spec_for(roots[path[0]]), path[1:], leaf)
+            resolve_entry(spec_for(roots[path[0]]), path[1:], leaf)
             for path, leaf in zip(ext.plan.graphdef.paths, ext.plan.template)
         ]
     chosen = set(ext.node_positions)
@@ -174,3 +204,99 @@ def constrain_outputs(out: Any, spec: Any) -> Any:
     return jax.tree.map(
         lambda s, x: x if s is None else jax.tree.map(lambda a: constrain(a, s), x),
         spec, out, is_leaf=lambda x: x is None or isinstance(x, jax.sharding.Sharding))
+
+
+# ------------------------------------------------ applied inside and around the trace
+def _spec_entry(x: Any) -> bool:
+    return x is None or isinstance(x, (jax.sharding.Sharding, PartitionSpec, StateSharding,
+                                       StateAxes, TreeState, State))
+
+
+def _module_entry(x: Any) -> bool:
+    return isinstance(x, (StateSharding, StateAxes, TreeState, State))
+
+
+def _constrain_nodes(pairs: list, keep: set) -> None:
+    """Give each variable of each ``(node, spec)`` pair the value constrained to the
+    sharding ``spec`` gives it (by path); values whose id is in ``keep`` stay."""
+    roots = [node for node, _ in pairs]
+    for i, path, var in iter_variables(roots):
+        value = var._raw_value
+        if id(value) in keep or not isinstance(value, jax.Array):
+            continue
+        sharding = resolve_entry(pairs[i][1], path, var)
+        if sharding is not None:
+            _SET_RAW(var, constrain(value, sharding))
+
+
+def constrain_changed_inputs(tree: Any, in_shardings: Any, in_values: list) -> None:
+    """Inside ``jit``'s trace, after the function ran: constrain the variables of the
+    module arguments in ``tree`` (``(args, kwargs)``) whose value the function replaced
+    (or created) to the sharding ``in_shardings`` gives them, as flax.nnx does with the
+    state it returns. Unchanged values (ids in ``in_values``) are left alone: they are
+    not returned."""
+    args, kwargs = tree
+    per_arg = in_shardings if isinstance(in_shardings, (tuple, list)) else None
+    # (as leaf_shardings: one spec for all arguments, or one per positional argument)
+    owned = list(enumerate(args)) + ([] if per_arg is not None else list(kwargs.items()))
+    pairs = []
+    for i, arg in owned:
+        spec = in_shardings if per_arg is None else (per_arg[i] if i < len(per_arg)
+                                                     else None)
+        if spec is not None:
+            pairs += [(node, spec) for node in jax.tree_util.tree_leaves(
+                arg, is_leaf=is_node_or_variable) if is_graph_node(node)]
+    if pairs:
+        _constrain_nodes(pairs, {id(v) for v in in_values})
+
+
+def constrain_graph_outputs(out: Any, out_shardings: Any) -> None:
+    """Inside the trace: constrain the variables of the modules in ``out`` to the
+    shardings their entry of ``out_shardings`` (a prefix of ``out``) gives them."""
+    pairs: list = []
+
+    def pair(spec: Any, sub: Any) -> None:
+        if spec is not None:
+            pairs.extend((node, spec) for node in jax.tree_util.tree_leaves(
+                sub, is_leaf=is_node_or_variable) if is_graph_node(node))
+
+    jax.tree_util.tree_map(pair, out_shardings, out, is_leaf=_spec_entry)
+    if pairs:
+        _constrain_nodes(pairs, set())
+
+
+def jax_out_shardings(out_shardings: Any) -> Any:
+    """``out_shardings`` for ``jax.jit`` (module outputs travel as changed values and
+    are constrained inside the trace): entries that only apply to modules become None.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> from jax.sharding import PartitionSpec as P
+        >>> jax_out_shardings((nnx.StateSharding({...: P()}), P("a")))
+        (None, P('a',))
+    """
+    return jax.tree_util.tree_map(lambda s: None if _module_entry(s) else s,
+                                  out_shardings, is_leaf=_spec_entry)
+
+
+def placements(value_shardings: list | None, template: list) -> tuple | None:
+    """``(position, sharding)`` of the graph leaves that are variables with an input
+    sharding: what :func:`place_inputs` places (None when there are none)."""
+    if value_shardings is None:
+        return None
+    found = tuple((i, s) for i, (s, leaf) in enumerate(zip(value_shardings, template))
+                  if isinstance(s, jax.sharding.Sharding) and isinstance(leaf, Variable))
+    return found or None
+
+
+def place_inputs(values: list, template: list, found: tuple) -> None:
+    """Before a ``graph_updates`` call: put each caller's variable value that is not on
+    its input sharding there and keep it in the variable (``values`` is updated too), so
+    that ``in_shardings`` shards the module as in flax.nnx, where the state returned
+    from the call carries them. A value already there costs one comparison."""
+    for i, sharding in found:
+        value = values[i]
+        if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer) \
+                and value.sharding != sharding:
+            values[i] = placed = jax.device_put(value, sharding)
+            _SET_RAW(template[i], placed)

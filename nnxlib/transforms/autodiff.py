@@ -28,8 +28,9 @@ from nnxlib.graph import graphdef, is_node_or_variable, merge
 from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _lift
-from nnxlib.transforms._arguments import PrefixMapping, check_function, check_prefix
+from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms._sharding import argument_of_leaves
+from nnxlib.transforms.axes import PrefixMapping
 from nnxlib.variables import Param, Variable
 
 __all__ = ["DiffState", "grad", "value_and_grad"]

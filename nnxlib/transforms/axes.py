@@ -14,15 +14,23 @@ Example:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from typing import Any, Iterator
 
-from nnxlib.errors import format_path
-from nnxlib.filters import to_predicate
-from nnxlib.spmd import PARTITION_NAME  # defined with the axis-metadata helpers
-from nnxlib.transforms._arguments import PrefixMapping
+import jax
+from jax.sharding import PartitionSpec
 
-__all__ = ["Carry", "StateAxes", "PARTITION_NAME"]
+from nnxlib.errors import format_path
+from nnxlib.filters import PathIn, to_predicate
+from nnxlib.spmd import PARTITION_NAME  # defined with the axis-metadata helpers
+from nnxlib.state import State
+
+__all__ = ["Carry", "StateAxes", "TreeState", "PARTITION_NAME"]
+
+# Entries a StateAxes may also hold (what nnx.prefix gives jit's shardings and
+# shard_map's specs); vmap/scan reject them when they resolve an axis.
+_SHARDING_ENTRIES = (PartitionSpec, jax.sharding.Sharding)
 
 
 
@@ -50,13 +58,27 @@ def _check_axis(axis: Any, where: str, allow_carry: bool) -> None:
     raise TypeError(f"{where}: expected {allowed} as an axis, got {axis!r}.")
 
 
+class PrefixMapping(abc.ABC):
+    """The prefix kinds that map a module's state by filters (``StateAxes``,
+    ``StateSharding``, ``DiffState`` register themselves); they need graph updates.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> isinstance(nnx.StateAxes({...: 0}), PrefixMapping)
+        True
+    """
+
+
 class StateAxes(Mapping, PrefixMapping):
     """Per-filter axes for a module's state in ``vmap``/``scan`` ``in_axes``/``out_axes``.
 
     Each variable takes the axis of the first filter that matches it; every variable must
-    match one, so end with ``...: axis`` to cover the rest. An axis is an int (mapped),
+    match one, so end with ``...: axis`` to cover the rest. A ``State`` of axes (a
+    model's state with an axis in place of each variable) gives an axis per path. An axis is an int (mapped),
     ``None`` (broadcast, the same for every member or step) or :class:`Carry` (``scan``
-    only: threaded from step to step).
+    only: threaded from step to step). For ``jit``'s ``in_shardings``/``out_shardings``
+    and ``shard_map``'s ``in_specs`` (what ``nnx.prefix`` builds for them) the entries
+    are shardings or ``PartitionSpec`` s instead.
 
     Example:
         >>> import jax.numpy as jnp
@@ -71,10 +93,13 @@ class StateAxes(Mapping, PrefixMapping):
     """
 
     def __init__(self, filter_axes: Any, /):
+        if isinstance(filter_axes, State):  # an axis per path, as a state of axes
+            filter_axes = [(PathIn(path), axis) for path, axis in filter_axes.flat_state()]
         items = tuple(filter_axes.items() if isinstance(filter_axes, Mapping)
                       else filter_axes)
         for f, axis in items:
-            _check_axis(axis, f"StateAxes entry for filter {f!r}", allow_carry=True)
+            if not isinstance(axis, _SHARDING_ENTRIES):  # jit/shard_map take those
+                _check_axis(axis, f"StateAxes entry for filter {f!r}", allow_carry=True)
         self._filters = tuple(f for f, _ in items)
         self._axes = tuple(a for _, a in items)
         self._predicates = tuple(to_predicate(f) for f in self._filters)
@@ -118,6 +143,17 @@ class StateAxes(Mapping, PrefixMapping):
             "Hint: end it with a catch-all entry, e.g. StateAxes({nnx.Param: 0, ...: None})."
         )
 
+    def map_prefix(self, path: tuple, variable: Any) -> Any:
+        """The axis for the variable at ``path`` (flax.nnx's name for :meth:`axis_for`).
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> axes = nnx.StateAxes(nnx.State({"w": 0, "b": None}))
+            >>> axes.map_prefix(("w",), None), axes.map_prefix(("b",), None)
+            (0, None)
+        """
+        return self.axis_for(path, variable)
+
     def __getitem__(self, key: Any) -> Any:
         return self._axes[self._filters.index(key)]
 
@@ -147,6 +183,57 @@ class StateAxes(Mapping, PrefixMapping):
     def __repr__(self) -> str:
         inner = ", ".join(f"{_filter_repr(f)}: {_axis_repr(a)}" for f, a in self.items())
         return f"StateAxes({{{inner}}})"
+
+
+class TreeState:
+    """A prefix entry for one module given variable by variable: ``state`` maps each of
+    the module's variable paths to its entry (an axis, a sharding, a spec), as
+    ``nnx.prefix`` makes it (flax.nnx's ``extract.TreeState``).
+
+    Unlike :class:`StateAxes` it names paths, not filters, so it works in every mode.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+        >>> axes = nnx.prefix(model, {nnx.Param: 0}, graph=True)
+        >>> isinstance(axes, TreeState), axes.state["kernel"]
+        (True, 0)
+    """
+
+    def __init__(self, state: Any):
+        self.state = state if isinstance(state, State) else State(state)
+        self._entries = {path: v for path, v in self.state.flat_state()}
+
+    def axis_for(self, path: tuple, leaf: Any, where: str = "TreeState") -> Any:
+        """The entry given for the variable at ``path`` (error if there is none).
+
+        Example:
+            >>> TreeState({"w": 0}).axis_for(("w",), None)
+            0
+        """
+        try:
+            return self._entries[path]
+        except KeyError:
+            raise ValueError(
+                f"{where}: the prefix {self!r} has no entry for the "
+                f"{type(leaf).__name__} at {format_path(path)!r}. Hint: build the prefix "
+                "with nnx.prefix from the same module you pass."
+            ) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TreeState) and self._entries == other._entries
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._entries.items(), key=lambda kv: repr(kv[0]))))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{format_path(p)}: {_axis_repr(v)}" for p, v in self._entries.items())
+        return f"TreeState({{{inner}}})"
+
+
+#: The prefix entries that give a module's variables their entries one by one.
+STATE_PREFIXES = (StateAxes, TreeState)
 
 
 def _filter_repr(f: Any) -> str:

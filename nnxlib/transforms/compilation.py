@@ -7,8 +7,10 @@ Example:
     True
 """
 
+from nnxlib.transforms.aot import Compiled, Lowered, Stage, Traced
 from nnxlib.transforms.jit import JitWrapped, StateSharding, jit
 from nnxlib.transforms.partial import jit_partial
 from nnxlib.transforms.shard_map import shard_map
 
-__all__ = ["jit", "JitWrapped", "StateSharding", "jit_partial", "shard_map"]
+__all__ = ["jit", "JitWrapped", "StateSharding", "jit_partial", "shard_map", "Stage",
+           "Traced", "Lowered", "Compiled"]

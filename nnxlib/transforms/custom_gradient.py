@@ -1,14 +1,23 @@
 """``custom_vjp`` over functions of modules.
 
-Conventions (nnxlib's; ``flax.nnx`` 0.12 has several modes):
+By default every variable of a module argument is differentiable (as in flax);
+``nnx.DiffState(argnum, filter)`` in ``nondiff_argnums`` narrows it, a plain int makes
+an argument non-differentiable and passes it first to ``bwd``. The two conventions of
+flax.nnx 0.12 for ``bwd``:
 
-* **custom_vjp**: by default every variable of a module argument is differentiable (as
-  in flax); ``nnx.DiffState(argnum, filter)`` in ``nondiff_argnums`` narrows it, a plain
-  int makes an argument non-differentiable. ``bwd(*nondiff_args, res, g)`` receives
-  ``g = (input_updates_g, out_g)``: ``input_updates_g`` has one entry per
-  differentiable argument, a ``State`` (the cotangent of that module's state after the
-  call) for modules and ``None`` otherwise; ``bwd`` returns one cotangent per
-  differentiable argument, a ``State`` for modules (missing paths count as zero).
+* **graph mode with graph updates** (the default): ``bwd(*nondiff_args, res, g)``
+  receives ``g = (input_updates_g, out_g)``. ``input_updates_g`` has one entry per
+  differentiable argument: for a module, a ``State`` of the cotangents of all its
+  state after the call (zeros where nothing flowed); ``None`` otherwise. ``bwd``
+  returns one cotangent per differentiable argument, a ``State`` for a module (only
+  differentiable paths; missing ones count as zero). Structural changes the function
+  makes (a new attribute, a changed static value) and returned input modules come
+  back as in every transform.
+* **without graph updates** (``graph=False`` or ``graph_updates=False``): like
+  ``jax.custom_vjp``, ``bwd(*nondiff_args, res, out_g)``, and module cotangents may
+  be modules (shaped like the argument). When the function changed some state,
+  ``bwd`` gets a third argument: per differentiable argument, the cotangents of the
+  changed state shaped like the argument (``None`` where nothing changed).
 
 State changed by the function is written back to the caller's modules, as in eager mode.
 
@@ -25,6 +34,7 @@ import inspect
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from nnxlib import graph as graphlib
 from nnxlib.filters import to_predicate
@@ -32,8 +42,10 @@ from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._arguments import check_function, check_prefix
+from nnxlib.transforms._axes import iter_def_leaves
 from nnxlib.transforms._diff_layout import _Layout
 from nnxlib.transforms.autodiff import DiffState
+from nnxlib.variables import Variable
 
 __all__ = ["custom_vjp", "CustomVjp"]
 
@@ -109,14 +121,19 @@ class _VjpEntry:
 
     def _make_core(self, owner: "CustomVjp", key: tuple, n_values: int,
                    n_others: int) -> Callable:
+        """``jax.custom_vjp`` of the lifted function. Its outputs are what
+        :func:`_lift.collect` sends out (changed state, the output's leaves, the static
+        facts), so the call applies them like every transform: changed values, changed
+        structure (graph updates) and returned modules."""
         entry = self
+        where = "nnx.custom_vjp"
 
         def run(dgv: list, dov: list, rgv: list, rov: list) -> tuple:
             vals, oths = entry.assemble(n_values, n_others, dgv, dov, rgv, rov)
             rebuilt = _lift.rebuild(key, vals, oths)
-            out = _full_state.detach(owner.fun(*rebuilt.tree), "custom_vjp")
-            new = _full_state.full_values(rebuilt, key, "custom_vjp")
-            return [new[j] for j in entry.dg], [new[j] for j in entry.rg], out
+            out = owner.fun(*rebuilt.tree)
+            info, send, other_out = _lift.collect(rebuilt, key, out, owner.mode, where)
+            return send, other_out, _lift.StaticBox(info)
 
         def fwd(dgv: list, dov: list, rgv: list, rov: list) -> tuple:
             vals, oths = entry.assemble(n_values, n_others, dgv, dov, rgv, rov)
@@ -129,25 +146,38 @@ class _VjpEntry:
                     f"{type(result).__name__}."
                 )
             out, res = result
-            out = _full_state.detach(out, "custom_vjp fwd")
-            packed = _pack(res)
-            new = _full_state.full_values(rebuilt, key, "custom_vjp fwd")
+            packed = _pack(res)  # before collect expires the objects res may hold
+            info, send, other_out = _lift.collect(rebuilt, key, out, owner.mode,
+                                                  f"{where} fwd")
             saved = (vals, oths) if entry.nondiff else None
-            return ([new[j] for j in entry.dg], [new[j] for j in entry.rg], out), (packed,
-                                                                                 saved)
+            box = _lift.StaticBox(info)
+            return (send, other_out, box), (packed, saved, box)
 
         def bwd(residual: tuple, cts: tuple) -> tuple:
-            packed, saved = residual
+            packed, saved, box = residual
+            info = box.value
             res, res_objects = _unpack(packed)
-            ct_updates, _, ct_out = cts
+            ct_send, ct_other, _ = cts
             nondiff_args: tuple = ()
             made: list = list(res_objects.values())
             if entry.nondiff:
                 rebuilt = _lift.rebuild(key, *saved)
                 nondiff_args = tuple(rebuilt.tree[i] for i in entry.nondiff)
                 made += list(rebuilt.objects.values())
-            updates_g = entry.updates_g(dict(zip(entry.dg, ct_updates)))
-            result = owner.bwd(*nondiff_args, res, (updates_g, ct_out))  # type: ignore
+            updated = entry.input_cotangents(key[2], info, ct_send)  # input leaf -> ct
+            ct_out = _output_cotangent(info, ct_other)
+            if owner.mode.updates:
+                # every leaf of the module arguments (bwd keeps the differentiable ones)
+                avals = key[2].avals if key[2] is not None else ()
+                updates_g = entry.updates_g(
+                    {j: updated.get(j, _zeros(aval)) for j, aval in enumerate(avals)})
+                result = owner.bwd(*nondiff_args, res, (updates_g, ct_out))  # type: ignore
+            elif any(j in updated for j in entry.dg):
+                # like jax.custom_vjp, plus the cotangents of the changed state
+                result = owner.bwd(*nondiff_args, res, ct_out,  # type: ignore[misc]
+                                   entry.shaped_updates_g(updated))
+            else:  # like jax.custom_vjp
+                result = owner.bwd(*nondiff_args, res, ct_out)  # type: ignore[misc]
             try:
                 return (*entry.convert_cotangents(result), None, None)
             finally:
@@ -156,6 +186,18 @@ class _VjpEntry:
         core = jax.custom_vjp(run)
         core.defvjp(fwd, bwd)
         return core
+
+    def input_cotangents(self, graphdef: Any, info: _lift.OutInfo, ct_send: list) -> dict:
+        """The cotangents of the sent values, by the input leaf they updated."""
+        if info.fast:
+            return {j: ct for j, ct in zip(info.changed, ct_send)}
+        position = {k: j for j, k in enumerate(_leaf_keys(graphdef.root))}
+        found = {}
+        for k, ct in zip(_leaf_keys(info.joint.root), ct_send):  # type: ignore[union-attr]
+            j = position.get(k)
+            if j is not None:
+                found[j] = ct
+        return found
 
     def updates_g(self, graph_cts: dict) -> tuple:
         layout = self.layout
@@ -169,6 +211,30 @@ class _VjpEntry:
             flat = [layout.root_value(layout.root_at[p], graph_cts) if p in layout.root_at
                     else None for p in range(start, stop)]
             result.append(jax.tree_util.tree_unflatten(layout.arg_treedefs[a], flat))
+        return tuple(result)
+
+    def shaped_updates_g(self, updated: dict) -> tuple:
+        """Without graph updates: per differentiable argument, the cotangents of the
+        state the function changed, shaped like the argument (a module holding a
+        variable where a variable changed and ``None`` elsewhere; ``None`` for arrays)."""
+        layout = self.layout
+        ct_of = {j: updated[j] for j in self.dg if j in updated}
+
+        def shaped(r: int) -> Any:
+            # a fresh module from the root's definition: cotangents where state changed,
+            # None elsewhere
+            values = [ct_of.get(j) for j in layout.root_leaves[r]]
+            node = graphlib.build(layout.root_defs[r], iter(values), {})
+            return jax.tree_util.tree_map(
+                lambda v: None if v._raw_value is None else v, node,
+                is_leaf=lambda x: isinstance(x, Variable))
+
+        result = []
+        for a in self.diff_args:
+            start, stop = layout.arg_ranges[a]
+            leaves = [shaped(layout.root_at[p]) if p in layout.root_at else None
+                      for p in range(start, stop)]
+            result.append(jax.tree_util.tree_unflatten(layout.arg_treedefs[a], leaves))
         return tuple(result)
 
     def convert_cotangents(self, result: Any) -> tuple[list, list]:
@@ -207,10 +273,40 @@ class _VjpEntry:
                                 f"argument {a}, which is not differentiable here. Hint: "
                                 "return only the paths present in input_updates_g."
                             )
-                        ct_dg[k] = value
+                        if _is_inexact(layout.template[j]):
+                            ct_dg[k] = value  # an integer leaf has no cotangent
                 else:
                     ct_do[self.do_index[layout.other_index[p]]] = item
         return ct_dg, ct_do
+
+
+def _leaf_keys(root: Any) -> list:
+    """One key per leaf of a definition: a variable's identity index, or an array
+    attribute's path (so leaves of two structures can be matched)."""
+    return [("v", d.index) if d.kind == "variable" else ("p", path)
+            for path, d in iter_def_leaves(root)]
+
+
+def _zeros(aval: Any) -> Any:
+    shape, dtype = aval
+    return jnp.zeros(shape, dtype)
+
+
+def _output_cotangent(info: _lift.OutInfo, ct_other: list) -> Any:
+    """The cotangent of the function's output, shaped like it (``None`` where it
+    returned a module)."""
+    if not info.out_positions:
+        return jax.tree_util.tree_unflatten(info.out_treedef, ct_other)
+    leaves = list(ct_other)
+    for position in info.out_positions:
+        leaves.insert(position, None)
+    return jax.tree_util.tree_unflatten(info.out_treedef, leaves)
+
+
+def _is_inexact(leaf: Any) -> bool:
+    value = leaf._raw_value if isinstance(leaf, Variable) else leaf
+    dtype = getattr(value, "dtype", None)
+    return dtype is None or bool(jnp.issubdtype(dtype, jnp.inexact))
 
 
 def _normalize(argnum: int, n_args: int) -> int:
@@ -291,12 +387,10 @@ class CustomVjp:
         if entry is None:
             entry = self._entries[cache_key] = _VjpEntry(self, args, ext)
         values, others = ext.values, ext.others
-        new_dg, new_rg, out = entry.core(
+        send, other_out, box = entry.core(
             [values[j] for j in entry.dg], [others[o] for o in entry.do],
             [values[j] for j in entry.rg], [others[o] for o in entry.ro])
-        _full_state.write_values(ext.plan, entry.dg, new_dg)
-        _full_state.write_values(ext.plan, entry.rg, new_rg)
-        return out
+        return _lift.apply_outputs(ext.plan, box.value, send, other_out)
 
     def _positional(self, args: tuple, kwargs: dict) -> tuple:
         if self._signature is None:

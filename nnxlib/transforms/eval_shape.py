@@ -33,6 +33,7 @@ from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._arguments import check_function
+from nnxlib.transforms._tree_mode import check_inputs
 
 __all__ = ["eval_shape"]
 
@@ -61,6 +62,10 @@ def eval_shape(f: Callable[..., Any], *args: Any, graph: bool | None = None,
     mode = resolve_mode(graph, graph_updates)
     ext = _lift.extract((args, kwargs), mode, "nnx.eval_shape", _lift.ARGS_KWARGS)
     key = ext.key
+    if not mode.updates and ext.plan is not None:
+        # without graph updates eval_shape takes a tree of inputs in both modes, as flax
+        check_inputs(ext.plan.graphdef, (args, kwargs), ext.node_positions,
+                     _lift.ARGS_KWARGS, "nnx.eval_shape")
 
     def pure(values: list, others: list) -> tuple:
         rebuilt = _lift.rebuild(key, values, others)
@@ -77,7 +82,10 @@ def eval_shape(f: Callable[..., Any], *args: Any, graph: bool | None = None,
             _lift.expire(flat.objects.values())
         else:
             graphdef, node_values = None, []
-        _lift.expire(rebuilt.objects.values())
+        if mode.updates:
+            _lift.expire(rebuilt.objects.values())
+        else:  # an input returned as an output is an alias this mode refuses
+            _lift.collect(rebuilt, key, out, mode, "nnx.eval_shape", _lift.ARGS_KWARGS)
         return _lift.StaticBox((treedef, positions, graphdef)), node_values, other_out
 
     box, node_values, other_out = jax.eval_shape(pure, ext.values, ext.others)

@@ -30,13 +30,17 @@ import jax
 from nnxlib.errors import InvalidArgumentError, NotSupportedError, format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
-from nnxlib.transforms import _lift
-from nnxlib.transforms._arguments import check_function, check_prefix
+from nnxlib.transforms import _lift, aot
+from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms._sharding import (
     StateSharding,
     argument_of_leaves,
-    constrain,
+    constrain_changed_inputs,
+    constrain_graph_outputs,
+    jax_out_shardings,
     leaf_shardings,
+    place_inputs,
+    placements,
 )
 
 __all__ = ["jit", "JitWrapped", "StateSharding"]
@@ -45,11 +49,13 @@ __all__ = ["jit", "JitWrapped", "StateSharding"]
 class _Entry:
     """One traced signature: the ``jax.jit`` function and how to call it."""
 
-    __slots__ = ("jitted", "donated", "kept", "donated_others", "kept_others")
+    __slots__ = ("jitted", "donated", "kept", "donated_others", "kept_others", "placed")
 
     def __init__(self, jitted: Callable, donated: tuple, kept: tuple | None,
-                 donated_others: tuple = (), kept_others: tuple = ()):
+                 donated_others: tuple = (), kept_others: tuple = (),
+                 placed: tuple | None = None):
         self.jitted = jitted
+        self.placed = placed  # (leaf, sharding) placed before each call (graph_updates)
         self.donated = donated  # leaf positions of graph values passed as donated
         self.kept = kept  # remaining leaf positions (None when nothing is donated)
         self.donated_others = donated_others  # positions of donated non-graph leaves
@@ -83,8 +89,8 @@ class JitWrapped:
         _reject_abstracted_axes(abstracted_axes)
         check_function(fun, "nnx.jit")
         self.mode = resolve_mode(graph, graph_updates)
-        check_prefix(in_shardings, "in_shardings", "nnx.jit", self.mode)
-        check_prefix(out_shardings, "out_shardings", "nnx.jit", self.mode)
+        in_shardings = prefix_argument(in_shardings, "in_shardings", "nnx.jit", self.mode)
+        out_shardings = prefix_argument(out_shardings, "out_shardings", "nnx.jit", self.mode)
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.in_shardings = in_shardings
@@ -118,16 +124,35 @@ class JitWrapped:
                 entry = self._make_entry(ext, statics, args, kwargs)
                 self._entries[key] = entry
             self._last = (key, entry)
+        if entry.placed is not None:
+            place_inputs(ext.values, ext.plan.template, entry.placed)  # type: ignore
         if entry.kept is None:
             box, values, others = entry.jitted(ext.values, ext.others)
         else:
             box, values, others = entry.jitted(*entry.call_args(ext))
         return _lift.apply_outputs(ext.plan, box.value, values, others)
 
+    def _run_compiled(self, compiled: Any, args: tuple, kwargs: dict, key: Any) -> Any:
+        """Call an ahead-of-time compiled stage (:class:`~nnxlib.transforms.aot.Compiled`)
+        with ``f``'s arguments, as :meth:`__call__` calls the jitted function."""
+        entry, ext, call_key = self._entry_for(args, kwargs)
+        if call_key != key:
+            raise TypeError(
+                "nnx.jit: this compiled program was lowered for arguments of another "
+                "structure (other modules, shapes or static arguments) than these.\n"
+                "Hint: lower and compile again for these arguments, or call the jitted "
+                "function itself, which compiles as needed.")
+        out = compiled(*entry.call_args(ext))
+        if self.out_shardings is not None:  # the program returns fn's output tree
+            out = (out[0], out[1], jax.tree_util.tree_leaves(out[2]))
+        box, values, others = out
+        return _lift.apply_outputs(ext.plan, box.value, values, others)
+
     # ------------------------------------------------------------ ahead of time
     def trace(self, *args: Any, **kwargs: Any) -> Any:
         """Trace for these arguments without running: ``jax.jit(...).trace`` of the pure
-        function that is actually compiled (it takes and returns flat lists of arrays).
+        function that is actually compiled (it takes and returns flat lists of arrays);
+        ``.lower().compile()`` of the result gives a program called with ``f``'s arguments.
 
         The arguments are not changed. ``.jaxpr`` of the result is the program a call
         runs, with no Python in it.
@@ -141,11 +166,12 @@ class JitWrapped:
             >>> len(jaxpr.eqns), len(jaxpr.out_avals)
             (0, 0)
         """
-        entry, ext = self._entry_for(args, kwargs)
-        return entry.jitted.trace(*entry.call_args(ext))
+        entry, ext, key = self._entry_for(args, kwargs)
+        return aot.Traced(entry.jitted.trace(*entry.call_args(ext)), self._run_compiled, key)
 
     def lower(self, *args: Any, **kwargs: Any) -> Any:
-        """Lower for these arguments without running, like ``jax.jit(f).lower``.
+        """Lower for these arguments without running, like ``jax.jit(f).lower``; the
+        result compiles (``.compile()``) to a program called with ``f``'s arguments.
 
         Example:
             >>> import jax.numpy as jnp
@@ -155,8 +181,8 @@ class JitWrapped:
             >>> "dot_general" in forward.lower(model, jnp.ones((1, 2))).as_text()
             True
         """
-        entry, ext = self._entry_for(args, kwargs)
-        return entry.jitted.lower(*entry.call_args(ext))
+        entry, ext, key = self._entry_for(args, kwargs)
+        return aot.Lowered(entry.jitted.lower(*entry.call_args(ext)), self._run_compiled, key)
 
     def _entry_for(self, args: tuple, kwargs: dict) -> tuple:
         statics: tuple = ()
@@ -167,7 +193,7 @@ class JitWrapped:
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = self._make_entry(ext, statics, args, kwargs)
-        return entry, ext
+        return entry, ext, key
 
     # ----------------------------------------------------------------- per signature
     def _make_entry(self, ext: _lift.Extracted, statics: tuple, args: tuple,
@@ -182,7 +208,7 @@ class JitWrapped:
         mode = self.mode
         value_shardings, other_shardings = leaf_shardings(
             self.in_shardings, ext, args, kwargs, self._signature)
-        out_shardings = self.out_shardings
+        in_shardings, out_shardings = self.in_shardings, self.out_shardings
         donated, donated_others = self._donated_positions(ext, args, kwargs, statics)
 
         def pure(values: list, others: list) -> tuple:
@@ -190,14 +216,16 @@ class JitWrapped:
             call_args, call_kwargs = rebuilt.tree
             call_args, call_kwargs = _insert_statics(call_args, call_kwargs, statics)
             out = fun(*call_args, **call_kwargs)
+            if in_shardings is not None:  # the state that comes back, as in flax.nnx
+                constrain_changed_inputs(rebuilt.tree, in_shardings, rebuilt.in_values)
+            if out_shardings is not None:
+                constrain_graph_outputs(out, out_shardings)
             info, send, other_out = _lift.collect(rebuilt, key, out, mode, "nnx.jit",
                                                 _lift.ARGS_KWARGS)
             if donated and info.fast:
                 # XLA may reuse a donated buffer for any output, so every donated leaf
                 # must come back, changed or not (unchanged ones alias at no cost).
                 info, send = _send_also(info, send, donated, rebuilt.in_values)
-            if value_shardings is not None and info.fast:
-                send = _constrain_changed(send, info.changed, value_shardings)
             if out_shardings is not None:  # jax.jit applies them to fn's output tree
                 other_out = _output_tree(info, other_out)
             return _lift.StaticBox(info), send, other_out
@@ -208,14 +236,16 @@ class JitWrapped:
         if self.backend is not None:
             jit_kwargs["backend"] = self.backend
         if out_shardings is not None:
-            jit_kwargs["out_shardings"] = (None, None, out_shardings)
+            jit_kwargs["out_shardings"] = (None, None, jax_out_shardings(out_shardings))
+        placed = placements(value_shardings, ext.plan.template) if (
+            mode.updates and ext.plan is not None) else None
         if not donated and not donated_others:
             if value_shardings is not None or other_shardings is not None:
                 jit_kwargs["in_shardings"] = (value_shardings, other_shardings)
             jitted = jax.jit(pure, **jit_kwargs)  # type: ignore[arg-type]
             if out_shardings is not None:
                 jitted = _FlatOutputs(jitted)
-            return _Entry(jitted, (), None)
+            return _Entry(jitted, (), None, placed=placed)
         n, n_others = len(ext.values), len(ext.others)
         kept = tuple(i for i in range(n) if i not in set(donated))
         kept_others = tuple(i for i in range(n_others) if i not in set(donated_others))
@@ -241,7 +271,8 @@ class JitWrapped:
         jitted = jax.jit(pure_donating, donate_argnums=(0, 2), **jit_kwargs)  # type: ignore
         if out_shardings is not None:
             jitted = _FlatOutputs(jitted)
-        return _Entry(jitted, tuple(donated), kept, tuple(donated_others), kept_others)
+        return _Entry(jitted, tuple(donated), kept, tuple(donated_others), kept_others,
+                      placed)
 
     def _pull_statics(self, args: tuple, kwargs: dict) -> tuple:
         n = len(args)
@@ -338,14 +369,6 @@ def _send_also(info: _lift.OutInfo, send: list, positions: list, in_values: list
         by_position.setdefault(i, in_values[i])
     changed = tuple(sorted(by_position))
     return info._replace(changed=changed), [by_position[i] for i in changed] + send[n:]
-
-
-def _constrain_changed(send: list, changed: tuple, shardings: list) -> list:
-    out = list(send)
-    for j, i in enumerate(changed):
-        if shardings[i] is not None:
-            out[j] = constrain(out[j], shardings[i])
-    return out
 
 
 def _insert_statics(args: tuple, kwargs: dict, statics: tuple) -> tuple:

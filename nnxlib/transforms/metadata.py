@@ -37,11 +37,11 @@ def transform_metadata(f: Callable | None = None, *, in_axes: Any = 0, out_axes:
     Example:
         >>> import jax.numpy as jnp
         >>> import nnxlib as nnx
-        >>> w = nnx.Param(jnp.ones((4, 2, 3)), sharding_names=("layers", "embed", "mlp"))
+        >>> w = nnx.Param(jnp.ones((4, 2, 3)), out_sharding=("layers", "embed", "mlp"))
         >>> seen = []
-        >>> f = nnx.transform_metadata(lambda p: seen.append(p.sharding_names),
+        >>> f = nnx.transform_metadata(lambda p: seen.append(p.out_sharding),
         ...                            in_axes=0, partition="layers")
-        >>> f(w); seen[0], w.sharding_names
+        >>> f(w); seen[0], w.out_sharding
         (('embed', 'mlp'), ('layers', 'embed', 'mlp'))
     """
     if f is None:

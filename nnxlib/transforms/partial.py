@@ -52,6 +52,31 @@ class CachedPartial:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.func(*self.args, *args, **kwargs)
 
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
+        """``func.trace`` (an ``nnx.jit`` function's) with the bound arguments first; its
+        compiled program takes the remaining arguments only.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> double = nnx.jit_partial(lambda k, x: k * x, 2.0)
+            >>> float(double.trace(jnp.ones(())).lower().compile()(jnp.ones(())))
+            2.0
+        """
+        return self.func.trace(*self.args, *args, **kwargs).with_bound_args(self.args)
+
+    def lower(self, *args: Any, **kwargs: Any) -> Any:
+        """``func.lower`` with the bound arguments first (see :meth:`trace`).
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> double = nnx.jit_partial(lambda k, x: k * x, 2.0)
+            >>> float(double.lower(jnp.ones(())).compile()(jnp.full((), 3.0)))
+            6.0
+        """
+        return self.func.lower(*self.args, *args, **kwargs).with_bound_args(self.args)
+
     def __repr__(self) -> str:
         return f"CachedPartial({self.func!r}, {len(self.args)} bound)"
 
@@ -111,6 +136,8 @@ def jit_partial(fun: Callable[..., Any], *partial_args: Any, in_shardings: Any =
         >>> bool(step(x, y) > step(x, y)), int(optimizer.step[...])
         (True, 2)
     """
+    check_mode(partial_args, resolve_mode(graph, graph_updates).graph, "nnx.jit_partial",
+               "args")
     jitted = jit(fun, in_shardings=in_shardings, out_shardings=out_shardings,
                  static_argnums=static_argnums, static_argnames=static_argnames,
                  donate_argnums=donate_argnums, donate_argnames=donate_argnames,

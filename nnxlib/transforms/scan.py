@@ -28,14 +28,15 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.rngs import RngState
 from nnxlib.transforms import _axes, _lift
-from nnxlib.transforms._arguments import check_function, check_prefix
-from nnxlib.transforms.axes import Carry, StateAxes
+from nnxlib.transforms._arguments import check_function, prefix_argument
+from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes
 from nnxlib.transforms.vmap import _signature
 
 __all__ = ["scan"]
@@ -88,8 +89,12 @@ def _carry_position(axes: Any, where: str) -> Any:
 
 def _validate(in_axes: Any, out_axes: Any) -> None:
     for entry in jax.tree_util.tree_leaves(in_axes, is_leaf=_axes.is_prefix_leaf):
-        if not isinstance(entry, StateAxes):
+        if not isinstance(entry, STATE_PREFIXES):  # their entries: checked when read
             _axes._check_axis(entry, "scan in_axes", allow_carry=True)
+        else:  # (a StateAxes may hold shardings, for jit: not axes)
+            for f, axis in entry.items():
+                _axes._check_axis(axis, f"scan in_axes: StateAxes entry for filter {f!r}",
+                                  allow_carry=True)
     for entry in jax.tree_util.tree_leaves(out_axes, is_leaf=_axes.is_prefix_leaf):
         if entry is None:
             raise ValueError(
@@ -106,7 +111,7 @@ def _validate(in_axes: Any, out_axes: Any) -> None:
                         "created inside the loop can only be stacked. Hint: use an int axis "
                         "for every filter in out_axes."
                     )
-        elif entry is not Carry:
+        elif entry is not Carry and not isinstance(entry, STATE_PREFIXES):
             _axes._check_axis(entry, "scan out_axes", allow_carry=False)
 
 
@@ -146,7 +151,7 @@ def _layout(ext: _lift.Extracted, args: tuple, in_axes: Any, in_carry: Any) -> _
     for i, spec in enumerate(specs):
         if i in chosen:
             continue
-        if isinstance(spec, StateAxes):
+        if isinstance(spec, STATE_PREFIXES):
             raise ValueError(
                 f"scan in_axes: {spec!r} is given for {names[i]}, which is not a module or "
                 "variable. Hint: StateAxes only applies to graph objects; use an int, None "
@@ -184,6 +189,23 @@ def _layout(ext: _lift.Extracted, args: tuple, in_axes: Any, in_carry: Any) -> _
         carry_treedef, carry_nodes)
 
 
+class _Entry(NamedTuple):
+    """Per argument structure: its layout and the loop, traced as is or compiled."""
+
+    layout: _Layout
+    traced: Callable  # (values, others) -> loop outputs, for use inside a trace
+    compiled: Callable  # the same under jax.jit, for eager calls (traced once)
+
+
+def _all_concrete_arrays(values: list, others: list) -> bool:
+    """True when every input is a concrete array: then compiling the loop changes
+    nothing but speed (Python values stay Python values only outside jit)."""
+    for x in (*values, *others):
+        if not isinstance(x, (jax.Array, np.ndarray)) or isinstance(x, jax.core.Tracer):
+            return False
+    return True
+
+
 class _Promote(Exception):
     """Raised out of a trace: these broadcast leaves changed, so trace again with them
     carried. Tracing with every broadcast variable carried would cost loop state (and a
@@ -206,12 +228,13 @@ def _promoted(layout: _Layout, positions: list) -> _Layout:
 class _Router:
     """Inside the body: where each value sent out goes (carry slot, stacked ys, or kept)."""
 
-    def __init__(self, layout: _Layout, carry_in: list, in_values: list, template: list):
+    def __init__(self, layout: _Layout, carry_in: list, in_values: list,
+                 rng_leaves: frozenset):
         self.layout = layout
         self.slot = {j: s for s, j in enumerate(layout.carry_graph)}
         self.carry_out = list(carry_in)
         self.in_values = in_values
-        self.template = template
+        self.rng_leaves = rng_leaves  # leaf positions holding RNG state
         self.ys: list = []
         self.sources: list = []
         self.promote: list = []  # broadcast leaves found changed
@@ -231,7 +254,7 @@ class _Router:
             self.sources.append(("k", j))
         elif role is not None:
             self.stack(value, role)
-        elif isinstance(self.template[j], RngState):
+        elif j in self.rng_leaves:
             self.sources.append(("k", j))  # broadcast RNG state: every step sees one key
         else:
             # A broadcast variable changed: like a Python loop (and flax.nnx), the next
@@ -314,7 +337,8 @@ def _check_carry(layout: _Layout, carry_in: Any, carry_out: Any) -> list:
                 f"{type(leaves[p]).__name__} where the carry passed in held a "
                 f"{type(in_leaves[p]).__name__} (carry leaf {p}); carried modules and "
                 "variables are updated in place, so the same objects must be returned "
-                "(scan Variable identity must be preserved across iterations). "
+                "(Carry references must be the same between iterations; scan Variable "
+                "identity must be preserved across iterations). "
                 "Hint: return the module (or variable) you received, not a new one."
             )
     nodes = set(layout.carry_nodes)
@@ -362,8 +386,8 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
     if transform_metadata is None:
         transform_metadata = {}
     mode = resolve_mode(graph, graph_updates)
-    check_prefix(in_axes, "in_axes", "nnx.scan", mode)
-    check_prefix(out_axes, "out_axes", "nnx.scan", mode)
+    in_axes = prefix_argument(in_axes, "in_axes", "nnx.scan", mode)
+    out_axes = prefix_argument(out_axes, "out_axes", "nnx.scan", mode)
     options = dict(graph=mode.graph, graph_updates=mode.updates, length=length,
                    reverse=reverse, unroll=unroll,
                    _split_transpose=_split_transpose, in_axes=in_axes, out_axes=out_axes,
@@ -386,7 +410,7 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
     metadata = dict(transform_metadata)
     tag = _axes.check_transform_metadata(metadata, "scan")
     signature = _signature(f)
-    layouts: dict = {}
+    entries: dict = {}
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -394,46 +418,48 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
         if in_carry == "all" and len(args) != 1:
             raise ValueError(
                 f"scan: with in_axes=nnx.Carry the function takes exactly one argument (the "
-                f"carry), but it was called with {len(args)}. Hint: use "
+                f"carry), but it was called with {len(args)} (When in_axes=Carry, the "
+                "function must take exactly one argument). Hint: use "
                 "in_axes=(nnx.Carry, 0, ...) to give one entry per argument."
             )
         ext = _lift.extract(args, mode, "nnx.scan")
-        layout = layouts.get(ext.key)
-        if layout is None:
-            layout = layouts[ext.key] = _layout(ext, args, in_axes, in_carry)
+        entry = entries.get(ext.key)
+        if entry is None:
+            entry = entries[ext.key] = _entry(ext, _layout(ext, args, in_axes, in_carry))
         while True:
             try:
-                return _run(ext, layout, args)
+                return _run(ext, entry, args)
             except _Promote as changed:
-                layout = layouts[ext.key] = _promoted(layout, changed.positions)
+                entry = entries[ext.key] = _entry(ext, _promoted(entry.layout,
+                                                                 changed.positions))
 
-    def _run(ext: _lift.Extracted, layout: _Layout, args: tuple) -> Any:
-        key = ext.key
-        in_roots = len(ext.node_positions)
+    def _entry(ext: _lift.Extracted, layout: _Layout) -> _Entry:
         template = ext.plan.template if ext.plan is not None else []
-        base_values: list = list(ext.values)  # broadcast leaves stay as closed-over values
-        base_others: list = list(ext.others)
-        for i, _ in layout.scan_other:
-            if not hasattr(base_others[i], "shape"):
-                raise ValueError(
-                    f"scan: {layout.other_names[i]} is scanned (an int in in_axes) but is a "
-                    f"{type(base_others[i]).__name__}, not an array. Hint: use None to "
-                    "broadcast it or nnx.Carry to carry it."
-                )
+        loop = functools.partial(
+            _loop, layout, ext.key, len(ext.node_positions),
+            frozenset(j for j, v in enumerate(template) if isinstance(v, RngState)))
+        # Called eagerly, the scan is compiled once per structure (and traced once);
+        # inside another trace it is traced into it as it is.
+        return _Entry(layout, loop, jax.jit(loop))
+
+    def _loop(layout: _Layout, key: tuple, in_roots: int, rng_leaves: frozenset,
+              values: list, others: list) -> tuple:
+        """The scan itself: a pure function of the leaf values (so eager calls can be
+        compiled once per structure and reused)."""
 
         def body(carry: tuple, xs: tuple) -> tuple:
             carry_graph, carry_other = carry
             scan_graph, scan_other = xs
-            values, others = list(base_values), list(base_others)
+            step_values, step_others = list(values), list(others)
             for j, v in zip(layout.carry_graph, carry_graph):
-                values[j] = v
+                step_values[j] = v
             for (j, _), v in zip(layout.scan_graph, scan_graph):
-                values[j] = v
+                step_values[j] = v
             for i, v in zip(layout.carry_other, carry_other):
-                others[i] = v
+                step_others[i] = v
             for (i, _), v in zip(layout.scan_other, scan_other):
-                others[i] = v
-            rebuilt = _lift.rebuild(key, values, others)
+                step_others[i] = v
+            rebuilt = _lift.rebuild(key, step_values, step_others)
             if tag:
                 _axes.strip_mapped_axes(rebuilt, layout, metadata)
             call_args = rebuilt.tree
@@ -448,7 +474,7 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
                 _axes.restore_mapped_axes(rebuilt, layout, metadata, ys_tree, out_roots,
                                           "scan axes for new state")
             info, send, other_out = _lift.collect(rebuilt, key, ys_tree, mode, "nnx.scan")
-            router = _Router(layout, list(carry_graph), values, template)
+            router = _Router(layout, list(carry_graph), step_values, rng_leaves)
             _route(router, info, send, in_roots, out_roots)
             if router.promote:
                 raise _Promote(router.promote)
@@ -459,15 +485,29 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
             box = _lift.StaticBox((info, graph_sources, other_sources))
             return (router.carry_out, new_carry_other), (box, router.ys)
 
-        values, others = ext.values, ext.others
         init = ([values[j] for j in layout.carry_graph],
                 [others[i] for i in layout.carry_other])
+        xs = ([_to_front(values[j], a) for j, a in layout.scan_graph],
+              [_to_front(others[i], a) for i, a in layout.scan_other])
+        (carry_graph, carry_other), (box, ys) = jax.lax.scan(
+            body, init, xs, length=length, reverse=reverse, unroll=unroll,
+            _split_transpose=_split_transpose)
+        return carry_graph, carry_other, box, ys
+
+    def _run(ext: _lift.Extracted, entry: _Entry, args: tuple) -> Any:
+        layout = entry.layout
+        template = ext.plan.template if ext.plan is not None else []
+        values, others = ext.values, ext.others
+        for i, _ in layout.scan_other:
+            if not hasattr(others[i], "shape"):
+                raise ValueError(
+                    f"scan: {layout.other_names[i]} is scanned (an int in in_axes) but is a "
+                    f"{type(others[i]).__name__}, not an array. Hint: use None to "
+                    "broadcast it or nnx.Carry to carry it."
+                )
+        loop = entry.compiled if _all_concrete_arrays(values, others) else entry.traced
         try:
-            xs = ([_to_front(values[j], a) for j, a in layout.scan_graph],
-                  [_to_front(others[i], a) for i, a in layout.scan_other])
-            (carry_graph, carry_other), (box, ys) = jax.lax.scan(
-                body, init, xs, length=length, reverse=reverse, unroll=unroll,
-                _split_transpose=_split_transpose)
+            carry_graph, carry_other, box, ys = loop(values, others)
         except (ValueError, TypeError, IndexError) as e:
             items = [(layout.names[j], values[j], a, template[j]) for j, a in layout.scan_graph]
             items += [(layout.other_names[i], others[i], a, others[i])

@@ -4,9 +4,11 @@ A thin layer over ``jax.shard_map``. ``in_specs`` has one entry per positional a
 (or one spec for all of them). For a module argument the entry is
 
 * a ``PartitionSpec`` for every array of the module (``P()`` replicates it),
-* an :class:`~nnxlib.StateSharding` mapping filters to ``PartitionSpec`` s (first match
-  wins; unmatched arrays are replicated), or
-* a ``State`` of ``PartitionSpec`` s with the module's paths.
+* an :class:`~nnxlib.StateSharding` (or a :class:`~nnxlib.StateAxes`, as ``nnx.prefix``
+  builds) mapping filters to ``PartitionSpec`` s (first match wins; unmatched arrays
+  are replicated), or
+* a ``State`` of ``PartitionSpec`` s with the module's paths (for a ``State``
+  argument, a ``State`` spec is a pytree prefix of it, as in ``jax.shard_map``).
 
 Inside, the function sees each module rebuilt from its local shards. Every array of the
 module arguments comes back out with its input spec and is written into the caller's
@@ -36,16 +38,17 @@ import functools
 from typing import Any, Callable
 
 import jax
-from jax.sharding import PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _full_state, _lift
-from nnxlib.transforms._arguments import check_function, check_prefix
-from nnxlib.transforms._sharding import StateSharding
+from nnxlib.transforms._arguments import check_function, prefix_argument
+from nnxlib.transforms._sharding import StateSharding, resolve_entry
 from nnxlib.transforms._tree_mode import raise_returned_input
+from nnxlib.transforms.axes import StateAxes, TreeState
 
 __all__ = ["shard_map"]
 
@@ -60,7 +63,26 @@ class _Pair:
 
 
 def _is_spec_leaf(x: Any) -> bool:
-    return x is None or isinstance(x, (PartitionSpec, StateSharding, State))
+    return x is None or isinstance(x, (PartitionSpec, StateSharding, StateAxes, State,
+                                    TreeState))
+
+
+def _is_plain_spec(x: Any) -> bool:
+    return x is None or isinstance(x, PartitionSpec)
+
+
+def _pairs(spec: Any, arg: Any) -> list:
+    """``_Pair`` s of ``spec`` (a prefix of ``arg``) and the subtrees they cover; a
+    ``State`` spec covering a ``State`` (not a module) is a prefix of it."""
+    pairs = jax.tree.map(_Pair, spec, arg, is_leaf=_is_spec_leaf)
+    out = []
+    for pair in jax.tree_util.tree_leaves(pairs, is_leaf=lambda x: isinstance(x, _Pair)):
+        if isinstance(pair.spec, State) and not is_graph_node(pair.sub):
+            inner = jax.tree.map(_Pair, pair.spec, pair.sub, is_leaf=_is_plain_spec)
+            out += jax.tree_util.tree_leaves(inner, is_leaf=lambda x: isinstance(x, _Pair))
+        else:
+            out.append(pair)
+    return out
 
 
 def _as_partition_spec(spec: Any, where: str) -> PartitionSpec:
@@ -75,17 +97,9 @@ def _as_partition_spec(spec: Any, where: str) -> PartitionSpec:
 
 
 def _resolve(spec: Any, path: tuple, leaf: Any, where: str) -> PartitionSpec:
-    if isinstance(spec, StateSharding):
-        return _as_partition_spec(spec.resolve(path, leaf), f"the state at {where}")
-    if isinstance(spec, State):
-        node: Any = spec
-        try:
-            for key in path:
-                node = node[key]
-        except (KeyError, TypeError):
-            return PartitionSpec()  # not listed: replicated
-        return _as_partition_spec(node, f"the state at {where}")
-    return _as_partition_spec(spec, f"the state at {where}")
+    # A path a State spec does not list is replicated.
+    found = resolve_entry(spec, path, leaf, missing=PartitionSpec())
+    return _as_partition_spec(found, f"the state at {where}")
 
 
 def _leaf_specs(in_specs: Any, args: tuple, ext: _lift.Extracted) -> tuple[list, list]:
@@ -99,12 +113,12 @@ def _leaf_specs(in_specs: Any, args: tuple, ext: _lift.Extracted) -> tuple[list,
     flat_specs: list = []  # per leaf of args flattened with graph objects as leaves
     for i, (spec, arg) in enumerate(zip(per_arg, args)):
         try:
-            pairs = jax.tree.map(_Pair, spec, arg, is_leaf=_is_spec_leaf)
+            pairs = _pairs(spec, arg)
         except ValueError as error:
             raise ValueError(
                 f"shard_map: in_specs[{i}] is not a prefix of argument {i}: {error}"
             ) from None
-        for pair in jax.tree_util.tree_leaves(pairs, is_leaf=lambda x: isinstance(x, _Pair)):
+        for pair in pairs:
             n = len(jax.tree_util.tree_leaves(pair.sub, is_leaf=is_node_or_variable))
             flat_specs += [pair.spec] * n
     positions = set(ext.node_positions)
@@ -149,8 +163,8 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
         (120.0, 120.0)
     """
     mode = resolve_mode(graph, graph_updates)
-    check_prefix(in_specs, "in_specs", "nnx.shard_map", mode)
-    check_prefix(out_specs, "out_specs", "nnx.shard_map", mode)
+    in_specs = prefix_argument(in_specs, "in_specs", "nnx.shard_map", mode)
+    out_specs = prefix_argument(out_specs, "out_specs", "nnx.shard_map", mode)
     if f is None:
         return functools.partial(shard_map, graph=mode.graph, graph_updates=mode.updates,
                                  mesh=mesh, in_specs=in_specs,
@@ -177,10 +191,12 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
             value_specs, other_specs = _leaf_specs(in_specs, args, ext)
             # jax.jit caches the trace and the compiled program (eager shard_map
             # would re-trace and run op by op on every call).
+            # (out_shardings: the outputs keep out_specs as written, P(None) included,
+            # as eager jax.shard_map gives them; jax.jit alone would normalise them.)
             mapped = entries[key] = jax.jit(jax.shard_map(
                 _make_pure(f, key, mode), mesh=mesh, in_specs=(value_specs, other_specs),
                 out_specs=(value_specs, out_specs), axis_names=frozenset(axis_names),
-                check_vma=check_vma))
+                check_vma=check_vma), out_shardings=(None, _named(mesh, out_specs)))
         values, out = mapped(ext.values, ext.others)
         _full_state.write_values(ext.plan, range(len(values)), values)
         if ext.plan is None:
@@ -191,6 +207,13 @@ def shard_map(f: Callable[..., Any] | None = None, *, mesh: Any, in_specs: Any,
             is_leaf=lambda x: isinstance(x, _lift.StaticBox))
 
     return wrapper
+
+
+def _named(mesh: Any, specs: Any) -> Any:
+    if not isinstance(mesh, Mesh):  # an AbstractMesh: jax.jit takes no sharding on it
+        return None
+    return jax.tree.map(lambda p: None if p is None else NamedSharding(mesh, p), specs,
+                        is_leaf=_is_plain_spec)
 
 
 def _make_pure(f: Callable, key: tuple, mode: Mode) -> Callable:

@@ -33,8 +33,8 @@ from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
 from nnxlib.transforms import _axes, _lift
-from nnxlib.transforms._arguments import check_function, check_prefix
-from nnxlib.transforms.axes import Carry, StateAxes
+from nnxlib.transforms._arguments import check_function, prefix_argument
+from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes, TreeState
 
 __all__ = ["vmap"]
 
@@ -99,13 +99,21 @@ def _validate(axes: Any, where: str) -> set:
     """Check an axes prefix for vmap; return the set of axes it uses."""
     used: set = {None}
     for entry in jax.tree_util.tree_leaves(axes, is_leaf=_axes.is_prefix_leaf):
-        if isinstance(entry, StateAxes):
+        if isinstance(entry, TreeState):
+            # module-shaped prefixes also hold the module's static values: entries are
+            # checked when a variable's entry is looked up
+            used.update(a for _, a in entry.state.flat_state()
+                        if isinstance(a, int) and not isinstance(a, bool))
+        elif isinstance(entry, StateAxes):
             for f, axis in entry.items():
                 if axis is Carry:
                     raise ValueError(
                         f"{where}: nnx.Carry (for filter {f!r}) is only meaningful in "
                         "nnx.scan. Hint: use an int axis or None in vmap."
                     )
+                # (a StateAxes may hold shardings, for jit: not axes)
+                _axes._check_axis(axis, f"{where}: StateAxes entry for filter {f!r}",
+                                  allow_carry=False)
                 used.add(axis)
         elif entry is Carry:
             raise ValueError(f"{where}: nnx.Carry is only meaningful in nnx.scan.")
@@ -115,9 +123,10 @@ def _validate(axes: Any, where: str) -> set:
     return used
 
 
-def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any) -> _Layout:
-    prefix = _axes_prefix(in_axes, args, kwargs, "vmap")
-    specs = _axes.prefix_leaves(prefix, (args, kwargs), is_node_or_variable, "vmap in_axes")
+def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any,
+            name: str = "vmap") -> _Layout:
+    prefix = _axes_prefix(in_axes, args, kwargs, name)
+    specs = _axes.prefix_leaves(prefix, (args, kwargs), is_node_or_variable, f"{name} in_axes")
     names = _axes.leaf_names((args, kwargs), is_node_or_variable)
     chosen = set(ext.node_positions)
     other_axes, other_names = [], []
@@ -125,9 +134,9 @@ def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any) -> _L
         if i in chosen:
             continue
         other_names.append(names[i])
-        if isinstance(spec, StateAxes):
+        if isinstance(spec, STATE_PREFIXES):
             raise ValueError(
-                f"vmap in_axes: {spec!r} is given for {names[i]}, which is not a module or "
+                f"{name} in_axes: {spec!r} is given for {names[i]}, which is not a module or "
                 "variable. Hint: StateAxes only applies to graph objects; use an int or "
                 "None for arrays."
             )
@@ -138,7 +147,7 @@ def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any) -> _L
         return _Layout([], other_axes, root_specs, {}, {}, [], other_names)
     graphdef, template = ext.plan.graphdef, ext.plan.template
     graph_axes = _axes.graph_leaf_axes(graphdef, template, root_specs, root_names,
-                                       "vmap in_axes", allow_carry=False)
+                                       f"{name} in_axes", allow_carry=False)
     leaf_of_index = {d.index: j for j, (_, d) in
                      enumerate(_axes.iter_def_leaves(graphdef.root)) if d.kind == "variable"}
     leaf_of_path = {p: j for j, p in enumerate(graphdef.paths)}
@@ -148,7 +157,7 @@ def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any) -> _L
 
 
 def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
-               out_roots: list) -> tuple[list, list]:
+               out_roots: list, name: str = "vmap") -> tuple[list, list]:
     """The out axis and a readable location for each graph value sent out."""
     if info.fast:
         axes = [layout.graph_axes[j] for j in info.changed]
@@ -156,7 +165,7 @@ def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
         position = len(axes)
         for k, d in enumerate(info.out_defs):
             for path, leaf_def in _axes.iter_def_leaves(d):
-                where = f"vmap out_axes for out{_axes._suffix(path)}"
+                where = f"{name} out_axes for out{_axes._suffix(path)}"
                 leaf = _axes.probe(leaf_def, send[position])
                 axes.append(_axes.resolve(out_roots[k], path, leaf, where, False))
                 names.append(f"output {k}{_axes._suffix(path)}")
@@ -176,7 +185,7 @@ def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
                 label = "in_axes" if i < in_roots else "out_axes"
                 leaf = _axes.probe(leaf_def, send[position])
                 axes.append(_axes.resolve(spec, path[1:], leaf,
-                                          f"vmap {label} for new state", False))
+                                          f"{name} {label} for new state", False))
                 names.append(f"new state {format_path(path)}")
             position += 1
     return axes, names
@@ -215,8 +224,8 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
     if transform_metadata is None:
         transform_metadata = {}
     mode = resolve_mode(graph, graph_updates)
-    check_prefix(in_axes, "in_axes", "nnx.vmap", mode)
-    check_prefix(out_axes, "out_axes", "nnx.vmap", mode)
+    in_axes = prefix_argument(in_axes, "in_axes", "nnx.vmap", mode)
+    out_axes = prefix_argument(out_axes, "out_axes", "nnx.vmap", mode)
     options = dict(graph=mode.graph, graph_updates=mode.updates, in_axes=in_axes,
                    out_axes=out_axes, axis_name=axis_name,
                    axis_size=axis_size, spmd_axis_name=spmd_axis_name,
@@ -224,18 +233,33 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
     if f is None:
         return lambda fn: vmap(fn, **options)
     check_function(f, "nnx.vmap")
+
+    def map_fn(pure: Callable, in_axes: Any, out_axes: Any) -> Callable:
+        return jax.vmap(pure, in_axes=in_axes, out_axes=out_axes, axis_name=axis_name,
+                        axis_size=axis_size, spmd_axis_name=spmd_axis_name)
+
+    return mapped(f, in_axes, out_axes, mode, transform_metadata, "vmap", map_fn)
+
+
+def mapped(f: Callable, in_axes: Any, out_axes: Any, mode: Any, transform_metadata: Any,
+           name: str, map_fn: Callable[[Callable, Any, Any], Callable]) -> Callable:
+    """The mapping transform ``name`` of ``f``: ``map_fn(pure, in_axes, out_axes)`` is
+    ``jax.vmap`` (or ``jax.pmap``) of the pure function of leaf values; everything
+    else (state axes leaf by leaf, write-back, new modules) is shared."""
     if isinstance(in_axes, list):
         in_axes = tuple(in_axes)
-    used = _validate(in_axes, "vmap in_axes") | _validate(out_axes, "vmap out_axes") | {0}
+    used = (_validate(in_axes, f"{name} in_axes") | _validate(out_axes, f"{name} out_axes")
+            | {0})
     buckets = [None] + sorted(a for a in used if a is not None)
     bucket_of = {a: b for b, a in enumerate(buckets)}
     metadata = dict(transform_metadata)
-    tag = _axes.check_transform_metadata(metadata, "vmap")
+    tag = _axes.check_transform_metadata(metadata, name)
     signature = _signature(f)
     entries: dict = {}
+    where = f"nnx.{name}"
 
     def make_entry(ext: _lift.Extracted, args: tuple, kwargs: dict) -> _Entry:
-        layout = _layout(ext, args, kwargs, in_axes)
+        layout = _layout(ext, args, kwargs, in_axes, name)
         key = ext.key
         cell: list = []
         in_roots = len(ext.node_positions)
@@ -246,42 +270,40 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
                 _axes.strip_mapped_axes(rebuilt, layout, metadata)
             call_args, call_kwargs = rebuilt.tree
             out = f(*call_args, **call_kwargs)
-            out_roots, other_specs = _axes.out_specs(out_axes, out, "vmap", "an int or None")
+            out_roots, other_specs = _axes.out_specs(out_axes, out, name, "an int or None")
             if tag:
                 _axes.restore_mapped_axes(rebuilt, layout, metadata, out, out_roots,
-                                          "vmap axes for new state")
-            info, send, other_out = _lift.collect(rebuilt, key, out, mode, "nnx.vmap",
+                                          f"{name} axes for new state")
+            info, send, other_out = _lift.collect(rebuilt, key, out, mode, where,
                                                   _lift.ARGS_KWARGS)
-            axes, names = _sent_axes(info, send, layout, in_roots, out_roots)
+            axes, names = _sent_axes(info, send, layout, in_roots, out_roots, name)
             lists: list = [[] for _ in buckets]
             labels: list = [[] for _ in buckets]
             places = []
-            for value, axis, name in zip(send + other_out, axes + other_specs,
-                                         names + [f"output leaf {i}" for i in
-                                                  range(len(other_out))]):
+            for value, axis, label in zip(send + other_out, axes + other_specs,
+                                          names + [f"output leaf {i}" for i in
+                                                   range(len(other_out))]):
                 b = bucket_of[axis]
                 places.append((b, len(lists[b])))
                 lists[b].append(value)
-                labels[b].append(name)
+                labels[b].append(label)
             cell[:] = [labels]
             return _lift.StaticBox((info, tuple(places), len(send))), lists
 
-        vmapped = jax.vmap(pure, in_axes=(layout.graph_axes, layout.other_axes),
-                           out_axes=(0, buckets), axis_name=axis_name,
-                           axis_size=axis_size, spmd_axis_name=spmd_axis_name)
+        vmapped = map_fn(pure, (layout.graph_axes, layout.other_axes), (0, buckets))
         return _Entry(vmapped, layout, cell)
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         args, kwargs = _bind(signature, args, kwargs)
-        ext = _lift.extract((args, kwargs), mode, "nnx.vmap", _lift.ARGS_KWARGS)
+        ext = _lift.extract((args, kwargs), mode, where, _lift.ARGS_KWARGS)
         entry = entries.get(ext.key)
         if entry is None:
             entry = entries[ext.key] = make_entry(ext, args, kwargs)
         try:
             box, lists = entry.vmapped(ext.values, ext.others)
         except ValueError as e:
-            explained = _explain(e, entry, ext)
+            explained = _explain(e, entry, ext, name)
             if explained is e:
                 raise
             raise explained from e
@@ -292,7 +314,8 @@ def vmap(f: Callable | None = None, *, in_axes: Any = 0, out_axes: Any = 0,
     return wrapper
 
 
-def _explain(error: ValueError, entry: _Entry, ext: _lift.Extracted) -> ValueError:
+def _explain(error: ValueError, entry: _Entry, ext: _lift.Extracted,
+             name: str = "vmap") -> ValueError:
     """Name the state behind jax's errors about mapped inputs and broadcast outputs."""
     message = str(error)
     layout = entry.layout
@@ -303,7 +326,7 @@ def _explain(error: ValueError, entry: _Entry, ext: _lift.Extracted) -> ValueErr
         items += [(layout.other_names[i], x, a, x)
                   for i, (x, a) in enumerate(zip(ext.others, layout.other_axes))
                   if a is not None]
-        explained = _axes.explain_mapped_shapes(items, "vmap")
+        explained = _axes.explain_mapped_shapes(items, name)
         return ValueError(explained) if explained else error
     cell = entry.cell
     if not cell or "out_axes" not in message or "None" not in message:
@@ -317,12 +340,14 @@ def _explain(error: ValueError, entry: _Entry, ext: _lift.Extracted) -> ValueErr
         return error
     if all(n.startswith("output") for n in names):
         return ValueError(
-            f"vmap: {' or '.join(names)} has out_axes None (broadcast) but differs between "
+            f"{name}: {' or '.join(names)} has out_axes None (broadcast) but differs between "
             "the mapped members. Hint: give it an int axis in out_axes."
         )
+    where = names[0].rsplit(".", 1)[-1]
     return ValueError(
-        f"vmap: {' or '.join(names)} is broadcast (axis None) but its new value differs "
-        "between the mapped members, so it cannot be written back as one value. Hint: map "
+        f"{name}: {' or '.join(names)} is broadcast (axis None) but its new value differs "
+        "between the mapped members, so it cannot be written back as one value (at vmap "
+        f"state {where!r}: got axis spec None but output was batched on axis 0). Hint: map "
         "that state (an int axis in in_axes, or nnx.StateAxes({filter: 0, ...: None})), or "
         "leave it unchanged inside the function."
     )

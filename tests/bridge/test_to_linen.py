@@ -147,7 +147,7 @@ def test_nnx_method_and_attribute_forwarding():
 class Block(nn.Module):
     @nn.compact
     def __call__(self, x, _):
-        layer = to_linen(nnx.Linear, 4, 4, kernel_metadata={"sharding_names": ("embed", "mlp")})
+        layer = to_linen(nnx.Linear, 4, 4, kernel_metadata={"out_sharding": ("embed", "mlp")})
         return jnp.tanh(layer(x)), None
 
 
@@ -277,3 +277,44 @@ def test_missing_collection_in_apply_is_an_error_naming_it():
 def test_missing_stream_at_init_is_an_error():
     with pytest.raises(nnx.errors.MissingRngStreamError, match="params"):
         to_linen_module(nnx.Linear, 4, 3).init({}, X)
+
+
+def _counter(lib):
+    @lib.register_variable_name("Steps", overwrite=True)
+    class Steps(lib.Variable):
+        pass
+
+    class Counter(lib.Module):
+        def __init__(self):
+            self.steps = Steps(jnp.array(0))
+            self.bn = lib.BatchNorm(2, use_running_average=False, rngs=lib.Rngs(0))
+
+        def __call__(self, x):
+            self.steps[...] += 1
+            self.seen = lib.Intermediate(x.sum())   # a new attribute every call
+            return self.bn(x)
+
+    return Counter
+
+
+def test_init_keeps_the_built_values_and_apply_writes_back_as_flax():
+    from flax import nnx as fnnx
+    from flax.nnx import bridge as fbridge
+
+    x = jnp.arange(6.0).reshape(3, 2)
+    results = []
+    for lib, wrap in ((nnx, ToLinen), (fnnx, fbridge.ToLinen)):
+        model = wrap(_counter(lib), skip_rng=True)
+        variables = model.init(jax.random.key(0), x)
+        _, updates = model.apply(variables, x, mutable=["Steps", "batch_stats",
+                                                        "intermediates"])
+        results.append((variables, updates))
+    (ours_init, ours_upd), (flax_init, flax_upd) = results
+    # init: what the module held when built (the call's changes are not kept)
+    assert int(ours_init["Steps"]["steps"]) == 0
+    np.testing.assert_array_equal(ours_init["batch_stats"]["bn"]["mean"], jnp.zeros(2))
+    assert jax.tree.structure(ours_init) == jax.tree.structure(flax_init)
+    # apply: the counter, the statistics and the attribute created by the call
+    assert int(ours_upd["Steps"]["steps"]) == 1 and float(ours_upd["intermediates"]["seen"]) == 15
+    for a, b in zip(jax.tree.leaves(ours_upd), jax.tree.leaves(flax_upd)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import flax.errors
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -137,9 +138,16 @@ def test_method_forwarding_and_lazy_init_of_a_method():
     assert hasattr(model, "enc") and not hasattr(model, "dec")
     np.testing.assert_allclose(model.encode(x), x @ model.enc.kernel[...] + model.enc.bias[...],
                                rtol=1e-6)
-    # Variables first created by a later call persist, in their collections.
-    y = model(x)
+    # Parameters come from lazy_init only (as in flax.nnx): __call__ needs more.
+    with pytest.raises(flax.errors.ScopeParamNotFoundError) as info:
+        model(x)
+    assert "lazy_init" in str(info.value.__notes__) and not hasattr(model, "dec")
+    lazy_init(model, x)
     assert isinstance(model.dec.kernel, nnx.Param)
+    # Variables of other collections first created by a later call persist.
+    nnx.pop(model, nnx.BatchStat)
+    assert sorted(model.bn) == ["bias", "scale"]
+    y = model(x)
     assert isinstance(model.bn.var, nnx.BatchStat)
     assert model.linen_collections == ("batch_stats", "params")
     variables = _plain_linen(model)

@@ -102,7 +102,7 @@ def test_vanilla_variables_become_bare_values():
 
 
 def test_nnx_meta_round_trip_keeps_kind_and_metadata():
-    var = nnx.BatchStat(jnp.ones(2), sharding_names=("embed",), note="hi")
+    var = nnx.BatchStat(jnp.ones(2), out_sharding=("embed",), note="hi")
     box = to_linen_var(var)
     assert isinstance(box, NNXMeta)
     again = to_nnx_var("batch_stats", box)
@@ -118,22 +118,35 @@ def test_nnx_meta_in_the_wrong_collection_is_an_error():
 
 
 def test_nnx_meta_axis_add_remove_is_exact_and_never_twice():
-    box = NNXMeta(nnx.Param, jnp.ones((2, 3)), {"sharding_names": ("a", "b")})
+    box = NNXMeta(nnx.Param, jnp.ones((2, 3)), {"out_sharding": ("a", "b")})
     params = {nn.PARTITION_NAME: "layers"}
     stacked = box.add_axis(0, params)
-    assert stacked.metadata["sharding_names"] == ("layers", "a", "b")
+    assert stacked.metadata["out_sharding"] == ("layers", "a", "b")
     restored = stacked.remove_axis(0, params)
     assert restored.metadata == box.metadata
     # Removing again does not eat a real name.
     assert restored.remove_axis(0, params).metadata == box.metadata
-    assert box.add_axis(1, params).metadata["sharding_names"] == ("a", "layers", "b")
+    assert box.add_axis(1, params).metadata["out_sharding"] == ("a", "layers", "b")
     # Without sharding names nothing changes.
     plain = NNXMeta(nnx.Param, 1.0, {"note": 1})
     assert plain.add_axis(0, params).metadata == {"note": 1}
 
 
+def test_nnx_meta_with_an_older_sharding_key_still_follows_axes():
+    # A box written with the pre-0.12 key (sharding_names) gets the scan axis too, and
+    # its variable stores the names as out_sharding.
+    box = NNXMeta(nnx.Param, jnp.ones((4, 2, 3)), {"sharding_names": ("a", "b")})
+    stacked = box.add_axis(0, {nn.PARTITION_NAME: "layers"})
+    with pytest.warns(DeprecationWarning, match="sharding_names"):
+        spec = tuple(stacked.get_partition_spec())
+        var = stacked.to_nnx_variable()
+    assert spec == ("layers", "a", "b")
+    assert var.out_sharding == ("layers", "a", "b")
+    assert "sharding_names" not in var.get_metadata()
+
+
 def test_nnx_meta_is_a_pytree_keeping_metadata():
-    box = NNXMeta(nnx.Param, jnp.ones(2), {"sharding_names": ("a",)})
+    box = NNXMeta(nnx.Param, jnp.ones(2), {"out_sharding": ("a",)})
     doubled = jax.tree.map(lambda x: x * 2, box)
     assert isinstance(doubled, NNXMeta) and doubled.metadata == box.metadata
     assert float(doubled.value[0]) == 2.0
@@ -145,25 +158,26 @@ def test_variable_to_logically_partitioned_precedence_and_scan_name():
     box = variable_to_logically_partitioned(v)
     assert isinstance(box, nn.LogicallyPartitioned)
     assert box.names == ("x", "y") and box.rules == RULES
-    v2 = nnx.Param(jnp.ones((2, 3)), sharding=("a", "b"))
+    v2 = nnx.Param(jnp.ones((2, 3)), out_sharding=("a", "b"))
     assert variable_to_logically_partitioned(v2).names == ("a", "b")
-    scanned = nnx.Param(jnp.ones((2, 4, 3)), sharding_names=("a", "b"), param_scan_axis=1,
+    scanned = nnx.Param(jnp.ones((2, 4, 3)), out_sharding=("a", "b"), param_scan_axis=1,
                         **{PARTITION_NAME: "layers"})
     assert variable_to_logically_partitioned(scanned).names == ("a", "layers", "b")
-    other = nnx.BatchStat(jnp.ones((4, 2)), sharding_names=("a",), param_scan_axis=1,
+    other = nnx.BatchStat(jnp.ones((4, 2)), out_sharding=("a",), param_scan_axis=1,
                           **{PARTITION_NAME: "layers"})
     assert variable_to_logically_partitioned(other).names == ("layers", "a")
-    present = nnx.Param(jnp.ones((4, 2)), sharding_names=("layers", "a"),
+    present = nnx.Param(jnp.ones((4, 2)), out_sharding=("layers", "a"),
                         **{PARTITION_NAME: "layers"})
     assert variable_to_logically_partitioned(present).names == ("layers", "a")
     plain = nnx.Param(jnp.ones(2))
     assert variable_to_logically_partitioned(plain) is plain.get_value()
 
 
-def test_conflicting_sharding_keys_are_an_error():
-    v = nnx.Param(jnp.ones(2), out_sharding=("a",), sharding_names=("b",))
-    with pytest.raises(nnx.errors.ShardingError, match="out_sharding.*sharding_names"):
-        variable_to_logically_partitioned(v)
+def test_named_sharding_annotations_become_logically_partitioned_names():
+    mesh = jax.make_mesh((2,), ("x",))
+    v = nnx.Param(jnp.ones((2, 3)), out_sharding=jax.NamedSharding(mesh, jax.P("x")))
+    box = variable_to_logically_partitioned(v)
+    assert type(box) is nn.LogicallyPartitioned and box.names == ("x",)
 
 
 def test_with_partitioning_makes_partitioned_boxes():
@@ -207,7 +221,7 @@ def test_linen_vars_round_trip_through_nnx_attrs():
 
 
 def test_nnx_vars_round_trip_through_linen():
-    attrs = {"w": nnx.Param(jnp.ones(2), sharding_names=("a",)),
+    attrs = {"w": nnx.Param(jnp.ones(2), out_sharding=("a",)),
              "s": nnx.BatchStat(jnp.zeros(2)), "i": nnx.Intermediate((jnp.ones(1),))}
     again = linen_vars_to_nnx_attrs(nnx_attrs_to_linen_vars(attrs))
     for name, var in attrs.items():

@@ -448,9 +448,9 @@ def test_bad_constructor_arguments():
 
 def test_metadata_reaches_the_variables():
     layer = nnx.MultiHeadAttention(
-        2, 4, normalize_qk=True, kernel_metadata={"sharding": ("embed", "heads", "kv")},
-        out_kernel_metadata={"sharding": ("heads", "kv", "embed")},
-        query_ln_scale_metadata={"sharding": ("kv",)}, rngs=nnx.Rngs(0))
-    assert layer.query.kernel.sharding == ("embed", "heads", "kv")
-    assert layer.out.kernel.sharding == ("heads", "kv", "embed")
-    assert layer.query_ln.scale.sharding == ("kv",)
+        2, 4, normalize_qk=True, kernel_metadata={"out_sharding": ("embed", "heads", "kv")},
+        out_kernel_metadata={"out_sharding": ("heads", "kv", "embed")},
+        query_ln_scale_metadata={"out_sharding": ("kv",)}, rngs=nnx.Rngs(0))
+    assert layer.query.kernel.out_sharding == ("embed", "heads", "kv")
+    assert layer.out.kernel.out_sharding == ("heads", "kv", "embed")
+    assert layer.query_ln.scale.out_sharding == ("kv",)

@@ -194,10 +194,10 @@ def test_conv_overrides_are_used():
 
 
 def test_conv_metadata_and_attributes():
-    layer = nnx.Conv(2, 3, (3, 3), kernel_metadata={"sharding": (None, None, "in", "out")},
-                     bias_metadata={"sharding": ("out",)}, rngs=nnx.Rngs(0), **FAST_INIT)
-    assert layer.kernel.sharding == (None, None, "in", "out")
-    assert layer.bias.sharding == ("out",)
+    layer = nnx.Conv(2, 3, (3, 3), kernel_metadata={"out_sharding": (None, None, "in", "out")},
+                     bias_metadata={"out_sharding": ("out",)}, rngs=nnx.Rngs(0), **FAST_INIT)
+    assert layer.kernel.out_sharding == (None, None, "in", "out")
+    assert layer.bias.out_sharding == ("out",)
     assert layer.kernel_size == (3, 3) and layer.kernel_shape == (3, 3, 2, 3)
     assert layer.strides == 1 and layer.padding == "SAME"
 

@@ -113,11 +113,11 @@ def test_custom_initializers_receive_shape_and_param_dtype():
 
 
 def test_metadata_is_attached():
-    layer = nnx.Linear(2, 3, kernel_metadata={"sharding": ("in", "out")},
-                       bias_metadata={"sharding": ("out",)}, rngs=nnx.Rngs(0))
-    assert layer.kernel.sharding == ("in", "out") and layer.bias.sharding == ("out",)
-    init = nnx.with_metadata(nnx.initializers.lecun_normal(), sharding=("a", "b"))
-    assert nnx.Linear(2, 3, kernel_init=init, rngs=nnx.Rngs(0)).kernel.sharding == ("a", "b")
+    layer = nnx.Linear(2, 3, kernel_metadata={"out_sharding": ("in", "out")},
+                       bias_metadata={"out_sharding": ("out",)}, rngs=nnx.Rngs(0))
+    assert layer.kernel.out_sharding == ("in", "out") and layer.bias.out_sharding == ("out",)
+    init = nnx.with_metadata(nnx.initializers.lecun_normal(), out_sharding=("a", "b"))
+    assert nnx.Linear(2, 3, kernel_init=init, rngs=nnx.Rngs(0)).kernel.out_sharding == ("a", "b")
 
 
 def test_custom_dot_general_promote_dtype_and_precision_are_used():

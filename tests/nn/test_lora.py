@@ -129,3 +129,12 @@ def test_lora_wrong_input_size_and_bad_base():
         lora_linear(jnp.ones(4))
     with pytest.raises(ValueError, match=r"callable base_module.*got a int.*Hint"):
         nnx.LoRA(3, 2, 4, base_module=3, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("kind", ["LoRAParam", "Param"])
+def test_lora_param_type_decides_the_split_as_flax(kind):
+    for lib in (nnx, flax_nnx):
+        model = lib.LoRA(3, 4, 2, lora_param_type=getattr(lib, kind), rngs=lib.Rngs(0))
+        _, first, second = lib.split(model, getattr(lib, kind),
+                                     lib.Param if kind == "LoRAParam" else lib.LoRAParam)
+        assert sorted(first) == ["lora_a", "lora_b"] and second == {}

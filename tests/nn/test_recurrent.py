@@ -487,3 +487,30 @@ def test_missing_carry_stream():
     assert rnn(X, initial_carry=jnp.zeros((2, HIDDEN))).shape == (2, 5, HIDDEN)
     with pytest.raises(TypeError, match="rngs must be"):
         nnx.RNN(make_cell("SimpleCell"), rngs="seed")
+
+
+def test_rnn_runs_any_cell_shaped_module_as_flax():
+    # A cell need not derive from RNNCellBase: __call__, initialize_carry and
+    # num_feature_axes are enough (flax.nnx's duck typing).
+    def build(lib):
+        class Cell(lib.Module):
+            def __init__(self, rngs):
+                self.dense = lib.Linear(IN + HIDDEN, HIDDEN, rngs=rngs)
+
+            def __call__(self, carry, x):
+                h = jnp.tanh(self.dense(jnp.concatenate([x, carry], axis=-1)))
+                return h, h
+
+            def initialize_carry(self, input_shape, rngs=None):
+                return jnp.zeros((*input_shape[:-1], HIDDEN))
+
+            @property
+            def num_feature_axes(self):
+                return 1
+
+        return lib.RNN(Cell(lib.Rngs(7)))
+
+    x = jax.random.normal(jax.random.key(0), (2, 5, IN))
+    ours, theirs = build(nnx)(x), build(flax_nnx)(x)
+    assert ours.shape == (2, 5, HIDDEN)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)

@@ -103,7 +103,8 @@ def test_call_rngs_take_precedence_over_stored():
 
 
 def test_missing_rngs_error_explains_fix():
-    with pytest.raises(ValueError, match=r"no `rngs`.*Hint.*Rngs\(dropout=0\)"):
+    with pytest.raises(ValueError, match=r"`deterministic` is False, but no `rngs` argument "
+                       r"was provided to Dropout.*Hint.*Rngs\(dropout=0\)"):  # flax's phrase
         nnx.Dropout(0.5)(jnp.ones(3))
 
 
@@ -153,3 +154,35 @@ def test_under_jit_keys_advance_through_state():
     eager = nnx.Dropout(0.5, rngs=nnx.Rngs(dropout=2))
     np.testing.assert_array_equal(y1, eager(x))
     np.testing.assert_array_equal(y2, eager(x))
+
+
+@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 (simulated) devices")
+@pytest.mark.parametrize("broadcast_dims", [(), (1,), (0,)])
+def test_mask_follows_explicitly_sharded_inputs(broadcast_dims):
+    # flax.nnx gives the same values, except for a broadcast over the sharded dimension,
+    # where it fails (its size-1 mask cannot be sharded there; nnxlib shards the mask
+    # once broadcast). The mask is the one of the same key without any mesh.
+    from jax.sharding import AxisType
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((2, 2), ("X", "Y"), axis_types=(AxisType.Explicit,) * 2)
+    plain = np.arange(32.0).reshape(4, 8)
+    unsharded = nnx.Dropout(0.5, broadcast_dims=broadcast_dims, rngs=nnx.Rngs(dropout=3))(
+        jnp.asarray(plain))
+    with jax.set_mesh(mesh):
+        x = jax.sharding.reshard(jnp.asarray(plain), P("X", None))
+        ours = nnx.Dropout(0.5, broadcast_dims=broadcast_dims, rngs=nnx.Rngs(dropout=3))
+        y = ours(x)
+        jitted = nnx.jit(lambda d, x: d(x))(ours, x)
+        if 0 not in broadcast_dims:
+            ref = flax_nnx.Dropout(0.5, broadcast_dims=broadcast_dims,
+                                   rngs=flax_nnx.Rngs(dropout=3))
+            np.testing.assert_array_equal(y, ref(x))
+        else:
+            ref = flax_nnx.Dropout(0.5, broadcast_dims=broadcast_dims,
+                                   rngs=flax_nnx.Rngs(dropout=3))
+            with pytest.raises(ValueError):
+                ref(x)
+    assert jax.typeof(y).sharding.spec == P("X", None)
+    assert jax.typeof(jitted).sharding.spec == P("X", None)
+    np.testing.assert_array_equal(y, unsharded)

@@ -211,10 +211,10 @@ def test_params_and_extra_args_reach_the_transformation():
 
 
 def test_optimizer_state_metadata_follows_params():
-    model = nnx.Linear(2, 3, kernel_metadata={"sharding": ("in", "out")}, rngs=nnx.Rngs(0))
+    model = nnx.Linear(2, 3, kernel_metadata={"out_sharding": ("in", "out")}, rngs=nnx.Rngs(0))
     optimizer = Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
     mu = optimizer.opt_state[0]["mu"]["kernel"]
-    assert type(mu) is OptVariable and mu.sharding == ("in", "out")
+    assert type(mu) is OptVariable and mu.out_sharding == ("in", "out")
     assert optimizer.opt_state[0]["count"].get_metadata(exclude_required=True) == {}
 
 

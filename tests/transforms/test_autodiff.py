@@ -117,14 +117,14 @@ def test_value_and_grad_matches_jax():
 
 def test_grads_are_a_state_with_the_parameter_paths_and_metadata():
     model = Model()
-    model.linear.kernel.set_metadata(sharding_names=("in", "out"))
+    model.linear.kernel.set_metadata(out_sharding=("in", "out"))
     grads = nnx.grad(loss_fn)(model, X, Y)
     params = nnx.state(model, nnx.Param)
     assert [p for p, _ in nnx.to_flat_state(grads)] == [
         p for p, _ in nnx.to_flat_state(params)]
     g = grads["linear"]["kernel"]
     assert type(g) is nnx.Param and g is not model.linear.kernel
-    assert g.get_metadata(exclude_required=True) == {"sharding_names": ("in", "out")}
+    assert g.get_metadata(exclude_required=True) == {"out_sharding": ("in", "out")}
     assert g.shape == model.linear.kernel.shape
     # a State of gradients is a pytree usable with jax.tree and optax
     doubled = jax.tree.map(lambda a: 2 * a, grads)

@@ -244,9 +244,10 @@ def test_custom_vjp_diffstate_selects_substate():
     def f_bwd(res, g):
         (m_updates_g,), out_g = g
         cos_x, m = res
-        assert sorted(m_updates_g) == ["x"]
+        assert sorted(m_updates_g) == ["s", "x", "y"]  # every leaf, as in flax.nnx
         m_g = jax.tree.map(lambda v: v, m_updates_g)
         m_g["x"][...] = cos_x * out_g * m.y
+        del m_g["y"], m_g["s"]  # not differentiable: bwd gives cotangents of x only
         return (m_g,)
 
     f.defvjp(f_fwd, f_bwd)
@@ -325,10 +326,83 @@ def test_custom_vjp_errors():
     with pytest.raises(TypeError, match="fwd must return a pair"):
         jax.grad(bad_fwd)(1.0)
 
-    grows = nnx.custom_vjp(lambda m: setattr(m, "new", nnx.Param(1.0)) or m.x)
+    grows = nnx.custom_vjp(lambda m: setattr(m, "new", nnx.Param(1.0)) or m.x,
+                           graph_updates=False)
     grows.defvjp(lambda m: (m.x, None), lambda res, g: (None,))
     with pytest.raises(ValueError, match="changed the structure"):
         grows(m)
     assert not hasattr(m, "new")
     with pytest.raises(NotImplementedError):
         grows.defvjp(lambda m: None, lambda r, g: None, symbolic_zeros=True)
+
+
+class Counted(nnx.Module):
+    def __init__(self):
+        self.x = nnx.Param(jnp.array(1.0))
+        self.y = nnx.Param(jnp.array(2.0))
+        self.calls = 0  # static: changing it is a structural change
+        self.seen = nnx.BatchStat(jnp.array(0))
+
+
+def _counting_vjp(**options):
+    @nnx.custom_vjp(**options)
+    def f(m):
+        m.seen[...] += 1
+        if options.get("graph_updates", True):
+            m.calls += 1
+        return jnp.sin(m.x) * m.y
+
+    def f_fwd(m):
+        return f(m), (jnp.cos(m.x), jnp.sin(m.x), m)
+
+    def f_bwd(res, g, *updates):
+        cos_x, sin_x, m = res
+        if options.get("graph_updates", True):
+            (m_updates_g,), out_g = g
+            m_g = jax.tree.map(lambda v: v, m_updates_g)
+            m_g["x"][...] = cos_x * out_g * m.y
+            m_g["y"][...] = sin_x * out_g
+            return (m_g,)
+        ((m_updates_g,),) = updates  # only the changed state has an entry
+        assert isinstance(m_updates_g.seen, nnx.BatchStat) and m_updates_g.x is None
+        m_g = nnx.clone(m)
+        m_g.x[...] = cos_x * g * m.y
+        m_g.y[...] = sin_x * g
+        return (m_g,)
+
+    f.defvjp(f_fwd, f_bwd)
+    return f
+
+
+def test_custom_vjp_graph_updates_apply_structural_changes_and_state():
+    m = Counted()
+    grads = nnx.grad(_counting_vjp(), argnums=nnx.DiffState(0, nnx.Param))(m)
+    np.testing.assert_allclose(grads["x"][...], jnp.cos(1.0) * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(grads["y"][...], jnp.sin(1.0), rtol=1e-6)
+    assert m.calls == 1 and int(m.seen[...]) == 1  # both kinds of change came back
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_custom_vjp_without_graph_updates_is_like_jax_with_update_cotangents(graph):
+    m = Counted()
+    grads = nnx.grad(_counting_vjp(graph=graph, graph_updates=False), allow_int=True,
+                     graph=graph, graph_updates=False)(m)
+    assert isinstance(grads, Counted)  # module-shaped, as jax.grad of a pytree
+    np.testing.assert_allclose(grads.x[...], jnp.cos(1.0) * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(grads.y[...], jnp.sin(1.0), rtol=1e-6)
+    assert int(m.seen[...]) == 1 and m.calls == 0
+
+
+def test_custom_vjp_returns_an_input_module_in_graph_mode():
+    @nnx.custom_vjp
+    def f(m1, m2):
+        return jnp.sin(m1.x) * m1.y, m2
+
+    f.defvjp(lambda m1, m2: (f(m1, m2), (jnp.cos(m1.x), m1.y)),
+             lambda res, g: (nnx.State({"x": g[1][0] * res[0] * res[1]}), None))
+    a, b = Counted(), Counted()
+    y, same = f(a, b)
+    assert same is b
+    grads = nnx.grad(lambda m1, m2: f(m1, m2)[0],
+                     argnums=nnx.DiffState(0, nnx.PathContains("x")))(a, b)
+    np.testing.assert_allclose(grads["x"][...], jnp.cos(1.0) * 2.0, rtol=1e-6)

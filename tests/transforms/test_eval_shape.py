@@ -14,7 +14,7 @@ class Model(nnx.Module):
     def __init__(self, din, dout, *, rngs):
         self.linear = nnx.Linear(din, dout, rngs=rngs)
         self.norm = nnx.BatchNorm(dout, rngs=rngs)
-        self.scale = nnx.Param(jnp.ones((dout,), jnp.bfloat16), sharding=("embed",),
+        self.scale = nnx.Param(jnp.ones((dout,), jnp.bfloat16), out_sharding=("embed",),
                                note="custom metadata")
         self.steps = nnx.Variable(jnp.array(0, jnp.int32))
         self.table = jnp.zeros((2, dout))  # a raw array attribute is state too
@@ -46,7 +46,7 @@ def test_abstract_init_matches_eager_construction():
         value = leaf.value if isinstance(leaf, nnx.Variable) else leaf
         assert isinstance(value, jax.ShapeDtypeStruct)
     assert abstract.tied is abstract.linear
-    assert abstract.scale.sharding == ("embed",)
+    assert abstract.scale.out_sharding == ("embed",)
 
 
 def test_materialising_under_jit_gives_the_eager_values():

@@ -221,7 +221,7 @@ def _static_attributes(m, x):
 
 
 def _variable_metadata(m, x):
-    m.linear.kernel.set_metadata(sharding_names=("in", "out"))
+    m.linear.kernel.set_metadata(out_sharding=("in", "out"))
 
 
 def _new_alias(m, x):
@@ -731,16 +731,16 @@ def test_input_shapes_and_dtypes_retrace():
 
 def test_variable_metadata_survives_the_transform():
     model = Linear(2, 3, rngs=nnx.Rngs(0))
-    model.kernel.set_metadata(sharding_names=("in", "out"), note={"a": [1, 2]})
+    model.kernel.set_metadata(out_sharding=("in", "out"), note={"a": [1, 2]})
 
     @nnx.jit
     def f(m):
-        assert m.kernel.sharding_names == ("in", "out")
+        assert m.kernel.out_sharding == ("in", "out")
         m.kernel[...] = m.kernel + 1
         return m.kernel
 
     assert f(model) is model.kernel
-    assert model.kernel.get_metadata(exclude_required=True) == {"sharding_names": ("in", "out"),
+    assert model.kernel.get_metadata(exclude_required=True) == {"out_sharding": ("in", "out"),
                                            "note": {"a": [1, 2]}}
 
 
@@ -783,3 +783,31 @@ def test_variable_as_first_argument_is_not_rewalked_on_each_call(monkeypatch):
     step(counter, model, X)
     step(counter, model, X)
     assert len(walks) == 2
+
+
+def test_compiled_stage_takes_modules_and_writes_state_back():
+    class Counter(nnx.Module):
+        def __init__(self):
+            self.count = nnx.Variable(jnp.array(0))
+            self.w = nnx.Param(jnp.array(2.0))
+
+        @nnx.jit
+        def __call__(self, x):
+            self.count[...] += 1
+            return x * self.w
+
+    m = Counter()
+    f = nnx.jit(lambda m, x: m(x))
+    lowered = f.lower(m, jnp.array(3.0))
+    assert isinstance(lowered, nnx.transforms.compilation.Lowered)
+    compiled = lowered.compile()
+    assert compiled.cost_analysis() is not None and "multiply" in compiled.as_text()
+    assert float(compiled(m, jnp.array(3.0))) == 6.0 and int(m.count[...]) == 1
+    assert float(compiled(m, jnp.array(1.0))) == 2.0 and int(m.count[...]) == 2
+    traced = f.trace(m, jnp.array(3.0))
+    assert float(traced.lower().compile()(m, jnp.array(3.0))) == 6.0
+    assert int(m.count[...]) == 3
+    other = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+    with pytest.raises(TypeError, match="lowered for arguments of another structure"):
+        compiled(other, jnp.array(3.0))
+    assert int(m.count[...]) == 3

@@ -305,26 +305,26 @@ def test_transform_metadata_in_scan_over_layers():
 
     tm = {nnx.PARTITION_NAME: "layers"}
     stack = _stack(4, cls=Layer, transform_metadata=tm)
-    assert stack.linear.kernel.sharding_names == ("layers", "embed", "mlp")
+    assert stack.linear.kernel.out_sharding == ("layers", "embed", "mlp")
 
     @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, transform_metadata=tm)
     def forward(x, layer):
-        seen.append(layer.linear.kernel.sharding_names)
+        seen.append(layer.linear.kernel.out_sharding)
         return layer.linear(x)
 
     assert forward(jnp.ones((2, 3)), stack).shape == (2, 3)
     assert seen == [("embed", "mlp")]
-    assert stack.linear.kernel.sharding_names == ("layers", "embed", "mlp")
+    assert stack.linear.kernel.out_sharding == ("layers", "embed", "mlp")
 
 
 def test_transform_metadata_on_variables_created_in_scan():
     @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 1),
               transform_metadata={nnx.PARTITION_NAME: "steps"})
     def f(c, x):
-        return c, nnx.Param(x, sharding_names=("a",))
+        return c, nnx.Param(x, out_sharding=("a",))
 
     _, p = f(0.0, jnp.ones((4, 2)))
-    assert p.shape == (2, 4) and p.sharding_names == ("a", "steps")
+    assert p.shape == (2, 4) and p.out_sharding == ("a", "steps")
 
 
 # ------------------------------------------------------------------ errors

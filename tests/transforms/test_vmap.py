@@ -354,7 +354,7 @@ def test_transform_metadata_adds_and_removes_the_axis_name():
         def __init__(self, rngs):
             init = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp"))
             self.linear = nnx.Linear(2, 3, kernel_init=init, rngs=rngs)
-            seen.append(self.linear.kernel.sharding_names)
+            seen.append(self.linear.kernel.out_sharding)
 
     @nnx.split_rngs(splits=4)
     @nnx.vmap(in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
@@ -363,34 +363,34 @@ def test_transform_metadata_adds_and_removes_the_axis_name():
 
     block = create(nnx.Rngs(0))
     assert seen == [("embed", "mlp")]
-    assert block.linear.kernel.sharding_names == ("layers", "embed", "mlp")
+    assert block.linear.kernel.out_sharding == ("layers", "embed", "mlp")
     assert block.linear.kernel.shape == (4, 2, 3)
-    assert "sharding_names" not in block.linear.bias.get_metadata()
+    assert "out_sharding" not in block.linear.bias.get_metadata()
 
     @nnx.vmap(in_axes=(0, None), transform_metadata={nnx.PARTITION_NAME: "layers"})
     def apply(block, x):
-        seen.append(block.linear.kernel.sharding_names)
+        seen.append(block.linear.kernel.out_sharding)
         return block.linear(x)
 
     assert apply(block, jnp.ones((1, 2))).shape == (4, 1, 3)
     assert seen[-1] == ("embed", "mlp")
-    assert block.linear.kernel.sharding_names == ("layers", "embed", "mlp")
+    assert block.linear.kernel.out_sharding == ("layers", "embed", "mlp")
 
 
 def test_transform_metadata_at_out_axis_1():
     @nnx.vmap(in_axes=0, out_axes=1, transform_metadata={nnx.PARTITION_NAME: "layers"})
     def create(x):
-        return nnx.Param(x, sharding=("a",))
+        return nnx.Param(x, out_sharding=("a",))
 
     p = create(jnp.ones((4, 2)))
-    assert p.shape == (2, 4) and p.sharding == ("a", "layers")
+    assert p.shape == (2, 4) and p.out_sharding == ("a", "layers")
 
 
 def test_transform_metadata_wrong_name_is_a_clear_error():
-    p = nnx.Param(jnp.ones((4, 2)), sharding_names=("batch", "a"))
+    p = nnx.Param(jnp.ones((4, 2)), out_sharding=("batch", "a"))
     with pytest.raises(ValueError, match="expected 'layers' at position 0"):
         nnx.vmap(lambda p: p[...], transform_metadata={nnx.PARTITION_NAME: "layers"})(p)
-    assert p.sharding_names == ("batch", "a")
+    assert p.out_sharding == ("batch", "a")
 
 
 def test_transform_metadata_needs_a_partition_name():
