@@ -186,13 +186,14 @@ DIFFERENT = {
                      "change how a variable stores its value"),
     "with_vars": "hijax/ref/mutable are recorded as metadata on the copy's variables",
     "vars_as": "as with_vars",
-    "capture": "method_outputs= (automatic sowing of every method's output) raises",
-    "view_info": ("lists the mode flags nnx.view switches (deterministic, "
-                  "use_running_average, decode) per module type; nnxlib modules have no "
-                  "set_view methods"),
-    "prefix": ("returns a StateAxes (what nnxlib's vmap/scan take, and jit's shardings and "
-               "shard_map's specs) instead of a pytree of axes shaped like the node; a tuple "
-               "or list of nodes gives one per node"),
+    "view": ("calls set_view where a module defines it, as flax.nnx; on the other modules "
+             "(nnxlib's layers have no set_view except MultiHeadAttention) a keyword naming "
+             "an attribute sets it"),
+    "view_info": ("for a module class with set_view, its keywords and their docstring "
+                  "descriptions, as flax.nnx; for the others, the mode flags nnx.view sets "
+                  "(deterministic, use_running_average, decode)"),
+    "iter_children": ("a plain list or dict of modules is an nnx.List/nnx.Dict graph node "
+                      "in nnxlib, so it is a child too"),
     "pmap": ("built on the general split/merge lifting (a full walk per call) with an int "
              "or None per argument; prefer nnx.vmap with sharding"),
     "data": "a Python scalar marked as data becomes a JAX array (a state leaf)",
@@ -219,12 +220,13 @@ DIFFERENT = {
                            "nnx.graph.unflatten is nnxlib's internal graph walker"),
     "graph": ("nnx.graph is nnxlib's graph module; flax's other graph names are served "
               "from it too (as nnx.graphlib's)"),
-    "GraphState": "a mutable mapping view of (graphdef, state); not a pytree",
     "split_context": ("objects seen in an earlier split of the same context are described "
                       "again in full (same index), so each pair also merges on its own"),
     "UpdateContext": "the four calls must come in order: split, merge, split, merge",
     "update": ("a state whose shapes differ from the model's raises StateMismatchError "
-               "naming the path; flax.nnx writes the new shapes in"),
+               "naming the path; flax.nnx writes the new shapes in. Static values at "
+               "existing paths are replaced, as flax.nnx; a path the graph does not have "
+               "raises (flax.nnx adds it)"),
     "Rngs": ("a stream passed in, or one Rngs.split/broadcast leave alone, is the same "
              "stream in the new Rngs; flax.nnx makes a new stream whose count restarts at "
              "0 (handing out keys already drawn)"),

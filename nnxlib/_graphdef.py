@@ -1,4 +1,5 @@
-"""Graph structure: the node registry, ``GraphDef``, and the cached walk (``Plan``).
+"""Graph structure: ``GraphDef`` and the cached walk (``Plan``), over the node types of
+:mod:`nnxlib._node_types`.
 
 This is the machinery under :mod:`nnxlib.graph`. A graph is walked once by a
 :class:`_Flattener` into a tree of definitions (``NodeDef``, ``PytreeDef``,
@@ -25,142 +26,26 @@ import weakref
 from typing import Any, Callable, Generic, Iterator, NamedTuple, TypeVar
 
 import jax
-import numpy as np
 
 from nnxlib import _tracking
 from nnxlib._arrays import aval_of
 from nnxlib._frozen import Unhashable, freeze
-from nnxlib._tree_check import NOT_WALKED, first_shared
-from nnxlib.state import State, key_order, partition_indices
+from nnxlib._node_types import (  # noqa: F401  (the graph layer's vocabulary, re-exported)
+    JaxPytreeType,
+    NodeImpl,
+    _pytree_builder,
+    is_array,
+    is_graph_node,
+    is_node_or_variable,
+    jax_children,
+    key_of_entry,
+    node_impl,
+    pytree_impl,
+    register_graph_node_type,
+)
+from nnxlib._tree_check import NOT_WALKED, first_shared, walk_defs
+from nnxlib.state import partition_indices
 from nnxlib.variables import Variable, _new_variable, freeze_metadata, thaw_metadata
-
-
-# ------------------------------------------------------------------ node registry
-class NodeImpl(NamedTuple):
-    """How the graph walker reads and rebuilds one kind of node.
-
-    ``children(node)`` lists ``(key, value)`` pairs in a stable order. Mutable nodes
-    (``pytree=False``) have identity: ``create_empty(type, trace)`` makes a blank
-    instance belonging to JAX trace ``trace`` and
-    ``fill(node, pairs)`` sets its children without counting as a user mutation, which
-    lets cycles and shared references be rebuilt; ``keyed`` says the order of the pairs
-    given to ``fill`` does not matter. Immutable pytree-like nodes (``pytree=True``,
-    e.g. tuples) are rebuilt by ``build(type, keys, values)``.
-    """
-
-    children: Callable[[Any], list]
-    pytree: bool
-    create_empty: Callable[[type, Any], Any] | None = None
-    fill: Callable[[Any, list], None] | None = None
-    build: Callable[[type, tuple, list], Any] | None = None
-    set_raw: Callable[[Any, Any, Any], None] | None = None
-    keyed: bool = False
-
-
-_IMPLS: dict[type, NodeImpl | None] = {}
-
-
-def register_graph_node_type(typ: type, impl: NodeImpl) -> None:
-    """Teach the graph walker a new node type (subclasses inherit it).
-
-    Example:
-        >>> import nnxlib as nnx
-        >>> from nnxlib.graph import NodeImpl, register_graph_node_type
-        >>> class Pair:
-        ...     def __init__(self, a, b):
-        ...         self.a, self.b = a, b
-        >>> register_graph_node_type(Pair, NodeImpl(
-        ...     children=lambda p: [("a", p.a), ("b", p.b)], pytree=True,
-        ...     build=lambda t, keys, values: Pair(*values)))
-        >>> graphdef, state = nnx.split(Pair(nnx.Param(1.0), 2))
-        >>> list(state)
-        ['a']
-    """
-    _IMPLS.clear()  # subclasses may have cached a different answer
-    _IS_OBJECT.clear()
-    _REGISTERED[typ] = impl
-
-
-_REGISTERED: dict[type, NodeImpl] = {}
-
-
-def node_impl(typ: type) -> NodeImpl | None:
-    """The :class:`NodeImpl` for ``typ`` (searching its bases), or None for non-nodes."""
-    try:
-        return _IMPLS[typ]
-    except KeyError:
-        pass
-    impl = None
-    for base in typ.__mro__:
-        if base in _REGISTERED:
-            impl = _REGISTERED[base]
-            break
-    _IMPLS[typ] = impl
-    return impl
-
-
-def is_graph_node(x: Any) -> bool:
-    """True for modules, containers and other registered graph nodes (not variables).
-
-    Example:
-        >>> import nnxlib as nnx
-        >>> nnx.graph.is_graph_node(nnx.List([1])), nnx.graph.is_graph_node(1)
-        (True, False)
-    """
-    impl = node_impl(type(x))
-    return impl is not None and not impl.pytree
-
-
-def is_node_or_variable(x: Any) -> bool:
-    """True for mutable graph nodes and variables (the objects with identity).
-
-    Called for every pytree node of a transform's arguments on each call, so the
-    answer is cached per type.
-
-    Example:
-        >>> import nnxlib as nnx
-        >>> from nnxlib.graph import is_node_or_variable
-        >>> is_node_or_variable(nnx.Param(1.0)), is_node_or_variable((1, 2))
-        (True, False)
-    """
-    typ = type(x)
-    try:
-        return _IS_OBJECT[typ]
-    except KeyError:
-        answer = _IS_OBJECT[typ] = issubclass(typ, Variable) or is_graph_node(x)
-        return answer
-
-
-_IS_OBJECT: dict[type, bool] = {}
-
-
-def _sorted_items(d: dict) -> list:
-    return sorted(d.items(), key=lambda kv: key_order(kv[0]))
-
-
-register_graph_node_type(tuple, NodeImpl(
-    children=lambda t: list(enumerate(t)), pytree=True,
-    build=lambda typ, keys, values: typ(values) if typ is tuple else typ(*values)))
-register_graph_node_type(list, NodeImpl(
-    children=lambda t: list(enumerate(t)), pytree=True,
-    build=lambda typ, keys, values: list(values)))
-register_graph_node_type(dict, NodeImpl(
-    children=_sorted_items, pytree=True,
-    build=lambda typ, keys, values: dict(zip(keys, values))))
-# A State is walked like the nested dict it stands for (clone copies its variables).
-register_graph_node_type(State, NodeImpl(
-    children=lambda s: _sorted_items(s._nested()), pytree=True,
-    build=lambda typ, keys, values: typ(dict(zip(keys, values)))))
-
-
-# Leaf types that are state when held by a module attribute; nnx.register_data_type
-# (nnxlib.pytreelib) appends user types.
-DATA_TYPES: tuple = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
-
-
-def is_array(x: Any) -> bool:
-    """True for values that are state when held directly by a module attribute."""
-    return isinstance(x, DATA_TYPES)
 
 
 # --------------------------------------------------------------- graph definition
@@ -224,7 +109,8 @@ class GraphDef(Generic[Node]):
         (True, True)
     """
 
-    __slots__ = ("root", "paths", "avals", "num_leaves", "_hash", "_builder", "_shared")
+    __slots__ = ("root", "paths", "avals", "num_leaves", "_hash", "_builder", "_shared",
+                 "_opaque")
 
     def __init__(self, root: Any, paths: tuple, avals: tuple | None = None):
         set_ = object.__setattr__
@@ -237,6 +123,7 @@ class GraphDef(Generic[Node]):
         set_(self, "_hash", hash(root))
         set_(self, "_builder", None)  # compiled lazily by build_fresh (a cache)
         set_(self, "_shared", NOT_WALKED)  # cached by shared_reference
+        set_(self, "_opaque", NOT_WALKED)  # cached by first_non_pytree
 
     def build_fresh(self, leaves: list, objects: dict | None = None) -> Any:
         """Build new objects from ``leaves`` (Variables are reused, raw values boxed).
@@ -280,6 +167,25 @@ class GraphDef(Generic[Node]):
         if found is NOT_WALKED:
             found = first_shared(self.root)
             object.__setattr__(self, "_shared", found)
+        return found
+
+    def first_non_pytree(self) -> tuple | None:
+        """``(type, path)`` of the first node whose class opted out of being a JAX
+        pytree (``class Foo(nnx.Pytree, pytree=False)``), or None; cached.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> class Opaque(nnx.Pytree, pytree=False):
+            ...     pass
+            >>> nnx.graphdef(nnx.List([Opaque()])).first_non_pytree()[1]
+            (0,)
+        """
+        found = self._opaque
+        if found is NOT_WALKED:
+            found = next(((d.type, path) for d, path in walk_defs(self.root)
+                          if d.kind == "node" and not getattr(d.type, "_nnx_pytree", True)),
+                         None)
+            object.__setattr__(self, "_opaque", found)
         return found
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -341,7 +247,7 @@ class _Flattener:
         self.avals: list = []
         self.slots: list = []  # (leaf position, owner, key, set_raw) for raw arrays
         self.stamped: list = []  # every mutable object covered (for plan validation)
-        self._next = max(first_index, len(self.index_of))
+        self._next = max(first_index, max(self.index_of.values(), default=-1) + 1)
 
     def new_index(self, obj: Any) -> tuple[int, bool]:
         key = id(obj)
@@ -356,6 +262,17 @@ class _Flattener:
         self.index_of[key] = index
         self.objects[index] = obj
         return index, True
+
+    def flatten_root(self, value: Any) -> Any:
+        """Flatten a root: a value that is no graph node, variable or container (a
+        number, a string, an array) is itself the one leaf, at path ``()``."""
+        if (node_impl(type(value)) is None and not isinstance(value, Variable)
+                and not is_array(value) and jax_children(value) is None):
+            self.paths.append(())
+            self.leaves.append(value)
+            self.avals.append(aval_of(value))
+            return ArrayLeaf()
+        return self.flatten(value, ())
 
     def flatten(self, value: Any, path: tuple, owner: Any = None, key: Any = None,
                 set_raw: Any = None) -> Any:
@@ -388,6 +305,12 @@ class _Flattener:
             self.leaves.append(value)
             self.avals.append(aval_of(value))
             return ArrayLeaf()
+        found = jax_children(value)
+        if found is not None:  # a JAX pytree nnxlib does not know: walked if it holds state
+            pairs, spec = found
+            attrs = tuple((k, self.flatten(v, path + (k,), value, k, None)) for k, v in pairs)
+            if any(d.kind != "static" for _, d in attrs):
+                return PytreeDef(spec, attrs)
         return Static(freeze(value))
 
 
@@ -439,7 +362,7 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
     if kind == "pytree":
         keys = tuple(k for k, _ in d.attributes)
         values = [build(v, leaves, objects, existing) for _, v in d.attributes]
-        return node_impl(d.type).build(d.type, keys, values)
+        return _pytree_builder(d.type)(keys, values)
     value = d.value
     return value.value if isinstance(value, Unhashable) else value
 
@@ -517,12 +440,11 @@ def _compile(d: Any) -> Callable[[Iterator, dict, Any], Any]:
 
         return build_array
     if kind == "pytree":
-        pytree_type = d.type
-        make = node_impl(pytree_type).build
+        make = _pytree_builder(d.type)
         keys = tuple(k for k, _ in d.attributes)
         children = tuple(_compile(v) for _, v in d.attributes)
         return lambda leaves, objects, trace: make(
-            pytree_type, keys, [b(leaves, objects, trace) for b in children])
+            keys, [b(leaves, objects, trace) for b in children])
     value = _static_value(d)
     return lambda leaves, objects, trace: value
 
@@ -731,7 +653,7 @@ def plan_for_many(nodes: tuple) -> Plan:
 def _walk(nodes: tuple, joint: bool = False) -> Plan:
     flat = _Flattener()
     if not joint:
-        root = flat.flatten(nodes[0], ())
+        root = flat.flatten_root(nodes[0])
     else:
         root = PytreeDef(tuple, tuple((i, flat.flatten(n, (i,))) for i, n in enumerate(nodes)))
     return Plan(GraphDef(root, tuple(flat.paths), tuple(flat.avals)), flat, nodes)
@@ -741,7 +663,7 @@ def flatten(node: Any, seed: dict[int, int] | None = None
             ) -> tuple[GraphDef, list, _Flattener]:
     """Uncached walk: ``(graphdef, leaves, flattener)``; ``seed`` fixes known indices."""
     flat = _Flattener(seed)
-    root = flat.flatten(node, ())
+    root = flat.flatten_root(node)
     return GraphDef(root, tuple(flat.paths), tuple(flat.avals)), flat.leaves, flat
 
 

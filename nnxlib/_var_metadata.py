@@ -27,7 +27,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-__all__ = ["VariableMetadata", "with_metadata", "HOOK_KEYS"]
+import jax
+
+__all__ = ["VariableMetadata", "with_metadata", "with_partitioning", "HOOK_KEYS"]
 
 HOOK_KEYS = ("on_set_value", "on_get_value", "on_create_value", "on_add_axis",
              "on_remove_axis")
@@ -149,3 +151,29 @@ def with_metadata(initializer: Callable[..., Any], on_set_value: Any = (),
 
     wrapped.__wrapped__ = initializer  # type: ignore[attr-defined]
     return wrapped
+
+
+def with_partitioning(
+    initializer: Callable[..., Any], sharding: tuple, mesh: Any = None, **metadata: Any
+) -> Callable[..., Any]:
+    """Shorthand for ``with_metadata(initializer, out_sharding=sharding, ...)``.
+
+    ``sharding`` names one mesh axis (or logical axis name, or None) per dimension; it
+    is stored as ``out_sharding`` (flax 0.12's key; the deprecated ``v.sharding_names``
+    reads it too).
+    ``mesh``, when given, is kept as the ``mesh`` metadata entry, and the variable is
+    created sharded on it (see :mod:`nnxlib.spmd`).
+
+    Example:
+        >>> import jax
+        >>> import nnxlib as nnx
+        >>> init = nnx.with_partitioning(nnx.initializers.zeros, ("embed",))
+        >>> p = nnx.Param(init(jax.random.key(0), (4,)))
+        >>> p.out_sharding
+        ('embed',)
+    """
+    if mesh is not None:
+        metadata["mesh"] = mesh
+    if not isinstance(sharding, (jax.sharding.PartitionSpec, jax.sharding.Sharding)):
+        sharding = tuple(sharding)
+    return with_metadata(initializer, out_sharding=sharding, **metadata)

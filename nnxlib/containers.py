@@ -11,7 +11,8 @@ a tuple, a value nested in any of those), is *converted*: the graph holds a ``Li
 ``Dict`` with the same items, not the object that was assigned. Mutate the container
 through the graph (``model.layers.append(...)``), not through a reference kept to the
 original plain list, which is no longer part of the model. Tuples are immutable and stay
-tuples (their list/dict items are converted). :func:`track` is that conversion, and it
+tuples (their list/dict items are converted); an ``nnx.State`` becomes a
+:class:`TrackedState` (still a ``State``). :func:`track` is that conversion, and it
 is the only one: every insertion path calls it.
 
 Example:
@@ -36,9 +37,9 @@ import jax
 from nnxlib import _tracking
 from nnxlib._pytree import register_node_pytree
 from nnxlib.graph import NodeImpl, register_graph_node_type
-from nnxlib.state import key_order
+from nnxlib.state import State, key_order
 
-__all__ = ["List", "Dict", "track"]
+__all__ = ["List", "Dict", "TrackedState", "track"]
 
 
 def track(value: Any) -> Any:
@@ -58,6 +59,8 @@ def track(value: Any) -> Any:
         return List(value)
     if typ is dict:
         return Dict(value)
+    if typ is State:
+        return TrackedState(value)
     if isinstance(value, tuple) and value:
         items = [track(item) for item in value]
         if any(new is not old for new, old in zip(items, value)):
@@ -319,3 +322,72 @@ register_graph_node_type(Dict, NodeImpl(
 register_node_pytree(List, _list_children, _create_empty, _fill_list,
                      jax.tree_util.SequenceKey)
 register_node_pytree(Dict, _dict_children, _create_empty, _fill_dict, jax.tree_util.DictKey)
+
+
+class TrackedState(State):
+    """An ``nnx.State`` held by a module (what a ``State`` assigned to an attribute
+    becomes): a graph node like ``Dict``, whose changes, also through nested views
+    (``m.params["layer"]["w"] = ...``), are recorded as structural changes.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> class SGD(nnx.Object):
+        ...     def __init__(self, params):
+        ...         self.params = nnx.State(params)
+        >>> opt = SGD({"w": nnx.Param(jnp.ones(2))})
+        >>> isinstance(opt.params, nnx.State), list(nnx.state(opt)["params"])
+        (True, ['w'])
+        >>> opt.params["b"] = nnx.Param(jnp.zeros(2))
+        >>> sorted(nnx.state(opt)["params"])
+        ['b', 'w']
+    """
+
+    __slots__ = ("_nnx_stamp", "_nnx_trace", "_nnx_plan", "_nnx_joint", "__weakref__")
+
+    def __init__(self, mapping: Any = None, /):
+        _tracking.init_tracked(self)
+        State.__init__(self)
+        nested = State(mapping or {})._nested()
+        object.__setattr__(self, "_dict", {k: track(v) for k, v in nested.items()})
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        _check_trace(self, "set an item")
+        self._dict[key] = track(dict(value) if isinstance(value, State) else value)
+        _tracking.structure_changed(self)
+
+    def __delitem__(self, key: Any) -> None:
+        _check_trace(self, "delete an item")
+        del self._dict[key]
+        _tracking.structure_changed(self)
+
+    def __reduce__(self) -> tuple:
+        return (TrackedState, (State._view(self._dict),))
+
+
+def _state_children(node: TrackedState) -> list:
+    return sorted(node._dict.items(), key=lambda kv: key_order(kv[0]))
+
+
+def _state_create_empty(cls: type, trace: Any) -> TrackedState:
+    obj = State.__new__(cls)
+    object.__setattr__(obj, "_paths", None)
+    object.__setattr__(obj, "_leaves", None)
+    object.__setattr__(obj, "_dict", {})
+    _tracking.init_fresh(obj, trace)
+    return obj
+
+
+def _state_fill(node: TrackedState, pairs: list) -> None:
+    object.__setattr__(node, "_dict", dict(pairs))
+
+
+def _state_set_raw(node: TrackedState, key: Any, value: Any) -> None:
+    node._dict[key] = value
+
+
+register_graph_node_type(TrackedState, NodeImpl(
+    children=_state_children, pytree=False, create_empty=_state_create_empty,
+    fill=_state_fill, set_raw=_state_set_raw, keyed=True))
+register_node_pytree(TrackedState, _state_children, _state_create_empty, _state_fill,
+                     jax.tree_util.DictKey)

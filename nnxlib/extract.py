@@ -149,7 +149,8 @@ def to_tree(tree: Any, /, *, prefix: Any = _MISSING, split_fn: Callable | None =
     ``prefix`` is a pytree prefix of ``tree``: where it holds a
     :class:`~nnxlib.StateAxes`, the nodes below are split by its filters (one state
     per filter, the axes kept as metadata). ``split_fn(ctx, path, prefix, node)``
-    replaces the default split. ``check_aliasing`` is accepted for flax compatibility.
+    replaces the default split. With ``check_aliasing`` (the default), an object
+    reached under two different prefix entries is an error.
 
     Example:
         >>> import nnxlib as nnx
@@ -159,8 +160,26 @@ def to_tree(tree: Any, /, *, prefix: Any = _MISSING, split_fn: Callable | None =
         [['bias', 'scale'], ['mean', 'var']]
     """
     ctx = SplitContext(ctxtag)
+    seen: dict[int, tuple] = {}  # id -> (path, prefix entry) of each object's first use
+
+    def check(path: tuple, pre: Any, node: Any) -> None:
+        path = _path_of(path)
+        for inner, obj in reversed(list(iter_graph(node, graph=True))):  # root first
+            if not is_node_or_variable(obj):
+                continue
+            first = seen.setdefault(id(obj), (path + inner, pre))
+            if first[1] is not pre and first[1] != pre:
+                raise ValueError(
+                    f"to_tree: the {type(obj).__name__} at {format_path(first[0])} is "
+                    f"also at {format_path(path + inner)}, with another prefix entry "
+                    f"({first[1]!r}, then {pre!r}) (Inconsistent aliasing detected. The "
+                    "following nodes have different prefixes). Hint: give an object the "
+                    "same prefix on every path that reaches it."
+                )
 
     def split_node(path: tuple, pre: Any, node: Any) -> Any:
+        if check_aliasing and prefix is not _MISSING:
+            check(path, pre, node)
         if split_fn is not None:
             return split_fn(ctx, path, pre, node)
         if isinstance(pre, StateAxes):
@@ -184,7 +203,9 @@ def to_tree(tree: Any, /, *, prefix: Any = _MISSING, split_fn: Callable | None =
     structure = jax.tree_util.tree_structure(prefix, is_leaf=_is_prefix_leaf)
     pre_leaves = jax.tree_util.tree_leaves(prefix, is_leaf=_is_prefix_leaf)
     subtrees = structure.flatten_up_to(tree)
-    converted = [convert(p, sub, ()) for p, sub in zip(pre_leaves, subtrees)]
+    bases = [tuple(path) for path, _ in
+             jax.tree_util.tree_flatten_with_path(prefix, is_leaf=_is_prefix_leaf)[0]]
+    converted = [convert(p, sub, base) for p, sub, base in zip(pre_leaves, subtrees, bases)]
     return jax.tree_util.tree_unflatten(structure, converted)
 
 

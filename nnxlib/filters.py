@@ -374,7 +374,8 @@ def check_partition_filters(filters: tuple, where: str = "split") -> None:
             raise InvalidFilterError(
                 f"{where}: filter {index} ({_filter_repr(f)}) selects everything, but "
                 f"{len(filters) - index - 1} filter(s) follow it ({rest}) and would "
-                "receive nothing. Expected a filter that selects everything only in last "
+                "receive nothing (`...` or `True` can only be used as the last filters). "
+                "Expected a filter that selects everything only in last "
                 f"place; got the filters ({', '.join(map(_filter_repr, filters))}). Hint: "
                 "put the catch-all last: "
                 f"({', '.join(map(_filter_repr, reordered))})."

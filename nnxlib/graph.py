@@ -39,7 +39,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnxlib import _tracking
-from nnxlib._arrays import aval_of
+from nnxlib._graph_checks import (  # noqa: F401  (used by graph_contexts and _lift)
+    _check_avals,
+    _check_compatible,
+    _check_writable,
+    _edges,
+    _flat_of,
+    _leaves_for,
+    _put_raw,
+    _state_of,
+    _static_slot,
+    _write_into_pytree,
+)
 from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vocabulary)
     ArrayLeaf,
     GraphDef,
@@ -58,11 +69,12 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
     node_impl,
     plan_for,
     plan_for_many,
+    pytree_impl,
     register_graph_node_type,
     unflatten,
 )
 from nnxlib._tree_check import check_tree
-from nnxlib.errors import StateMismatchError, format_path
+from nnxlib.errors import GraphStructureError, StateMismatchError, format_path
 from nnxlib.filters import to_predicate
 from nnxlib.graph_mode import resolve_graph
 from nnxlib.state import State, filter_state, map_state, merge_state
@@ -138,7 +150,19 @@ def check_mode(node: Any, graph: bool | None, where: str, root: str = "") -> Non
         nnx.state(graph=False): `[0]` and `[1]` are the same Param; tree mode needs every object at one path (Duplicate Param found at paths `[0]` and `[1]`).
     """
     if not resolve_graph(graph):
-        check_tree(plan_for(node).graphdef, where, root=root)
+        graphdef = plan_for(node).graphdef
+        check_tree(graphdef, where, root=root)
+        opaque = graphdef.first_non_pytree()
+        if opaque is not None:
+            typ, path = opaque
+            found = f"Found at path: `{format_path(path, root)}`. " if path else ""
+            raise GraphStructureError(
+                f"{where}(graph=False): a {typ.__name__} instance has pytree=False "
+                f"(its class opted out of being a JAX pytree), so tree mode cannot walk "
+                f"it. {found}Expected: pytree nodes only in tree mode. Hint: pass "
+                f"graph=True ({where}(..., graph=True)), or drop pytree=False from "
+                f"class {typ.__name__}."
+            )
 
 
 def split(node: Any, *filters: Any, graph: bool | None = None) -> tuple:
@@ -162,24 +186,6 @@ def split(node: Any, *filters: Any, graph: bool | None = None) -> tuple:
         return graphdef, _state_of(graphdef.paths, leaves)
     groups = plan.partition(filters, leaves)
     return (graphdef, *(_state_of(paths, [leaves[i] for i in idx]) for paths, idx in groups))
-
-
-def _state_of(paths: tuple, leaves: list) -> Any:
-    """The state of a split: a :class:`State`, or, when the root itself is a Variable
-    (its one path is ``()``), that Variable, as ``flax.nnx`` returns it."""
-    if paths == _ROOT_PATHS:
-        return leaves[0]
-    return State._from_flat(paths, leaves)
-
-
-def _flat_of(state: Any) -> tuple:
-    """``(paths, leaves)`` of a state given to merge/update (a Variable counts as root)."""
-    if isinstance(state, Variable):
-        return _ROOT_PATHS, (state,)
-    return (state if isinstance(state, State) else State(state))._flat()
-
-
-_ROOT_PATHS = ((),)
 
 
 def graphdef(node: Any, /, *, graph: bool | None = None) -> GraphDef:
@@ -212,85 +218,6 @@ def state(node: Any, *filters: Any, graph: bool | None = None) -> Any:
     if not filters:
         return _state_of(paths, leaves)
     return filter_state(State._from_flat(paths, leaves), *filters)
-
-
-def _leaves_for(graphdef: GraphDef, states: tuple, where: str) -> list:
-    """Order the leaves of ``states`` as ``graphdef`` expects, or explain the mismatch."""
-    if len(states) == 1 and isinstance(states[0], State) and states[0]._paths is not None:
-        paths, leaves = states[0]._paths, states[0]._leaves
-        if paths is graphdef.paths or paths == graphdef.paths:
-            return leaves
-    by_path: dict = {}
-    for s in states:
-        by_path.update(zip(*_flat_of(s)))
-    missing = [p for p in graphdef.paths if p not in by_path]
-    extra = set(by_path) - set(graphdef.paths)
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing paths {[format_path(p) for p in missing[:5]]}")
-        if extra:
-            parts.append(f"unexpected paths {sorted(format_path(p) for p in extra)[:5]}")
-        raise StateMismatchError(
-            f"{where}: the state does not match the graph definition: "
-            f"{'; '.join(parts)}. Expected {len(graphdef.paths)} leaves, got "
-            f"{len(by_path)}. Hint: pass every state returned by split (e.g. "
-            "merge(graphdef, params, rest)) and do not add or drop entries."
-        )
-    return [by_path[p] for p in graphdef.paths]
-
-
-def _check_avals(graphdef: GraphDef, leaves: list) -> None:
-    """Every concrete leaf must have the shape and dtype the graph was split with.
-
-    A slice of a stacked state legitimately meets the stacked model's graph definition
-    (scan over layers, unstacking), so leading axes may be added or removed; traced
-    leaves are not checked at all (``jax.vmap`` inside may change any axis).
-    """
-    bad = []
-    for path, expected, leaf in zip(graphdef.paths, graphdef.avals, leaves):
-        if expected is None:
-            continue
-        value = leaf._raw_value if isinstance(leaf, Variable) else leaf
-        # jax arrays cache their abstract value: one attribute read on the common path
-        aval = getattr(value, "aval", None)
-        if aval is not None and aval.shape == expected[0] and aval.dtype == expected[1]:
-            continue
-        if isinstance(value, jax.core.Tracer):
-            continue
-        actual = aval_of(value)
-        if (actual is not None and actual != expected and not _stacking_of(actual, expected)
-                and not _tangent_of(actual, expected)):
-            bad.append(f"{format_path(path)}: expected {_aval_str(expected)}, got "
-                       f"{_aval_str(actual)}")
-    if bad:
-        raise StateMismatchError(
-            f"merge: the state does not fit the graph definition at {len(bad)} path(s): "
-            f"{'; '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}. Hint: merge a state "
-            "split from the same model (or one built with the same sizes); to change "
-            "dtypes, merge first and cast with nnx.map or `v.value = v.value.astype(...)`."
-        )
-
-
-def _tangent_of(actual: tuple, expected: tuple) -> bool:
-    """A float0 leaf where the graph has an integer or bool one: the gradient of that
-    leaf (``jax.grad(..., allow_int=True)``), so a module of gradients can be built."""
-    return actual[1] == jax.dtypes.float0 and actual[0] == expected[0]
-
-
-def _stacking_of(actual: tuple, expected: tuple) -> bool:
-    """Same dtype, and one shape is the other with leading axes added: a layer stack
-    unstacked into layers (or layers merged into a stack's definition) is legitimate."""
-    (shape, dtype), (want, want_dtype) = actual, expected
-    if dtype != want_dtype or len(shape) == len(want):
-        return False
-    short, long = (shape, want) if len(shape) < len(want) else (want, shape)
-    return long[len(long) - len(short):] == short
-
-
-def _aval_str(aval: tuple) -> str:
-    shape, dtype = aval
-    return f"{getattr(dtype, 'name', dtype)}{list(shape)}"
 
 
 def merge(graphdef: GraphDef, state: Any, /, *states: Any, copy: bool = False,
@@ -328,7 +255,8 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     """Write the values of ``state`` (and ``states``) into the existing graph.
 
     Every path must exist in the graph, and shapes and dtypes must match; on any
-    mismatch nothing is written.
+    mismatch nothing is written. A path that holds a static value (a Python number, a
+    string, ...) in a module or container gets the new value, as in flax.nnx.
 
     Example:
         >>> import jax
@@ -346,9 +274,15 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
     index = plan.path_index
     current = plan.leaves()
     writes = []
+    static_writes = []
     for s in (state, *states):
         for path, new in zip(*_flat_of(s)):
             i = index.get(path)
+            if i is None and not isinstance(new, Variable):
+                slot = _static_slot(node, path)
+                if slot is not None:  # replaces a static value (a structural change)
+                    static_writes.append((*slot, new))
+                    continue
             if i is None:
                 raise StateMismatchError(
                     f"update: path {format_path(path)!r} is not in the "
@@ -359,6 +293,11 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
             _check_compatible(path, current[i], new, "update")
             _check_writable(path, current[i], new, node)
             writes.append((i, new))
+    for owner, key, new in static_writes:
+        if isinstance(owner, (list, dict)):
+            owner[key] = new
+        else:
+            setattr(owner, key, new)
     slot_at = {position: (owner, key, set_raw) for position, owner, key, set_raw in plan.slots}
     for i, new in writes:
         target = current[i]
@@ -378,76 +317,15 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
                 _write_into_pytree(node, plan.graphdef.paths[i], value)
 
 
-def _check_writable(path: tuple, target: Any, new: Any, root: Any) -> None:
-    """update may only write into objects of the current trace, and never a tracer
-    of a finished transform (checked for every entry before anything is written)."""
-    value = new._raw_value if isinstance(new, Variable) else new
-    owner = target if isinstance(target, Variable) else root
-    trace = owner._nnx_trace
-    if trace is not None and trace != _tracking.current_trace():
-        _tracking.check_trace(owner, f"update {format_path(path)!r}")
-    _tracking.check_value(owner, value, f"update {format_path(path)!r}")
-
-
-def _write_into_pytree(root: Any, path: tuple, value: Any) -> None:
-    """Rebuild the immutable container holding ``path``'s array and re-attach it.
-
-    Replacing a container changes no structure, but the cached plan of ``root`` holds
-    the old array for this position, so the owner is stamped to make it re-read.
-    """
-    owner, owner_key, rest, obj = None, None, path, root
-    for depth, key in enumerate(path):
-        if is_graph_node(obj):
-            owner, owner_key, rest = obj, key, path[depth + 1:]
-        obj = dict(node_impl(type(obj)).children(obj))[key]
-    impl = node_impl(type(owner))
-    if impl.set_raw is None:
-        raise TypeError(
-            f"update: cannot write the array at {format_path(path)!r}: its owner "
-            f"{type(owner).__name__} has no set_raw in its NodeImpl."
-        )
-
-    def rebuild(tree: Any, keys: tuple) -> Any:
-        if not keys:
-            return value
-        tree_impl = node_impl(type(tree))
-        children = tree_impl.children(tree)
-        values = [rebuild(v, keys[1:]) if k == keys[0] else v for k, v in children]
-        return tree_impl.build(type(tree), tuple(k for k, _ in children), values)
-
-    container = dict(impl.children(owner))[owner_key]
-    impl.set_raw(owner, owner_key, rebuild(container, rest))
-    _tracking.structure_changed(owner)
-
-
-def _check_compatible(path: tuple, old: Any, new: Any, where: str) -> None:
-    old_value = old._raw_value if isinstance(old, Variable) else old
-    new_value = new._raw_value if isinstance(new, Variable) else new
-    try:
-        if old_value.shape == new_value.shape and old_value.dtype == new_value.dtype:
-            return
-    except AttributeError:  # not arrays (python scalars, tuples from sow): no check
-        return
-    if tuple(old_value.shape) != tuple(new_value.shape):
-        raise StateMismatchError(
-            f"{where}: shape mismatch at {format_path(path)!r}: expected "
-            f"{tuple(old_value.shape)}, got {tuple(new_value.shape)}. Hint: the state must "
-            "come from a model with the same layer sizes."
-        )
-    raise StateMismatchError(
-        f"{where}: dtype mismatch at {format_path(path)!r}: expected {old_value.dtype}, got "
-        f"{new_value.dtype}. Hint: cast the state first (jax.tree.map(lambda x: "
-        f"x.astype({old_value.dtype}), state)), or set variable.value to change the dtype "
-        "on purpose."
-    )
-
-
 def pop(node: Any, *filters: Any) -> Any:
-    """Remove the variables matching ``filters`` from the graph and return them.
+    """Remove the state matching ``filters`` from the graph and return it.
 
-    Returns one State per filter. Every reference to a removed variable is removed.
+    Returns one State per filter. A removed variable is removed at every path that
+    reaches it; raw arrays matching a filter are removed too (from modules, ``List`` /
+    ``Dict`` containers and plain lists and dicts).
 
     Example:
+        >>> import jax
         >>> import jax.numpy as jnp
         >>> import nnxlib as nnx
         >>> class Model(nnx.Module):
@@ -459,39 +337,37 @@ def pop(node: Any, *filters: Any) -> Any:
         >>> intermediates = nnx.pop(model, nnx.Intermediate)
         >>> list(intermediates), hasattr(model, "y")
         (['y'], False)
+        >>> tree = {"w": nnx.Param(1.0), "step": jnp.array(3)}
+        >>> sorted(nnx.pop(tree, nnx.Param, jax.Array)[1]), sorted(tree)
+        (['step'], [])
     """
     if not filters:
         raise TypeError("pop: expected at least one filter, e.g. pop(model, nnx.Intermediate).")
     selected = state(node, *filters, graph=True)
-    chosen = {id(v) for s in (selected if len(filters) > 1 else (selected,))
-              for v in s._flat()[1] if isinstance(v, Variable)}
-    edges = [(owner, key) for owner, key, value in _edges(node) if id(value) in chosen]
+    parts = selected if len(filters) > 1 else (selected,)
+    variables: set[int] = set()
+    arrays: set[tuple] = set()
+    for part in parts:
+        for path, leaf in zip(*_flat_of(part)):
+            if isinstance(leaf, Variable):
+                variables.add(id(leaf))
+            else:
+                arrays.add(path)
+    edges = [(owner, key) for owner, key, child, path in _edges(node)
+             if (id(child) in variables if isinstance(child, Variable) else path in arrays)]
+    for owner, _ in edges:
+        if isinstance(owner, tuple):
+            raise TypeError(
+                f"pop: cannot remove an item of a {type(owner).__name__} (tuples are "
+                "immutable); nothing was removed. Hint: hold the value in a list, dict "
+                "or module attribute, or select it with a filter that skips it."
+            )
     for owner, key in reversed(edges):  # reversed keeps list indices valid
-        if isinstance(owner, list):
-            del owner[key]
-        elif isinstance(owner, dict):
+        if isinstance(owner, (list, dict)):
             del owner[key]
         else:
             delattr(owner, key)
     return selected
-
-
-def _edges(node: Any) -> Iterator[tuple[Any, Any, Any]]:
-    """Every (owner, key, child) edge between mutable nodes and their children, once."""
-    seen: set[int] = set()
-
-    def visit(obj: Any) -> Iterator[tuple[Any, Any, Any]]:
-        if id(obj) in seen:
-            return
-        seen.add(id(obj))
-        impl = node_impl(type(obj))
-        for key, child in impl.children(obj):
-            yield obj, key, child
-            child_impl = node_impl(type(child))
-            if child_impl is not None and not child_impl.pytree:
-                yield from visit(child)
-
-    yield from visit(node)
 
 
 def clone(node: Any, variables: bool = True, *, arrays: bool = False,
@@ -547,7 +423,7 @@ def iter_graph(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[tup
     seen: set[int] = set()
 
     def visit(path: tuple, value: Any) -> Iterator[tuple[tuple, Any]]:
-        impl = node_impl(type(value))
+        impl = pytree_impl(value)
         if impl is not None or isinstance(value, Variable):
             if id(value) in seen:
                 return
@@ -570,7 +446,7 @@ def iter_children(node: Any, /, *, graph: bool | None = None) -> Iterator[tuple[
         ['layers']
     """
     check_mode(node, graph, "nnx.iter_children")
-    for key, child in node_impl(type(node)).children(node):
+    for key, child in pytree_impl(node).children(node):
         if is_graph_node(child):
             yield key, child
 
@@ -579,7 +455,8 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any, /, *,
                   graph: bool | None = None) -> Any:
     """Rebuild a graph bottom-up, replacing each node and leaf by ``f(path, value)``.
 
-    Shared objects are mapped once and stay shared.
+    ``f`` works on a copy of the graph's nodes holding the same variables, so ``node``
+    itself is not changed. Shared objects are mapped once and stay shared.
 
     Example:
         >>> import jax.numpy as jnp
@@ -591,13 +468,15 @@ def recursive_map(f: Callable[[tuple, Any], Any], node: Any, /, *,
         0.0
     """
     check_mode(node, graph, "nnx.recursive_map")
+    if is_graph_node(node) or pytree_impl(node) is not None:
+        node = clone(node, variables=False, graph=True)  # ``node`` itself is not changed
     memo: dict[int, Any] = {}
 
     def visit(path: tuple, value: Any) -> Any:
         key = id(value)
         if key in memo:
             return memo[key]
-        impl = node_impl(type(value))
+        impl = pytree_impl(value)
         if impl is not None and impl.pytree:
             children = impl.children(value)
             values = [visit(path + (k,), v) for k, v in children]
@@ -623,8 +502,8 @@ def map_node(f: Callable[[tuple, Any], Any], node: Any, /, *,
     (``nnx.map``). ``f`` returns a Variable (e.g. ``v.replace(new_value)``) or a raw
     value, which is boxed in the same kind of Variable; ``node`` is not changed.
 
-    ``recreate_variables`` is accepted as in flax.nnx (see :func:`nnxlib.merge`); the
-    result is the same either way.
+    With ``recreate_variables=False`` a raw value returned by ``f`` is kept raw: the new
+    graph holds it where the variable was.
 
     Example:
         >>> import jax.numpy as jnp
@@ -633,9 +512,17 @@ def map_node(f: Callable[[tuple, Any], Any], node: Any, /, *,
         >>> zeros = nnx.map(lambda path, v: v.replace(jnp.zeros_like(v)), model)
         >>> float(zeros.kernel[...].sum()), float(model.kernel[...].sum()) != 0.0
         (0.0, True)
+        >>> nnx.map(lambda path, v: 0, model, recreate_variables=False).kernel
+        0
     """
     graphdef_, state_ = split(node, graph=graph)
-    return merge(graphdef_, map_state(f, state_))
+    mapped = map_state(f, state_)
+    new = merge(graphdef_, mapped)
+    if not recreate_variables:
+        for path, leaf in zip(*mapped._flat()):
+            if not isinstance(leaf, Variable):
+                new = _put_raw(new, path, leaf)
+    return new
 
 
 def set_metadata(node: Any, /, *, only: Any = Variable, **metadata: Any) -> None:
@@ -672,7 +559,7 @@ def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
     seen: set[int] = set()
 
     def visit(path: tuple, value: Any) -> None:
-        impl = node_impl(type(value))
+        impl = pytree_impl(value)
         has_identity = isinstance(value, Variable) or (impl is not None and not impl.pytree)
         if has_identity:
             if predicate(path, value):
@@ -689,21 +576,24 @@ def find_duplicates(node: Any, /, *, only: Any = ...) -> list[list[tuple]]:
 
 
 class _CallProxy:
-    """Attribute path + call on a merged copy, returning ``(out, (graphdef, state))``."""
+    """Attribute/item path + call on a merged copy, returning ``(out, (graphdef, state))``."""
 
-    def __init__(self, graphdef_state: tuple, names: tuple = ()):
+    def __init__(self, graphdef_state: tuple, steps: tuple = ()):
         self._graphdef_state = graphdef_state
-        self._names = names
+        self._steps = steps  # ((is_item, name or key), ...)
 
     def __getattr__(self, name: str) -> "_CallProxy":
-        return _CallProxy(self._graphdef_state, self._names + (name,))
+        return _CallProxy(self._graphdef_state, self._steps + ((False, name),))
+
+    def __getitem__(self, key: Any) -> "_CallProxy":
+        return _CallProxy(self._graphdef_state, self._steps + ((True, key),))
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple:
         graphdef, state_ = self._graphdef_state
         node = merge(graphdef, clone_state(state_))
         target = node
-        for name in self._names:
-            target = getattr(target, name)
+        for is_item, step in self._steps:
+            target = target[step] if is_item else getattr(target, step)
         out = target(*args, **kwargs)
         return out, split(node, graph=True)
 
@@ -716,7 +606,8 @@ def clone_state(state_: Any) -> State:
 def call(graphdef_state: tuple) -> _CallProxy:
     """Call a method functionally: ``call((graphdef, state)).method(*args)``.
 
-    Returns ``(output, (graphdef, new_state))``; the input state is not mutated.
+    Returns ``(output, (graphdef, new_state))``; the input state is not mutated. Items
+    reach into containers: ``call((graphdef, state))["head"].method(x)``.
 
     Example:
         >>> import jax.numpy as jnp

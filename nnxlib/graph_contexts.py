@@ -35,9 +35,11 @@ __all__ = ["SplitContext", "MergeContext", "UpdateContext", "split_context",
            "merge_context", "update_context", "current_update_context"]
 
 
-def _split_seeded(node: Any, index_of: dict, filters: tuple) -> tuple:
-    """Split ``node`` with the indices already in ``index_of`` (updated in place)."""
-    flat = _graphdef._Flattener(index_of)
+def _split_seeded(node: Any, index_of: dict, filters: tuple, first_index: int = 0
+                  ) -> tuple:
+    """Split ``node`` with the indices already in ``index_of`` (updated in place); new
+    objects are numbered from ``first_index`` on (or after the known ones)."""
+    flat = _graphdef._Flattener(index_of, first_index)
     root = flat.flatten(node, ())
     graphdef = GraphDef(root, tuple(flat.paths))
     index_of.update(flat.index_of)
@@ -59,8 +61,10 @@ class SplitContext:
         ['bias', 'kernel']
     """
 
-    def __init__(self, ctxtag: Hashable | None = None):
+    def __init__(self, ctxtag: Hashable | None = None,
+                 update: "UpdateContext | None" = None):
         self.ctxtag = ctxtag
+        self._update = update  # the active update_context(ctxtag), which does the work
         self._index_of: dict[int, int] = {}
         self._keep: list = []  # the split objects stay alive, so ids stay unique
 
@@ -76,6 +80,8 @@ class SplitContext:
             >>> g1 == g2
             True
         """
+        if self._update is not None:
+            return self._update.split(node, *filters)
         result, objects = _split_seeded(node, self._index_of, filters)
         self._keep.append(objects)
         return result
@@ -93,9 +99,11 @@ class MergeContext:
         'Linear'
     """
 
-    def __init__(self, ctxtag: Hashable | None = None, inner: bool | None = None):
+    def __init__(self, ctxtag: Hashable | None = None, inner: bool | None = None,
+                 update: "UpdateContext | None" = None):
         self.ctxtag = ctxtag
         self.inner = inner
+        self._update = update  # the active update_context(ctxtag), which does the work
         self.objects: dict[int, Any] = {}  # index -> object built so far
 
     def merge(self, graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
@@ -108,6 +116,8 @@ class MergeContext:
             ...     ctx.merge(graphdef, state) is ctx.merge(graphdef, state)
             True
         """
+        if self._update is not None:
+            return self._update.merge(graphdef, state, *states, inner=self.inner)
         leaves = _leaves_for(graphdef, (state, *states), "merge")
         built: dict[int, Any] = {}
         node = _graphdef.build(graphdef.root, iter(leaves), built, self.objects)
@@ -119,13 +129,21 @@ class MergeContext:
 def split_context(ctxtag: Hashable | None = None) -> Iterator[SplitContext]:
     """A context whose ``split`` calls share one index space.
 
+    Inside an active ``update_context(ctxtag)`` the splits are that update context's
+    (outside the transform before its inner merge, inside after it).
+
     Example:
         >>> import nnxlib as nnx
         >>> with nnx.split_context("my-transform") as ctx:
         ...     ctx.ctxtag
         'my-transform'
     """
-    yield SplitContext(ctxtag)
+    ctx = SplitContext(ctxtag, _active(ctxtag))
+    try:
+        yield ctx
+    finally:  # the context lets go of what it saw (as flax.nnx's does)
+        for name in ("ctxtag", "_update", "_index_of", "_keep"):
+            delattr(ctx, name)
 
 
 @contextlib.contextmanager
@@ -133,13 +151,43 @@ def merge_context(ctxtag: Hashable | None = None,
                   inner: bool | None = None) -> Iterator[MergeContext]:
     """A context whose ``merge`` calls share one index space.
 
+    Inside an active ``update_context(ctxtag)`` the merges are that update context's:
+    ``inner=True`` inside the transform (new objects), ``inner=False`` outside after it
+    (the objects split outside are updated in place and returned).
+
     Example:
         >>> import nnxlib as nnx
         >>> with nnx.merge_context() as ctx:
         ...     isinstance(ctx, nnx.MergeContext)
         True
+        >>> model = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+        >>> with nnx.update_context("step"):
+        ...     with nnx.split_context("step") as ctx:
+        ...         graphdef, state = ctx.split(model)
+        ...     with nnx.merge_context("step", inner=True) as ctx:
+        ...         inner = ctx.merge(graphdef, state)
+        ...     inner.note = "added inside"
+        ...     with nnx.split_context("step") as ctx:
+        ...         graphdef, state = ctx.split(inner)
+        ...     with nnx.merge_context("step", inner=False) as ctx:
+        ...         outer = ctx.merge(graphdef, state)
+        >>> outer is model, model.note
+        (True, 'added inside')
     """
-    yield MergeContext(ctxtag, inner)
+    ctx = MergeContext(ctxtag, inner, _active(ctxtag))
+    try:
+        yield ctx
+    finally:  # the context lets go of what it built
+        for name in ("ctxtag", "inner", "_update", "objects"):
+            delattr(ctx, name)
+
+
+def _active(ctxtag: Hashable | None) -> "UpdateContext | None":
+    """The innermost active update context for ``ctxtag``, if any."""
+    if ctxtag is None:
+        return None
+    stack = _stack(ctxtag)
+    return stack[-1] if stack else None
 
 
 class UpdateContext:
@@ -170,6 +218,7 @@ class UpdateContext:
         self._outer_index: dict[int, int] = {}
         self._outer_objects: dict[int, Any] = {}
         self._inner_index: dict[int, int] = {}
+        self._inner_objects: dict[int, Any] = {}  # index -> object built inside
 
     def split(self, node: Any, *filters: Any) -> tuple:
         """``split`` outside before the transform (1), or inside after the call (3).
@@ -186,11 +235,15 @@ class UpdateContext:
             self._outer_objects.update(objects)
             return result
         self._phase = 2
-        result, _ = _split_seeded(node, self._inner_index, filters)
+        # objects made inside get indices after every outer one
+        first = max(self._outer_index.values(), default=-1) + 1
+        result, _ = _split_seeded(node, self._inner_index, filters, first)
         return result
 
-    def merge(self, graphdef: GraphDef, state: Any, /, *states: Any) -> Any:
-        """``merge`` inside the transform (2), or outside after it (4).
+    def merge(self, graphdef: GraphDef, state: Any, /, *states: Any,
+              inner: bool | None = None) -> Any:
+        """``merge`` inside the transform (2), or outside after it (4); ``inner`` says
+        which (by default: inside until the inner split has been made).
 
         Example:
             >>> import nnxlib as nnx
@@ -201,12 +254,15 @@ class UpdateContext:
             'Linear'
         """
         leaves = _leaves_for(graphdef, (state, *states), "merge")
-        if self._phase <= 1:  # inside: fresh objects that keep the outer indices
+        if inner if inner is not None else self._phase <= 1:
+            # inside: fresh objects that keep the outer indices (one object per index
+            # across the inner merges)
             self._phase = 1
             built: dict[int, Any] = {}
-            node = _graphdef.build(graphdef.root, iter(leaves), built, None)
+            node = _graphdef.build(graphdef.root, iter(leaves), built,
+                                   self._inner_objects)
+            self._inner_objects.update(built)
             self._inner_index.update({id(obj): index for index, obj in built.items()})
-            self._inner_keep = built
             return node
         self._phase = 3
         built = {}

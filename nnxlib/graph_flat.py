@@ -42,7 +42,7 @@ def flatten(node: Any, /, *, with_paths: bool = True, graph: bool | None = None
         [(3,), (2, 3)]
     """
     graphdef, state = split(node, graph=graph)
-    if isinstance(state, Variable):  # the root is a variable: one leaf at path ()
+    if not isinstance(state, State):  # the root is a leaf (a variable, an array, ...)
         flat = FlatState([((), state)])
     else:
         flat = to_flat_state(state)

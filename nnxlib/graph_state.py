@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any, Iterator, TypeVar
 
+import jax
+
 from nnxlib import graph as _graph
 from nnxlib.graph import GraphDef
 from nnxlib.state import State
@@ -29,48 +31,79 @@ PureState = tuple[GraphDef[A], State]
 class GraphState(MutableMapping):
     """A :class:`~nnxlib.State` bundled with the ``GraphDef`` it belongs to.
 
-    Reads and writes go to the state; ``nnx.merge(graph_state, ...)`` needs no
-    separate graph definition.
+    Reads and writes go to the state (``_state``); ``nnx.merge(graph_state, ...)`` needs
+    no separate graph definition (``_graphdef``). A ``GraphState`` is a JAX pytree with
+    the same leaves and key paths as its state (the graph definition travels as static
+    data), so ``jax.tree.map`` and transforms return ``GraphState`` s.
 
     Example:
+        >>> import jax
         >>> import nnxlib as nnx
         >>> params, rest = nnx.unpack(nnx.BatchNorm(2, rngs=nnx.Rngs(0)), nnx.Param, ...)
         >>> sorted(params), sorted(rest)
         (['bias', 'scale'], ['mean', 'var'])
-        >>> params.graphdef == rest.graphdef
+        >>> params._graphdef == rest._graphdef
         True
+        >>> type(jax.tree.map(lambda x: 2 * x, params)).__name__
+        'GraphState'
     """
 
-    __slots__ = ("graphdef", "state")
+    __slots__ = ("_graphdef", "_state")
 
     def __init__(self, graphdef: GraphDef, state: State):
         if not isinstance(state, State):
-            raise TypeError(f"GraphState needs a State, got {type(state).__name__}.")
-        object.__setattr__(self, "graphdef", graphdef)
-        object.__setattr__(self, "state", state)
+            raise ValueError(
+                f"GraphState: expected a State object, got {type(state).__name__}. Hint: "
+                "build it with nnx.unpack(node, ...)."
+            )
+        object.__setattr__(self, "_graphdef", graphdef)
+        object.__setattr__(self, "_state", state)
 
     def __getitem__(self, key: Any) -> Any:
-        return self.state[key]
+        return self._state[key]
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self.state[key] = value
+        self._state[key] = value
 
     def __delitem__(self, key: Any) -> None:
-        del self.state[key]
+        del self._state[key]
 
     def __iter__(self) -> Iterator:
-        return iter(self.state)
+        return iter(self._state)
 
     def __len__(self) -> int:
-        return len(self.state)
+        return len(self._state)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return getattr(self.state, name)
+        return getattr(self._state, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in GraphState.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._state, name, value)
 
     def __repr__(self) -> str:
-        return f"GraphState({self.state!r})"
+        return f"GraphState({self._state!r})"
+
+
+def _flatten_graph_state(gs: GraphState) -> tuple[list, tuple]:
+    paths, leaves = gs._state._flat()
+    return leaves, (gs._graphdef, paths)
+
+
+def _unflatten_graph_state(aux: tuple, leaves: Any) -> GraphState:
+    graphdef, paths = aux
+    return GraphState(graphdef, State._from_flat(paths, list(leaves)))
+
+
+# Same leaves (and key paths) as the state it wraps; the graph definition is static.
+jax.tree_util.register_pytree_node(GraphState, _flatten_graph_state, _unflatten_graph_state)
 
 
 def unpack(node: Any, *filters: Any, graph: bool | None = None
@@ -105,15 +138,29 @@ def merge(graphdef: Any, state: Any = None, /, *states: Any, copy: bool = False,
     """
     if isinstance(graphdef, GraphState):
         rest = (state, *states) if state is not None else states
-        all_states = (graphdef.state, *(s.state if isinstance(s, GraphState) else s
-                                        for s in rest))
-        return _graph.merge(graphdef.graphdef, *all_states, copy=copy)
+        for other in rest:
+            if not isinstance(other, GraphState):
+                raise ValueError(
+                    f"merge: expected GraphState objects after a GraphState, got a "
+                    f"{type(other).__name__} (Expected GraphState object). Hint: pass "
+                    "every part from the same nnx.unpack(node, *filters) call, or use "
+                    "merge(graphdef, *states) with plain states."
+                )
+            if other._graphdef != graphdef._graphdef:
+                raise ValueError(
+                    "merge: the GraphStates come from different graph definitions "
+                    "(GraphDef must be the same for all of them). Hint: merge the "
+                    "parts of one nnx.unpack(node, *filters) call together."
+                )
+        return _graph.merge(graphdef._graphdef, graphdef._state,
+                            *(s._state for s in rest), copy=copy)
     if state is None:
         raise TypeError(
-            "merge: missing the state. Hint: merge(graphdef, state) with the pair from "
-            "nnx.split, or merge(graph_state) with the result of nnx.unpack."
+            "merge() missing 1 required positional argument: 'state'. Hint: "
+            "merge(graphdef, state) with the pair from nnx.split, or merge(graph_state) "
+            "with the result of nnx.unpack."
         )
-    states = tuple(s.state if isinstance(s, GraphState) else s for s in states)
+    states = tuple(s._state if isinstance(s, GraphState) else s for s in states)
     if isinstance(state, GraphState):
-        state = state.state
+        state = state._state
     return _graph.merge(graphdef, state, *states, copy=copy)

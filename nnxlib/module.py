@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import itertools
 import math
@@ -88,6 +89,7 @@ class Object:
     def __init_subclass__(cls, *, pytree: bool = True, **kwargs: Any):
         super().__init_subclass__(**kwargs)
         cls._nnx_markers = _markers.class_markers(cls)
+        cls._nnx_pytree = pytree
         # JAX looks pytree types up exactly, so every subclass registers itself, unless
         # it asks not to be a pytree (``class Foo(nnx.Pytree, pytree=False)``, as in
         # flax): it is then a single leaf for JAX, still a graph node for nnxlib.
@@ -101,8 +103,12 @@ class Object:
         if self._nnx_trace != _tracking.current_trace():
             _tracking.check_trace(self, f"set attribute {name!r}")
         marker = type(self)._nnx_markers.get(name)
-        if marker is not None:
-            value = data(value) if marker == _markers.DATA else static(value)
+        if marker == _markers.DATA:
+            value = data(value)
+        elif marker is not None:
+            _check_static(value, f"{type(self).__name__}.{name} (marked static)",
+                          f"Found unexpected data on value of type {type(value)} in static "
+                          f"attribute '{name}'")
         value = track(value)
         _check_attribute_value(self, name, value)
         d = self.__dict__
@@ -138,6 +144,19 @@ class Object:
 
 _MISSING = object()
 
+#: The attribute ``nnx.capture`` gives every module of the graph while it runs: a tuple
+#: of one variable per captured type, each holding a dict ``{name: value}``. Being
+#: state, it travels through split/merge and transforms like any variable.
+CAPTURES = "__captures__"
+
+
+def _capture_store(captures: tuple, variable_type: type) -> Variable | None:
+    """The capture variable of exactly ``variable_type``, if the capture has one."""
+    for store in captures:
+        if type(store) is variable_type:
+            return store
+    return None
+
 
 def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
     """Reject values that would hide state from the graph walker."""
@@ -147,6 +166,8 @@ def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
           and not is_array(value)):
         leaves = jax.tree_util.tree_leaves(value, is_leaf=graphlib.is_node_or_variable)
         single_leaf = len(leaves) == 1 and leaves[0] is value
+        if not single_leaf and _is_frozen_dataclass(value):
+            return  # an immutable JAX pytree (flax.struct.dataclass, ...): walked as such
         hidden = (_hidden_in_attributes(value) if single_leaf
                   else [v for v in leaves if is_state_like(v)])
     else:
@@ -155,10 +176,16 @@ def _check_attribute_value(owner: Any, name: str, value: Any) -> None:
         raise ValueError(
             f"Cannot assign {type(owner).__name__}.{name}: the {type(value).__name__} "
             f"value contains {type(hidden[0]).__name__} objects, which nnxlib cannot "
-            "track inside this container type (they would be treated as a static "
-            "constant). Hint: hold them in a list, dict, tuple, nnx.List or nnx.Dict, "
-            "or as separate attributes."
+            "track inside this container type (a mutable object, or not a JAX pytree: "
+            "changes to it would go unseen). Hint: hold them in a list, dict, tuple, "
+            "nnx.List or nnx.Dict, a frozen dataclass registered as a JAX pytree "
+            "(flax.struct.dataclass), or as separate attributes."
         )
+
+
+def _is_frozen_dataclass(value: Any) -> bool:
+    params = getattr(type(value), "__dataclass_params__", None)
+    return params is not None and params.frozen
 
 
 def _hidden_in_attributes(value: Any) -> list:
@@ -224,8 +251,9 @@ def _object_repr(obj: Any, seen: set, depth: int) -> str:
 
 
 def _size_summary(obj: Any) -> str:
-    """``Param: 550 (2.2 KB), BatchStat: 20 (80 B)``: the variables reachable from
-    ``obj`` (shared ones once), by kind, with element counts and bytes."""
+    """``Param: 550 (2.2 KB), BatchStat: 20 (80 B), Total: 570 (2.3 KB)``: the variables
+    reachable from ``obj`` (shared ones once), by kind, with element counts and bytes
+    (and their total when there are several kinds, as flax.nnx prints it)."""
     counts: dict[str, list[int]] = {}
     for _, value in graphlib.iter_graph(obj, graph=True):
         if not isinstance(value, Variable):
@@ -238,7 +266,13 @@ def _size_summary(obj: Any) -> str:
         entry = counts.setdefault(type(value).__name__, [0, 0])
         entry[0] += size
         entry[1] += size * getattr(dtype, "itemsize", 0)
-    return ", ".join(f"{name}: {n:,} ({_fmt_bytes(b)})" for name, (n, b) in counts.items())
+    if not counts:
+        return ""
+    parts = [f"{name}: {n:,} ({_fmt_bytes(b)})" for name, (n, b) in counts.items()]
+    if len(counts) > 1:
+        total = sum(n for n, _ in counts.values())
+        parts.append(f"Total: {total:,} ({_fmt_bytes(sum(b for _, b in counts.values()))})")
+    return ", ".join(parts)
 
 
 def _fmt_bytes(n: int) -> str:
@@ -298,40 +332,61 @@ class Module(Object):
 
     def sow(self, variable_type: type[Variable] | str, name: str, value: Any,
             reduce_fn: Callable[[Any, Any], Any] = lambda xs, x: (*xs, x),
-            init_fn: Callable[[], Any] = tuple) -> None:
-        """Record ``value`` in a variable attribute ``name`` (a tuple by default).
+            init_fn: Callable[[], Any] = tuple) -> bool:
+        """Record ``value`` under ``name`` (in a tuple by default).
 
         Each call appends to the tuple (or folds with ``reduce_fn`` from
-        ``init_fn()``). Take the recorded values out with ``nnx.pop``.
+        ``init_fn()``). Inside :func:`nnxlib.capture` the value goes to the capture
+        (of this ``variable_type``, exactly; other types are dropped); outside, to a
+        variable attribute ``name`` of that type, taken out with ``nnx.pop``. Returns
+        whether the value was recorded.
 
         Example:
             >>> import nnxlib as nnx
             >>> m = nnx.Module()
             >>> m.sow(nnx.Intermediate, "h", 1)
+            True
             >>> m.sow(nnx.Intermediate, "h", 2)
+            True
             >>> m.h.value
             (1, 2)
         """
         if isinstance(variable_type, str):
             variable_type = variable_type_from_name(variable_type, allow_register=True)
+        captures = self.__dict__.get(CAPTURES)
+        if captures is not None:
+            store = _capture_store(captures, variable_type)
+            if store is None:
+                return False
+            values = store.get_value()
+            store.set_value({**values, name: reduce_fn(
+                values[name] if name in values else init_fn(), value)})
+            return True
         current = self.__dict__.get(name, _MISSING)
         if current is _MISSING:
             setattr(self, name, variable_type(reduce_fn(init_fn(), value)))
-        elif isinstance(current, variable_type):
+        elif type(current) is variable_type:
             current.value = reduce_fn(current.value, value)
         else:
+            expected = (f"Expected '{name}' to be of type '{variable_type.__name__}', got "
+                        f"'{type(current).__name__}'" if isinstance(current, Variable)
+                        else f"Expected '{name}' to be a Variable, got "
+                        f"{type(current).__name__}")
             raise ValueError(
                 f"sow: attribute {type(self).__name__}.{name} holds a "
-                f"{type(current).__name__}, expected a {variable_type.__name__}. Hint: "
-                "sow under another name or pop the old value first."
+                f"{type(current).__name__}, expected a {variable_type.__name__} "
+                f"({expected}). Hint: sow under another name or pop the old value first."
             )
+        return True
 
     def perturb(self, name: str, value: Any,
-                variable_type: type[Variable] = Perturbation) -> Any:
-        """Add a zero-valued perturbation variable to ``value`` and return the sum.
+                variable_type: type[Variable] | str = Perturbation) -> Any:
+        """Add a zero-valued perturbation to ``value`` and return the sum.
 
         The gradient with respect to the perturbation is the gradient with respect to
-        this intermediate value.
+        this intermediate value. Inside :func:`nnxlib.capture` the perturbation lives
+        in the capture (``init=`` gives its value); outside, in a variable attribute
+        ``name``.
 
         Example:
             >>> import jax.numpy as jnp
@@ -340,9 +395,30 @@ class Module(Object):
             >>> float(m.perturb("h", jnp.array(3.0))), float(m.h[...])
             (3.0, 0.0)
         """
-        if name not in self.__dict__:
-            setattr(self, name, variable_type(jnp.zeros_like(value)))
-        return value + getattr(self, name)[...]
+        if isinstance(variable_type, str):
+            variable_type = variable_type_from_name(variable_type, allow_register=True)
+        captures = self.__dict__.get(CAPTURES)
+        if captures is not None:
+            store = _capture_store(captures, variable_type)
+            if store is None:
+                return value
+            values = store.get_value()
+            if name not in values:
+                values = {**values, name: jax.tree.map(jnp.zeros_like, value)}
+                store.set_value(values)
+            return values[name] + value
+        current = self.__dict__.get(name, _MISSING)
+        if current is _MISSING:
+            current = variable_type(jax.tree.map(jnp.zeros_like, value))
+            setattr(self, name, current)
+        elif not isinstance(current, variable_type):
+            raise ValueError(
+                f"perturb: attribute {type(self).__name__}.{name} holds a "
+                f"{type(current).__name__}, expected a {variable_type.__name__} (Expected "
+                f"'{name}' to be of type '{variable_type.__name__}', got "
+                f"'{type(current).__name__}'). Hint: perturb under another name."
+            )
+        return value + current[...]
 
     def iter_modules(self) -> Iterator[tuple[tuple, "Module"]]:
         """Yield ``(path, module)`` for this module and every submodule, once each.
@@ -426,11 +502,8 @@ def _set_attributes(root: Any, filters: tuple, raise_if_not_found: bool,
                     attributes: dict, where: str) -> None:
     """Set ``attributes`` on the modules under ``root`` (matching ``filters``) that have
     them; an attribute found nowhere is an error raised before anything is set."""
-    predicates = [to_predicate(f) for f in filters]
     writes, found = [], set()
-    for path, module in iter_modules(root, graph=True):
-        if predicates and not any(p(path, module) for p in predicates):
-            continue
+    for module in _selected_modules(root, filters):
         for name, value in attributes.items():
             if hasattr(module, name) and not isinstance(getattr(module, name), Object):
                 writes.append((module, name, value))
@@ -439,19 +512,31 @@ def _set_attributes(root: Any, filters: tuple, raise_if_not_found: bool,
     if missing and raise_if_not_found:
         raise ValueError(
             f"{where}: no submodule of {type(root).__name__} has attribute(s) {missing}"
-            f"{' among those matching the filters' if filters else ''}; nothing was set. "
-            "Hint: check the names, or pass raise_if_not_found=False to ignore them."
+            f"{' among those matching the filters' if filters else ''} (Could not find at "
+            f"least one instance of the following attributes: {missing}); nothing was "
+            "set. Hint: check the names, or pass raise_if_not_found=False to ignore them."
         )
     for module, name, value in writes:
         setattr(module, name, value)
 
 
-def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
-         graph: bool | None = None, **attributes: Any) -> Any:
-    """A copy of ``node`` with static attributes changed, e.g. an evaluation view.
+def _selected_modules(root: Any, filters: tuple) -> list:
+    """The modules under ``root`` (children first) matching any of ``filters``."""
+    predicates = [to_predicate(f) for f in filters]
+    return [module for path, module in iter_modules(root, graph=True)
+            if not predicates or any(p(path, module) for p in predicates)]
 
-    The copy has its own modules and variables, holding the same arrays as ``node``;
-    ``node`` itself is not changed. ``only`` selects the modules to change.
+
+def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
+         graph: bool | None = None, **kwargs: Any) -> Any:
+    """A view of ``node`` with its modes changed, e.g. an evaluation view.
+
+    The view has its own modules (``node`` itself is not changed) holding the *same*
+    ``Variable`` objects as ``node``, so training one trains the other. Each module
+    selected by ``only`` that defines ``set_view`` gets the keywords its signature
+    takes (all of them with ``**kwargs``); on the other modules, keywords naming an
+    attribute set that attribute. A keyword used nowhere raises ``ValueError`` unless
+    ``raise_if_not_found=False``.
 
     Example:
         >>> import nnxlib as nnx
@@ -459,13 +544,48 @@ def view(node: Any, /, *, only: Any = ..., raise_if_not_found: bool = True,
         >>> evaluation = nnx.view(model, deterministic=True, use_running_average=True)
         >>> evaluation.layers[0].deterministic, model.layers[0].deterministic
         (True, False)
+        >>> evaluation.layers[1].scale is model.layers[1].scale
+        True
         >>> nnx.view(model, only=nnx.Dropout, deterministic=True).layers[1].use_running_average
         False
     """
-    copy = graphlib.clone(node, graph=graph)
+    copy = graphlib.clone(node, variables=False, graph=graph)
     filters = () if only is ... else (only,)
-    _set_attributes(copy, filters, raise_if_not_found, attributes, "view")
+    unused = set(kwargs)
+    writes = []
+    for module in _selected_modules(copy, filters):
+        set_view = getattr(module, "set_view", None)
+        if callable(set_view):
+            taken = _keywords_taken(set_view, kwargs)
+            writes.append(functools.partial(
+                set_view, **{k: v for k, v in kwargs.items() if k in taken}))
+            unused -= taken
+            continue
+        for name, value in kwargs.items():
+            if hasattr(module, name) and not isinstance(getattr(module, name), Object):
+                writes.append(functools.partial(setattr, module, name, value))
+                unused.discard(name)
+    if unused and raise_if_not_found:
+        names = sorted(unused)
+        raise ValueError(
+            f"view: no module of {type(node).__name__} takes {names} (Unused keys found "
+            f"in nnx.view: {names}); {type(node).__name__} is unchanged. Hint: check the "
+            "names against nnx.view_info(node), or pass raise_if_not_found=False to "
+            "ignore them."
+        )
+    for write in writes:
+        write()
     return copy
+
+
+def _keywords_taken(method: Callable, kwargs: dict) -> set:
+    """The names of ``kwargs`` that ``method`` accepts as keywords (all with ``**``)."""
+    parameters = inspect.signature(method).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return set(kwargs)
+    named = {p.name for p in parameters if p.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return named & set(kwargs)
 
 
 def iter_module_children(node: Any, /, *, graph: bool | None = None
@@ -560,20 +680,28 @@ def static(value: Any = _MISSING, /, **field_kwargs: Any) -> Any:
     """
     if value is _MISSING:
         return _marker_field(_markers.STATIC, field_kwargs)
+    _check_static(value, "nnx.static", f"Found data in value of type {type(value)}")
+    return value
+
+
+def _check_static(value: Any, where: str, phrase: str) -> None:
+    """Refuse a value holding state where a static value is required (``phrase`` is
+    flax's wording for the case)."""
     if holds_state(value):
         raise ValueError(
-            f"nnx.static: the {type(value).__name__} value holds state (arrays, "
-            "variables or modules), which cannot be static. Hint: assign it without "
+            f"{where}: the {type(value).__name__} value holds state (arrays, variables or "
+            f"modules), which cannot be static ({phrase}). Hint: assign it without "
             "nnx.static (it is then state), or keep only non-array values in it."
         )
-    return value
 
 
 class Sequential(Module):
     """Apply layers (any callables) one after another.
 
     The first layer receives all arguments; a tuple output is unpacked into the next
-    layer's arguments. ``rngs``, when given, goes to every layer whose signature names
+    layer's positional arguments, a dict output into its keyword arguments. Without
+    layers it is the identity (one argument comes back as it is, several as a tuple,
+    keywords alone as a dict, nothing as None). ``rngs``, when given, goes to every layer whose signature names
     an ``rngs`` parameter (as in flax.nnx; a bare ``**kwargs`` does not count).
 
     Example:
@@ -587,19 +715,28 @@ class Sequential(Module):
         >>> drop = nnx.Sequential(nnx.Dropout(0.5), jax.nn.relu, nnx.Dropout(0.5))
         >>> drop(jnp.ones(4), rngs=nnx.Rngs(dropout=0)).shape
         (4,)
+        >>> nnx.Sequential()(1, 2), nnx.Sequential()(x=1)
+        ((1, 2), {'x': 1})
     """
 
     def __init__(self, *fns: Any):
         self.layers = List(fns)
 
     def __call__(self, *args: Any, rngs: Any = None, **kwargs: Any) -> Any:
-        if not self.layers:
-            raise ValueError("Sequential has no layers. Hint: Sequential(layer1, layer2).")
+        if not self.layers:  # the identity: what a layer would have received
+            if args:
+                return args[0] if len(args) == 1 else args
+            return kwargs or None
         first = self.layers[0]
         out = first(*args, **kwargs, **_rngs_for(first, rngs))
         for layer in itertools.islice(self.layers, 1, None):
             extra = _rngs_for(layer, rngs)
-            out = layer(*out, **extra) if isinstance(out, tuple) else layer(out, **extra)
+            if isinstance(out, tuple):
+                out = layer(*out, **extra)
+            elif isinstance(out, dict):
+                out = layer(**out, **extra)
+            else:
+                out = layer(out, **extra)
         return out
 
 

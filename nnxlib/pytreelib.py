@@ -26,7 +26,7 @@ from typing import Annotated, Any, TypeVar
 
 import jax
 
-from nnxlib import _graphdef, _markers
+from nnxlib import _markers, _node_types
 from nnxlib.errors import GraphStructureError
 from nnxlib.graph import is_array, is_node_or_variable
 from nnxlib.module import Object, Pytree, _check_attribute_value, data, static
@@ -69,7 +69,7 @@ Example:
     (1, 2)
     >>> Config(jnp.ones(2))
     Traceback (most recent call last):
-    ValueError: nnx.static: the ArrayImpl value holds state ...
+    ValueError: Config.sizes (marked static): the ArrayImpl value holds state ...
 """
 
 
@@ -137,8 +137,8 @@ def register_data_type(type_: T, /) -> T:
             f"nnx.register_data_type expects a class, got {type(type_).__name__} "
             f"{type_!r}. Hint: pass the class itself, e.g. register_data_type(MyType)."
         )
-    if not issubclass(type_, _graphdef.DATA_TYPES):
-        _graphdef.DATA_TYPES = (*_graphdef.DATA_TYPES, type_)
+    if not issubclass(type_, _node_types.DATA_TYPES):
+        _node_types.DATA_TYPES = (*_node_types.DATA_TYPES, type_)
     return type_
 
 

@@ -82,6 +82,8 @@ class FlatState:
         if _paths is not None:
             self.paths, self.leaves = _paths, _leaves
             return
+        if isinstance(pairs, Mapping):  # {path: leaf}
+            pairs = pairs.items()
         items = sorted(
             ((tuple(p), v) for p, v in pairs), key=lambda kv: tuple(map(key_order, kv[0]))
         )
@@ -231,6 +233,9 @@ class State(MutableMapping, Generic[K, V]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __reduce__(self) -> tuple:
+        return (State, (self._nested(),))  # pickle and copy rebuild it from the dict
+
     def __repr__(self) -> str:
         return f"State({_nested_repr(self._nested(), 0)})"
 
@@ -364,12 +369,15 @@ def to_flat_state(state: Mapping) -> FlatState:
 
 
 def from_flat_state(flat_state: Any, *, cls: type[State] = State) -> State:
-    """Build a nested :class:`State` from ``(path, leaf)`` pairs or a :class:`FlatState`.
+    """Build a nested :class:`State` from ``(path, leaf)`` pairs, a ``{path: leaf}``
+    dict or a :class:`FlatState`.
 
     Example:
         >>> import nnxlib as nnx
         >>> nnx.from_flat_state([(("a", "b"), 1)])["a"]["b"]
         1
+        >>> sorted(nnx.from_flat_state({("a", "b"): 1, ("c",): 2}))
+        ['a', 'c']
     """
     flat = flat_state if isinstance(flat_state, FlatState) else FlatState(flat_state)
     return cls._from_flat(flat.paths, list(flat.leaves))
@@ -438,7 +446,8 @@ def partition_indices(paths: tuple, leaves: list, filters: tuple) -> list[list[i
         else:
             raise ValueError(
                 f"The leaf at path {format_path(path)!r} "
-                f"({type(leaf).__name__}) matches none of the filters {filters!r}. "
+                f"({type(leaf).__name__}) matches none of the filters {filters!r} "
+                "(Non-exhaustive filters, got a non-empty remainder). "
                 "Hint: add `...` as the last filter to collect the remaining state."
             )
     return groups

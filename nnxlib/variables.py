@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import jax
 import numpy as np
@@ -40,8 +40,10 @@ from nnxlib._var_metadata import (
     note_hooks,
     run_value_hooks,
     with_metadata,
+    with_partitioning,
 )
 from nnxlib._var_operators import install_operators
+from nnxlib._var_raw import RawValueAccess
 from nnxlib._var_sharding import ShardedVariable
 from nnxlib.display import render_variable
 
@@ -112,7 +114,7 @@ def creation_options() -> dict[str, bool]:
     return options
 
 
-class Variable(ShardedVariable, Generic[A]):
+class Variable(ShardedVariable, RawValueAccess, Generic[A]):
     """A mutable box holding one value (usually an array) and a dict of metadata.
 
     Read the value with ``v[...]``, ``v.value`` or ``v.get_value()``; replace it with
@@ -161,6 +163,7 @@ class Variable(ShardedVariable, Generic[A]):
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
+        cls._nnx_custom_get = cls.get_value is not Variable.get_value
         _register_pytree(cls)
         # Every subclass gets its class name; a redefinition (same name, e.g. a re-run
         # notebook cell or two test files) takes the name over from the older class,
@@ -183,6 +186,16 @@ class Variable(ShardedVariable, Generic[A]):
             >>> p.value
             2.0
         """
+        if self._nnx_custom_get:
+            return self.get_value()
+        return self._read()
+
+    @value.setter
+    def value(self, new: Any) -> None:
+        self.set_value(new)
+
+    def _read(self) -> Any:
+        """The held value through the escape check and the get hooks."""
         value = self._raw_value
         if value is ESCAPED:
             raise _escaped_error(self)
@@ -190,9 +203,7 @@ class Variable(ShardedVariable, Generic[A]):
             return run_value_hooks(self, self._metadata, "on_get_value", value)
         return value
 
-    @value.setter
-    def value(self, new: Any) -> None:
-        self.set_value(new)
+    _nnx_custom_get = False  # True: an overridden get_value serves v[...] and v.value
 
     def get_value(self, *, index: Any = _MISSING) -> Any:
         """Return the held value, or ``value[index]`` when ``index`` is given.
@@ -204,7 +215,8 @@ class Variable(ShardedVariable, Generic[A]):
             >>> p.get_value(index=1).tolist(), p.get_value(index=(0, 2)).tolist()
             ([3, 4, 5], 2)
         """
-        return self.value if index is _MISSING else self[index]
+        value = self._read()
+        return value if index is _MISSING or index is Ellipsis else value[index]
 
     def set_value(self, value: Any, *, index: Any = _MISSING) -> None:
         """Replace the held value (any shape or dtype; ``v.value = x`` is the same).
@@ -242,10 +254,14 @@ class Variable(ShardedVariable, Generic[A]):
             new = new._raw_value
         if HOOKS_IN_USE[0]:
             new = run_value_hooks(self, self._metadata, "on_set_value", new)
+        self._store(new, "set the value")
+
+    def _store(self, new: Any, what: str, check: bool = True) -> None:
         trace = self._nnx_trace
-        if trace is not None and trace != _tracking.current_trace():
-            _tracking.check_trace(self, "set the value")
-        _tracking.check_value(self, new, "set the value")
+        if check and trace is not None and trace != _tracking.current_trace():
+            _tracking.check_trace(self, what)
+        if check:
+            _tracking.check_value(self, new, what)
         old = self._raw_value
         object.__setattr__(self, "_raw_value", new)
         if not same_aval(old, new):
@@ -257,7 +273,9 @@ class Variable(ShardedVariable, Generic[A]):
         return _stored(self)  # the held value without hooks; raises once escaped
 
     def __getitem__(self, key: Any) -> Any:
-        value = self.value  # one read path: escape check and get hooks
+        if self._nnx_custom_get:
+            return self.get_value(index=key)
+        value = self._read()  # one read path: escape check and get hooks
         return value if key is Ellipsis else value[key]
 
     def __setitem__(self, key: Any, new: Any) -> None:
@@ -664,13 +682,14 @@ class Intermediate(Variable[A]):
     """
 
 
-class Perturbation(Variable[A]):
-    """Zero-valued taps placed by ``Module.perturb`` (collection ``'perturbations'``).
+class Perturbation(Intermediate[A]):
+    """Zero-valued taps placed by ``Module.perturb`` (collection ``'perturbations'``); an
+    :class:`Intermediate`, as in flax.nnx.
 
     Example:
         >>> import nnxlib as nnx
-        >>> nnx.variable_name_from_type(nnx.Perturbation)
-        'perturbations'
+        >>> nnx.variable_name_from_type(nnx.Perturbation), issubclass(nnx.Perturbation, nnx.Intermediate)
+        ('perturbations', True)
     """
 
 
@@ -769,29 +788,3 @@ register_variable_name("batch_stats", BatchStat)
 register_variable_name("cache", Cache)
 register_variable_name("intermediates", Intermediate)
 register_variable_name("perturbations", Perturbation)
-
-
-def with_partitioning(
-    initializer: Callable[..., Any], sharding: tuple, mesh: Any = None, **metadata: Any
-) -> Callable[..., Any]:
-    """Shorthand for ``with_metadata(initializer, out_sharding=sharding, ...)``.
-
-    ``sharding`` names one mesh axis (or logical axis name, or None) per dimension; it
-    is stored as ``out_sharding`` (flax 0.12's key; the deprecated ``v.sharding_names``
-    reads it too).
-    ``mesh``, when given, is kept as the ``mesh`` metadata entry, and the variable is
-    created sharded on it (see :mod:`nnxlib.spmd`).
-
-    Example:
-        >>> import jax
-        >>> import nnxlib as nnx
-        >>> init = nnx.with_partitioning(nnx.initializers.zeros, ("embed",))
-        >>> p = nnx.Param(init(jax.random.key(0), (4,)))
-        >>> p.out_sharding
-        ('embed',)
-    """
-    if mesh is not None:
-        metadata["mesh"] = mesh
-    if not isinstance(sharding, (jax.sharding.PartitionSpec, jax.sharding.Sharding)):
-        sharding = tuple(sharding)
-    return with_metadata(initializer, out_sharding=sharding, **metadata)

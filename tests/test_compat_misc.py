@@ -24,33 +24,111 @@ class Probe(nnx.Module):
         return 3 * self.perturb("grad_here", x)
 
 
-def test_capture_returns_sown_values_and_removes_them():
+class FlaxProbe(flax_nnx.Module):
+    def __init__(self):
+        self.inner = flax_nnx.Linear(2, 2, rngs=flax_nnx.Rngs(0))
+
+    def __call__(self, x):
+        self.sow(flax_nnx.Intermediate, "seen", x)
+        self.inner.sow(flax_nnx.Intermediate, "twice", 2 * x)
+        return 3 * self.perturb("grad_here", x)
+
+
+def _flat(state):
+    return {p: jax.tree.map(lambda a: a.tolist(), v.get_value())
+            for p, v in (state.flat_state() if isinstance(state, nnx.State)
+                         else flax_nnx.to_flat_state(state))}
+
+
+def test_capture_returns_sown_values_like_flax_and_leaves_no_trace():
     model = Probe()
-    out, sown, perturbations = nnx.capture(model, nnx.Intermediate, nnx.Perturbation)(
-        jnp.ones(2))
-    assert out.tolist() == [3.0, 3.0]
-    assert sown["seen"].value[0].tolist() == [1.0, 1.0]
-    assert sown["inner"]["twice"].value[0].tolist() == [2.0, 2.0]
-    assert perturbations["grad_here"].value.tolist() == [0.0, 0.0]
-    assert not hasattr(model, "seen") and not hasattr(model, "grad_here")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = nnx.capture(model, nnx.Intermediate, nnx.Perturbation)(jnp.ones(2))
+        theirs = flax_nnx.capture(FlaxProbe(), flax_nnx.Intermediate,
+                                  flax_nnx.Perturbation)(jnp.ones(2))
+    assert ours[0].tolist() == theirs[0].tolist() == [3.0, 3.0]
+    # a Perturbation is an Intermediate: it goes to the first type that takes it
+    assert _flat(ours[1]) == _flat(theirs[1]) and _flat(ours[2]) == _flat(theirs[2]) == {}
+    assert _flat(ours[1])[("grad_here",)] == [0.0, 0.0]
+    assert sorted(vars(model)) == ["inner"]  # nothing left behind
+    _, perturbations = nnx.capture(model, nnx.Perturbation)(jnp.ones(2))
+    assert list(perturbations) == ["grad_here"]
 
 
 def test_capture_forms_and_init():
     model = Probe()
     _, a = nnx.capture(model.__call__, nnx.Intermediate)(jnp.ones(2))
     _, b = nnx.capture(lambda m, x: m(x), nnx.Intermediate)(model, jnp.ones(2))
-    assert sorted(a) == sorted(b) == ["inner", "seen"]
-    out, = nnx.capture(model, init={"grad_here": nnx.Perturbation(jnp.ones(2))})(jnp.ones(2))
-    assert out.tolist() == [6.0, 6.0]
+    assert sorted(a) == sorted(b) == ["inner", "seen"]  # no Perturbation store: not kept
+    out = nnx.capture(model, init={"grad_here": nnx.Perturbation(jnp.ones(2))})(jnp.ones(2))
+    assert out.tolist() == [6.0, 6.0]  # no types asked for: the result alone, as flax
     decorated = nnx.capture(nnx.Intermediate)(model)
     assert sorted(decorated(jnp.ones(2))[1]) == ["inner", "seen"]
+
+
+def test_capture_method_outputs_records_each_method_by_name():
+    class Inner(nnx.Module):
+        def __call__(self, x):
+            return 2 * x
+
+        def twice(self, x):
+            return self(self(x))
+
+    class Outer(nnx.Module):
+        def __init__(self):
+            self.inner = Inner()
+
+        def __call__(self, x):
+            return self.inner.twice(x) + 1
+
+    model = Outer()
+    y, outputs = nnx.capture(model, nnx.Intermediate,
+                             method_outputs=nnx.Intermediate)(jnp.ones(1))
+    assert y.tolist() == [5.0]
+    assert [v.tolist() for v in outputs["__call__"].value] == [[5.0]]
+    assert [v.tolist() for v in outputs["inner"]["__call__"].value] == [[2.0], [4.0]]
+    assert [v.tolist() for v in outputs["inner"]["twice"].value] == [[4.0]]
+    assert Inner.twice.__name__ == "twice" and not hasattr(Inner.twice, "__wrapped__")
+    assert "__captures__" not in vars(model) and model(jnp.ones(1)).tolist() == [5.0]
+
+
+def test_capture_reaches_values_sown_inside_transforms():
+    class Model(nnx.Module):
+        @nnx.jit
+        def __call__(self, x):
+            self.sow(nnx.Intermediate, "h", 2 * x)
+            return 3 * self.perturb("p", x)
+
+    model = Model()
+    _, perturbations = nnx.capture(model, nnx.Perturbation)(jnp.ones(2))
+
+    def loss(model, perturbations, x):
+        y, sown = nnx.capture(model, nnx.Intermediate, init=perturbations)(x)
+        return y.sum(), sown
+
+    grads, sown = nnx.grad(loss, argnums=1, has_aux=True)(model, perturbations, jnp.ones(2))
+    assert grads["p"][...].tolist() == [3.0, 3.0]  # d(sum 3 (x + p)) / dp
+    assert sown["h"].value[0].tolist() == [2.0, 2.0]
 
 
 def test_capture_errors():
     with pytest.raises(TypeError, match="cannot find the module"):
         nnx.capture(lambda x: x, nnx.Intermediate)(1.0)
-    with pytest.raises(NotImplementedError, match="method_outputs"):
-        nnx.capture(Probe(), method_outputs=nnx.Intermediate)
+    with pytest.raises(TypeError, match="expected a Variable"):
+        nnx.capture(Probe(), init={"grad_here": 1.0})(jnp.ones(2))
+
+
+def test_a_failing_capture_leaves_the_module_as_it_was():
+    class Broken(nnx.Module):
+        def __call__(self, x):
+            self.sow(nnx.Intermediate, "h", x)
+            raise RuntimeError("boom")
+
+    model = Broken()
+    with pytest.raises(RuntimeError, match="boom"):
+        nnx.capture(model, nnx.Intermediate, method_outputs=nnx.Intermediate)(1.0)
+    assert vars(model) == {} and not hasattr(Broken.__call__, "__wrapped__")
 
 
 def test_with_attributes_is_a_view_and_view_info_lists_flags():

@@ -208,9 +208,16 @@ class TestSequential:
         seq = nnx.Sequential(Add(), Affine(10.0))
         assert float(seq(jnp.array(1.0), jnp.array(2.0))) == 30.0
 
-    def test_empty_raises(self):
-        with pytest.raises(ValueError, match="no layers"):
-            nnx.Sequential()(1.0)
+    def test_empty_is_the_identity_like_flax(self):
+        from flax import nnx as flax_nnx
+        for lib in (nnx, flax_nnx):
+            empty = lib.Sequential()
+            assert empty(1.0) == 1.0 and empty(1, 2) == (1, 2)
+            assert empty() is None and empty(k=2) == {"k": 2}
+
+    def test_dict_output_becomes_keywords(self):
+        seq = nnx.Sequential(lambda x: {"a": x, "b": 2 * x}, lambda a, b: a + b)
+        assert seq(1.0) == 3.0
 
     def test_append_layer(self):
         seq = nnx.Sequential(Affine(2.0))

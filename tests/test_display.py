@@ -103,7 +103,7 @@ class TestTextReprs:
                 self.stat = nnx.BatchStat(jnp.zeros(2, jnp.int8))     # 2 x 1 B
 
         first_line = repr(Pair()).splitlines()[0]
-        assert first_line == "Pair(  # Param: 6 (24 B), BatchStat: 2 (2 B)"
+        assert first_line == "Pair(  # Param: 6 (24 B), BatchStat: 2 (2 B), Total: 8 (26 B)"
 
     def test_state_repr(self):
         text = repr(nnx.state(Block()))

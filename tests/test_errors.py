@@ -381,6 +381,73 @@ class TestMisc:
         with pytest.raises(ValueError, match=r"head\.nope: not in the state(.|\n)*Hint"):
             state.replace_by_pure_dict({"head": {"nope": 1.0}})
 
-    def test_empty_sequential(self):
-        with pytest.raises(ValueError, match="Sequential has no layers. Hint"):
-            nnx.Sequential()(jnp.ones(1))
+    def test_empty_sequential_is_the_identity(self):  # as flax.nnx's
+        x = jnp.ones(1)
+        assert nnx.Sequential()(x) is x and nnx.Sequential()() is None
+
+
+class TestFlaxKeyPhrases:
+    """Our messages carry the phrase flax.nnx's message has, for users searching it."""
+
+    def test_partition_filters(self):
+        m = nnx.Dict(a=nnx.Param(1.0), b=nnx.BatchStat(2.0))
+        with pytest.raises(ValueError, match=r"'b'.*Non-exhaustive filters, got a "
+                                             r"non-empty remainder.*Hint"):
+            nnx.split(m, nnx.Param)
+        with pytest.raises(ValueError, match=r"`\.\.\.` or `True` can only be used as "
+                                             r"the last filters.*Hint"):
+            nnx.split(m, ..., nnx.Param)
+
+    def test_merge_and_unflatten(self):
+        graphdef, _ = nnx.split(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        with pytest.raises(TypeError, match=r"merge\(\) missing 1 required positional "
+                                            r"argument: 'state'\. Hint"):
+            nnx.merge(graphdef)
+        with pytest.raises(ValueError, match=r"Expected 2 leaves, got 0 \(Incorrect "
+                                             r"number of leaves\)"):
+            nnx.graphlib.unflatten(graphdef, nnx.State({}))
+
+    def test_static_markers(self):
+        with pytest.raises(ValueError, match="Found data in value of type"):
+            nnx.static(jnp.ones(2))
+
+        @nnx.dataclass
+        class Config(nnx.Pytree):
+            a: jax.Array = nnx.static()
+
+        with pytest.raises(ValueError, match=r"Config\.a \(marked static\).*Found "
+                                             "unexpected data on value of type"):
+            Config(a=jnp.array(3))
+
+    def test_sow_into_a_taken_name(self):
+        m = nnx.Module()
+        m.y = 10
+        with pytest.raises(ValueError, match=r"m?.*Expected 'y' to be a Variable, got int"):
+            m.sow(nnx.Intermediate, "y", 1)
+        m.z = nnx.Param(1.0)
+        with pytest.raises(ValueError, match="Expected 'z' to be of type 'Intermediate', "
+                                             "got 'Param'"):
+            m.sow(nnx.Intermediate, "z", 1)
+        assert m.y == 10 and m.z[...] == 1.0
+
+    def test_views_and_attribute_setters(self):
+        model = nnx.Sequential(nnx.Dropout(0.5))
+        with pytest.raises(ValueError, match=r"Could not find at least one instance of "
+                                             r"the following attributes: \['nope'\]"):
+            model.set_attributes(nope=True)
+        with pytest.raises(ValueError, match=r"Could not find at least one instance"):
+            nnx.with_attributes(model, nope=True)
+        with pytest.raises(ValueError, match=r"Unused keys found in nnx.view: \['nope'\]"):
+            nnx.view(model, nope=True)
+
+    def test_trace_level(self):
+        m = nnx.Dict(a=nnx.Param(1))
+
+        @jax.jit
+        def f():
+            m.a = 2
+
+        with pytest.raises(nnx.errors.TraceContextError,
+                           match="Cannot mutate Dict from a different trace level"):
+            f()
+

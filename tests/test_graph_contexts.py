@@ -93,8 +93,28 @@ def test_unpack_and_merge_graph_states():
     assert type(rebuilt) is nnx.BatchNorm and rebuilt.scale is model.scale
     graphdef, state = nnx.split(model)
     assert nnx.merge(graphdef, state).mean is model.mean  # the usual form still works
-    with pytest.raises(TypeError, match="missing the state"):
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'state'"):
         nnx.merge(graphdef)
+
+
+def test_graph_state_is_a_pytree_with_the_state_paths():
+    model = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+    packed = nnx.unpack(model)
+    paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(packed)[0]]
+    assert paths == [p for p, _ in jax.tree_util.tree_flatten_with_path(nnx.state(model))[0]]
+    doubled = jax.tree.map(lambda x: 2 * x, packed)
+    assert type(doubled) is nnx.GraphState and doubled._graphdef == packed._graphdef
+    assert float(nnx.merge(doubled).scale[...].sum()) == 4.0
+    assert type(packed._state) is nnx.State and "scale" in packed
+
+
+def test_merge_of_graph_states_checks_their_parts():
+    linear = nnx.unpack(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+    norm = nnx.unpack(nnx.BatchNorm(2, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="GraphDef must be the same"):
+        nnx.merge(linear, norm)
+    with pytest.raises(ValueError, match="Expected GraphState object"):
+        nnx.merge(linear, nnx.state(nnx.Linear(2, 3, rngs=nnx.Rngs(0))))
 
 
 def test_to_tree_from_tree_keep_sharing_through_jit():
@@ -127,6 +147,16 @@ def test_prefix_builds_state_axes_usable_by_vmap():
     assert out.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
     mapped = nnx.prefix(pair, {nnx.BatchStat: 0, ...: None})
     assert nnx.vmap(lambda p: p.a * p.b, in_axes=(mapped,))(pair).tolist() == out.tolist()
+
+
+def test_to_tree_refuses_one_object_under_two_prefix_entries():
+    layer = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+    pair = (layer, 1, {"b": layer})
+    nnx.to_tree(pair, prefix=(0, None, 0))  # the same entry twice: fine
+    with pytest.raises(ValueError, match=r"Linear at \[0\] is also at \[2\]\.b.*"
+                                         "Inconsistent aliasing detected"):
+        nnx.to_tree(pair, prefix=(0, None, 1))
+    nnx.to_tree(pair, prefix=(0, None, 1), check_aliasing=False)
 
 
 def test_restore_int_paths_matches_flax():

@@ -549,10 +549,34 @@ def test_view_matches_flax_and_leaves_the_original_alone():
         assert (both.dropout.deterministic, both.bn.use_running_average) == (True, True)
         assert (only.dropout.deterministic, only.bn.use_running_average) == (True, False)
         assert (block.dropout.deterministic, block.bn.use_running_average) == (False, False)
-    ours = ViewBlock(nnx.Rngs(0))
-    evaluation = nnx.view(ours, deterministic=True)
-    assert evaluation.linear.kernel is not ours.linear.kernel
-    assert evaluation.linear.kernel[...] is ours.linear.kernel[...]  # same arrays
+        # new modules, the same Variables: training the view trains the original
+        assert both.linear is not block.linear and both.linear.kernel is block.linear.kernel
+        copy = lib.with_attributes(block, deterministic=True)
+        assert copy.dropout is not block.dropout and copy.bn.mean is block.bn.mean
+        assert copy.dropout.deterministic and not block.dropout.deterministic
+
+
+def test_view_calls_set_view_with_the_keywords_it_takes():
+    calls = []
+
+    class Decoder(nnx.Module):
+        def __init__(self):
+            self.decode = False
+
+        def set_view(self, decode: bool | None = None, length: int = 0):
+            calls.append((decode, length))
+            if decode is not None:
+                self.decode = decode
+
+    model = nnx.Sequential(Decoder(), nnx.Dropout(0.5))
+    view = nnx.view(model, decode=True, length=4, deterministic=True)
+    assert calls == [(True, 4)] and view.layers[0].decode and view.layers[1].deterministic
+    assert not model.layers[0].decode and not model.layers[1].deterministic
+    with pytest.raises(ValueError, match=r"Unused keys found in nnx.view: \['lenght'\]"):
+        nnx.view(model, decode=True, lenght=4)
+    assert len(calls) == 1  # nothing was called before the error
+    info = nnx.view_info(model)
+    assert "Decoder:\n  decode: bool | None = None\n  length: int = 0" in info
 
 
 def test_set_attributes_with_an_unknown_name_sets_nothing():
@@ -560,7 +584,7 @@ def test_set_attributes_with_an_unknown_name_sets_nothing():
     with pytest.raises(ValueError, match=r"\['detreministic'\].*nothing was set.*Hint"):
         block.set_attributes(use_running_average=True, detreministic=True)
     assert block.bn.use_running_average is False
-    with pytest.raises(ValueError, match="nothing was set"):
+    with pytest.raises(ValueError, match="Unused keys found in nnx.view"):
         nnx.view(block, detreministic=True)
     block.set_attributes(use_running_average=True, detreministic=True,
                          raise_if_not_found=False)

@@ -300,6 +300,23 @@ def test_to_pure_dict_with_extract_fn():
         "a": {"w": "x"}, "b": None}
 
 
+def test_a_state_pickles_and_copies():
+    import copy
+    import pickle
+    state = nnx.State({"a": {"w": nnx.Param(jnp.ones(2))}, "b": 1})
+    for again in (pickle.loads(pickle.dumps(state)), copy.deepcopy(state)):
+        assert type(again) is nnx.State and again["b"] == 1
+        assert again["a"]["w"][...].tolist() == [1.0, 1.0] and again["a"]["w"] is not state.a.w
+    assert copy.copy(state)["a"]["w"] is state.a.w
+
+
+def test_from_flat_state_of_a_path_dict_like_flax():
+    from flax import nnx as flax_nnx
+    flat = {("a", "b"): 1, ("c",): 2}
+    ours, theirs = nnx.from_flat_state(flat), flax_nnx.from_flat_state(flat)
+    assert nnx.to_pure_dict(ours) == flax_nnx.to_pure_dict(theirs) == {"a": {"b": 1}, "c": 2}
+
+
 def test_clone_of_a_state_copies_its_variables_as_flax():
     from flax import nnx as fnnx
 

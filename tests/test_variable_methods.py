@@ -100,3 +100,43 @@ def test_get_metadata_exclude_required_like_flax():
     with pytest.raises(TypeError):
         theirs.get_metadata("tag", exclude_required=True)
     assert ours.get_metadata("missing", 5) == theirs.get_metadata("missing", 5) == 5
+
+
+def test_an_overridden_get_value_serves_every_read_like_flax():
+    for lib in (nnx, flax_nnx):
+        class Shifted(lib.Param):
+            def get_value(self, **kwargs):
+                return super().get_value(**kwargs) + 3
+
+        v = Shifted(jnp.array([1, 2]))
+        assert v[...].tolist() == [4, 5] and int(v[0]) == 4
+        assert v.get_value().tolist() == [4, 5] and v.get_raw_value().tolist() == [1, 2]
+
+
+def test_an_overridden_set_value_serves_every_write_like_flax():
+    for lib in (nnx, flax_nnx):
+        class Offset(lib.Param):
+            def set_value(self, value, **kwargs):
+                super().set_value(value + 7, **kwargs)
+
+        v = Offset(jnp.array(1))
+        v[...] = 5
+        assert int(v.get_raw_value()) == 12
+        v.set_raw_value(jnp.array(5))  # the raw write skips the override
+        assert int(v.get_raw_value()) == 5
+
+
+def test_set_raw_value_checks_the_trace_and_records_new_shapes():
+    import jax
+    v = nnx.Param(jnp.zeros(2))
+    layer = nnx.Dict(v=v)
+    before = nnx.graphdef(layer)
+    v.set_raw_value(jnp.zeros(3))  # a new shape is a structural change
+    assert nnx.graphdef(layer).avals == (((3,), jnp.float32),) != before.avals
+
+    @jax.jit
+    def f(x):
+        v.set_raw_value(x)
+
+    with pytest.raises(nnx.errors.TraceContextError, match="set the raw value"):
+        f(jnp.ones(3))
