@@ -39,10 +39,6 @@ TYPE_DECIDES_DATA = (
     "(arrays, variables, nodes are data; nnx.data makes a scalar an array); flax keeps a "
     "per-attribute status that later assignments inherit")
 GRAPHDEF_NODES = GRAPH_INTERNALS + "; the behaviour itself is covered by nnxlib's tests"
-VMAP_ALIASING_PHRASE = (
-    "nnx.vmap raises for the shared Param mapped with two axes, but its message has "
-    "\"Inconsistent aliasing detected:\" without flax's \"The following nodes have "
-    "different prefixes\" (transforms)")
 FLAX_ERROR_CLASS = (
     "catches flax.errors.TraceContextError, flax's own class: nnxlib raises "
     "nnxlib.errors.TraceContextError (same name, flax's message phrase), which cannot "
@@ -82,7 +78,6 @@ SUITE_FAILURES: dict[str, dict[str, str]] = {
         "TestTreeFlatten::test_tree_flatten_unflatten": GRAPHDEF_NODES,
         "TestTreeFlatten::test_tree_flatten_unflatten_ordering": GRAPHDEF_NODES,
         "TestTreeFlatten::test_tree_split_merge_module": GRAPHDEF_NODES,
-        "TestTreeFlatten::test_prefix_with_vmap_aliased_variables": VMAP_ALIASING_PHRASE,
         "TestTreeFlatten::test_prefix_with_jax_vmap": (
             "deliberate (" + TYPE_DECIDES_DATA[len("deliberate: "):] + "): nnx.prefix's "
             "tree-mode copy holds plain ints where the variables were, which are static "

@@ -124,8 +124,10 @@ def _suffix(path: tuple) -> str:
     return text if text.startswith("[") else "." + text
 
 
-def _check_shared(graphdef: GraphDef, template: list, axes: list, root_specs: list,
-                  root_names: list, where: str, allow_carry: bool) -> None:
+def shared_reaches(graphdef: GraphDef) -> Iterator[tuple[int, int, tuple]]:
+    """``(leaf position, root, path)`` for each further path that reaches a shared
+    variable (its first path is ``graphdef.paths[leaf position]``): the places where a
+    prefix must give shared state the same entry it gave the first time."""
     leaf_of: dict = {}
     node_of: dict = {}
     counter = [0]
@@ -144,40 +146,64 @@ def _check_shared(graphdef: GraphDef, template: list, axes: list, root_specs: li
 
     first_pass(graphdef.root)
 
-    def compare(index: int, root: int, path: tuple) -> None:
-        j = leaf_of[index]
-        label = f"{where} for {root_names[root]}{_suffix(path)}"
-        axis = resolve(root_specs[root], path, template[j], label, allow_carry)
-        if axis != axes[j] or (axis is Carry) != (axes[j] is Carry):
-            first = graphdef.paths[j]
-            raise ValueError(
-                f"{where}: the {type(template[j]).__name__} at "
-                f"{root_names[first[0]]}{_suffix(first[1:])} is shared with "
-                f"{root_names[root]}{_suffix(path)}, but gets axis "
-                f"{_axis_repr(axes[j])} there and {_axis_repr(axis)} here (Inconsistent "
-                f"aliasing detected: {type(template[j]).__name__} at "
-                f"{root_names[first[0]]}{_suffix(first[1:])}: {_axis_repr(axes[j])}, "
-                f"{root_names[root]}{_suffix(path)}: {_axis_repr(axis)}). Hint: give "
-                "shared state the same axis on every path that reaches it."
-            )
-
-    def check(d: Any, root: int, path: tuple, seen: set, again: bool) -> None:
+    def walk(d: Any, root: int, path: tuple, seen: set, again: bool) -> Iterator:
         kind = d.kind
         if kind == "variable" and again:
-            compare(d.index, root, path)
+            yield leaf_of[d.index], root, path
         elif kind == "ref":
             if d.index in leaf_of:
-                compare(d.index, root, path)
+                yield leaf_of[d.index], root, path
             elif d.index in node_of and (d.index, root) not in seen:
                 seen.add((d.index, root))
                 for k, v in node_of[d.index].attributes:
-                    check(v, root, path + (k,), seen, True)
+                    yield from walk(v, root, path + (k,), seen, True)
         elif kind in ("node", "pytree"):
             for k, v in d.attributes:
-                check(v, root, path + (k,), seen, again)
+                yield from walk(v, root, path + (k,), seen, again)
 
     for i, d in graphdef.root.attributes:
-        check(d, i, (), set(), False)
+        yield from walk(d, i, (), set(), False)
+
+
+def aliasing_error(where: str, kind: str, first: str, first_entry: str, here: str,
+                   entry: str, what: str = "axis") -> ValueError:
+    """The error for shared state given two different prefix entries (with flax's
+    phrase, which users search for)."""
+    return ValueError(
+        f"{where}: the {kind} at {first} is shared with {here}, but gets {what} "
+        f"{first_entry} there and {entry} here (Inconsistent aliasing detected. The "
+        f"following nodes have different prefixes: {kind} at {first}: {first_entry}, "
+        f"{here}: {entry}). Hint: give shared state the same {what} on every path that "
+        "reaches it."
+    )
+
+
+def check_shared_entries(graphdef: GraphDef, template: list, entries: list,
+                         entry_at: Callable, root_names: list, where: str,
+                         what: str = "axis", show: Callable = repr) -> None:
+    """Raise if a path reaching shared state gets another entry than its first path.
+
+    ``entries[j]`` is what leaf ``j`` got on its first path; ``entry_at(root, path,
+    leaf)`` resolves the entry on another path.
+    """
+    for j, root, path in shared_reaches(graphdef):
+        here = entry_at(root, path, template[j])
+        if here != entries[j] or (here is Carry) != (entries[j] is Carry):
+            first = graphdef.paths[j]
+            raise aliasing_error(where, type(template[j]).__name__,
+                                 f"{root_names[first[0]]}{_suffix(first[1:])}",
+                                 show(entries[j]), f"{root_names[root]}{_suffix(path)}",
+                                 show(here), what)
+
+
+def _check_shared(graphdef: GraphDef, template: list, axes: list, root_specs: list,
+                  root_names: list, where: str, allow_carry: bool) -> None:
+    def axis_at(root: int, path: tuple, leaf: Any) -> Any:
+        label = f"{where} for {root_names[root]}{_suffix(path)}"
+        return resolve(root_specs[root], path, leaf, label, allow_carry)
+
+    check_shared_entries(graphdef, template, axes, axis_at, root_names, where,
+                         show=_axis_repr)
 
 
 def iter_def_leaves(d: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:

@@ -19,7 +19,7 @@ from jax.sharding import PartitionSpec
 from nnxlib.filters import to_predicate
 from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.state import State
-from nnxlib.transforms._axes import iter_variables
+from nnxlib.transforms._axes import check_shared_entries, iter_variables, leaf_names
 from nnxlib.transforms.axes import PrefixMapping, StateAxes, TreeState
 from nnxlib.variables import Variable
 
@@ -146,10 +146,16 @@ def leaf_shardings(in_shardings: Any, ext: Any, args: tuple, kwargs: dict,
     value_shardings: list | None = None
     if ext.plan is not None:
         roots = [owners[p] for p in ext.node_positions]
+        graphdef, template = ext.plan.graphdef, ext.plan.template
         value_shardings = [
             resolve_entry(spec_for(roots[path[0]]), path[1:], leaf)
-            for path, leaf in zip(ext.plan.graphdef.paths, ext.plan.template)
+            for path, leaf in zip(graphdef.paths, template)
         ]
+        names = leaf_names((args, kwargs), is_node_or_variable)
+        check_shared_entries(
+            graphdef, template, value_shardings,
+            lambda root, path, leaf: resolve_entry(spec_for(roots[root]), path, leaf),
+            [names[p] for p in ext.node_positions], "jit in_shardings", "sharding")
     chosen = set(ext.node_positions)
     other_owners = [o for i, o in enumerate(owners) if i not in chosen]
     other_shardings = []

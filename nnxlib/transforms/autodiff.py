@@ -27,7 +27,7 @@ from nnxlib.filters import to_predicate
 from nnxlib.graph import graphdef, is_node_or_variable, merge
 from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
-from nnxlib.transforms import _lift
+from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms._sharding import argument_of_leaves
 from nnxlib.transforms.axes import PrefixMapping
@@ -102,12 +102,31 @@ def _layout(specs: tuple, ext: _lift.Extracted, args: tuple, kwargs: dict) -> _L
         diff_other.append(tuple(i for i, o in enumerate(other_owners) if o == argnum))
         arg_roots.append(tuple(root_of[r] for r, o in enumerate(roots) if o == argnum))
     used_graph = {j for group in diff_graph for j in group}
+    if ext.plan is not None:
+        _check_shared_diff(ext, specs, args, kwargs, roots, used_graph)
     used_other = {i for group in diff_other for i in group}
     return _Layout(
         tuple(diff_graph), tuple(diff_other),
         tuple(j for j in range(len(paths)) if j not in used_graph),
         tuple(i for i in range(len(other_owners)) if i not in used_other),
         tuple(is_node_or_variable(args[s.argnum]) for s in specs), tuple(arg_roots))
+
+
+def _check_shared_diff(ext: _lift.Extracted, specs: tuple, args: tuple, kwargs: dict,
+                       roots: list, used_graph: set) -> None:
+    """Shared state must be differentiated on every path that reaches it, or on none."""
+    predicates = [(s.argnum % len(args), to_predicate(s.filter)) for s in specs]
+
+    def diff_at(root: int, path: tuple, leaf: Any) -> bool:
+        return any(roots[root] == argnum and (not path or predicate(path, leaf))
+                   for argnum, predicate in predicates)
+
+    names = _axes.leaf_names((args, kwargs), is_node_or_variable)
+    _axes.check_shared_entries(
+        ext.plan.graphdef, ext.plan.template,  # type: ignore[union-attr]
+        [j in used_graph for j in range(len(ext.plan.template))],  # type: ignore[union-attr]
+        diff_at, [names[p] for p in ext.node_positions], "grad argnums", "role",
+        lambda diff: "differentiated" if diff else "not differentiated")
 
 
 def _check_differentiable(ext: _lift.Extracted, layout: _Layout, pytree_grads: tuple,

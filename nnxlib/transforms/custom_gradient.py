@@ -40,7 +40,7 @@ from nnxlib import graph as graphlib
 from nnxlib.filters import to_predicate
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
-from nnxlib.transforms import _full_state, _lift
+from nnxlib.transforms import _axes, _full_state, _lift
 from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms._axes import iter_def_leaves
 from nnxlib.transforms._diff_layout import _Layout
@@ -77,6 +77,28 @@ def _unpack(packed: tuple) -> tuple[Any, dict]:
     return jax.tree_util.tree_unflatten(treedef, leaves), objects
 
 
+def _check_shared_roles(layout: _Layout, ext: _lift.Extracted, diff: set, nondiff: set,
+                        filters: dict) -> None:
+    """A shared Variable must be differentiable on every path that reaches it, or on
+    none: one object cannot get a cotangent and also be a nondiff argument."""
+    for j, root, path in _axes.shared_reaches(ext.plan.graphdef):  # type: ignore[union-attr]
+        a = layout.root_owner[root]
+        leaf = layout.template[j]
+        here = a not in nondiff and (a not in filters or filters[a](path, leaf))
+        if here != (j in diff):
+            first = layout.paths[j]
+            first_at = f"args[{layout.root_owner[first[0]]}]{_axes._suffix(first[1:])}"
+            here_at = f"args[{a}]{_axes._suffix(path)}"
+            kind = type(leaf).__name__
+            raise ValueError(
+                f"custom_vjp: the {kind} at {first_at} is also reached from {here_at}, "
+                f"once as a differentiable and once as a nondiff argument (Duplicate {kind} "
+                f"found at paths {first_at} and {here_at}).\nExpected: each Variable on "
+                "one side of nondiff_argnums. Actual: the same object on both.\nHint: "
+                "pass it once, or nnx.clone it for the nondiff side."
+            )
+
+
 class _VjpEntry:
     """Per argument structure: which leaves are differentiable, and the JAX function."""
 
@@ -101,6 +123,8 @@ class _VjpEntry:
         for p, o in sorted(layout.other_index.items()):
             (do if layout.leaf_owner[p] not in nondiff else ro).append(o)
         self.dg, self.rg, self.do, self.ro = tuple(dg), tuple(rg), tuple(do), tuple(ro)
+        if ext.plan is not None:
+            _check_shared_roles(layout, ext, set(dg), nondiff, filters)
         self.dg_index = {j: k for k, j in enumerate(dg)}
         self.do_index = {o: k for k, o in enumerate(do)}
         self.core = self._make_core(owner, ext.key, len(ext.values), len(ext.others))

@@ -91,10 +91,12 @@ def _validate(in_axes: Any, out_axes: Any) -> None:
     for entry in jax.tree_util.tree_leaves(in_axes, is_leaf=_axes.is_prefix_leaf):
         if not isinstance(entry, STATE_PREFIXES):  # their entries: checked when read
             _axes._check_axis(entry, "scan in_axes", allow_carry=True)
-        else:  # (a StateAxes may hold shardings, for jit: not axes)
+        elif isinstance(entry, StateAxes):  # (it may hold shardings, for jit: not axes)
             for f, axis in entry.items():
                 _axes._check_axis(axis, f"scan in_axes: StateAxes entry for filter {f!r}",
                                   allow_carry=True)
+        # a TreeState also holds a module's static values: its entries are checked when
+        # a variable's entry is looked up
     for entry in jax.tree_util.tree_leaves(out_axes, is_leaf=_axes.is_prefix_leaf):
         if entry is None:
             raise ValueError(

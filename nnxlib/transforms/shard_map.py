@@ -44,7 +44,7 @@ from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.graph_mode import Mode, resolve_mode
 from nnxlib.state import State
-from nnxlib.transforms import _full_state, _lift
+from nnxlib.transforms import _axes, _full_state, _lift
 from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms._sharding import StateSharding, resolve_entry
 from nnxlib.transforms._tree_mode import raise_returned_input
@@ -127,10 +127,16 @@ def _leaf_specs(in_specs: Any, args: tuple, ext: _lift.Extracted) -> tuple[list,
     if ext.plan is None:
         return [], other_specs
     root_specs = [flat_specs[p] for p in ext.node_positions]
+    graphdef, template = ext.plan.graphdef, ext.plan.template
     value_specs = [
         _resolve(root_specs[path[0]], path[1:], leaf, format_path(path[1:]))
-        for path, leaf in zip(ext.plan.graphdef.paths, ext.plan.template)
+        for path, leaf in zip(graphdef.paths, template)
     ]
+    names = _axes.leaf_names((args, {}), is_node_or_variable)
+    _axes.check_shared_entries(
+        graphdef, template, value_specs,
+        lambda root, path, leaf: _resolve(root_specs[root], path, leaf, format_path(path)),
+        [names[p] for p in ext.node_positions], "shard_map in_specs", "spec")
     return value_specs, other_specs
 
 

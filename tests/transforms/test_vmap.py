@@ -429,7 +429,10 @@ def test_invalid_axis_value_is_rejected():
 
 def test_shared_state_with_two_axes_is_an_error():
     layer = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="shared with"):
+    # names both paths and both axes, with flax's phrase (users search for it)
+    with pytest.raises(ValueError, match=r"shared with[\s\S]*The following nodes have "
+                       r"different prefixes: Param at args\[0\]\.\w+: None, "
+                       r"args\[1\]\.\w+: 0"):
         nnx.vmap(lambda a, b: a.kernel[...], in_axes=(None, 0))(layer, layer)
 
 
