@@ -124,10 +124,14 @@ def _suffix(path: tuple) -> str:
     return text if text.startswith("[") else "." + text
 
 
-def shared_reaches(graphdef: GraphDef) -> Iterator[tuple[int, int, tuple]]:
+def shared_reaches(graphdef: GraphDef, more: tuple = ()) -> Iterator[tuple[int, int, tuple]]:
     """``(leaf position, root, path)`` for each further path that reaches a shared
     variable (its first path is ``graphdef.paths[leaf position]``): the places where a
-    prefix must give shared state the same entry it gave the first time."""
+    prefix must give shared state the same entry it gave the first time.
+
+    ``more`` are definitions of further roots (a function's outputs) whose references
+    point into ``graphdef``; they are numbered after its roots.
+    """
     leaf_of: dict = {}
     node_of: dict = {}
     counter = [0]
@@ -161,7 +165,8 @@ def shared_reaches(graphdef: GraphDef) -> Iterator[tuple[int, int, tuple]]:
             for k, v in d.attributes:
                 yield from walk(v, root, path + (k,), seen, again)
 
-    for i, d in graphdef.root.attributes:
+    roots = [d for _, d in graphdef.root.attributes]
+    for i, d in enumerate(roots + list(more)):
         yield from walk(d, i, (), set(), False)
 
 
@@ -180,13 +185,14 @@ def aliasing_error(where: str, kind: str, first: str, first_entry: str, here: st
 
 def check_shared_entries(graphdef: GraphDef, template: list, entries: list,
                          entry_at: Callable, root_names: list, where: str,
-                         what: str = "axis", show: Callable = repr) -> None:
+                         what: str = "axis", show: Callable = repr,
+                         more: tuple = ()) -> None:
     """Raise if a path reaching shared state gets another entry than its first path.
 
     ``entries[j]`` is what leaf ``j`` got on its first path; ``entry_at(root, path,
-    leaf)`` resolves the entry on another path.
+    leaf)`` resolves the entry on another path; ``more`` as in :func:`shared_reaches`.
     """
-    for j, root, path in shared_reaches(graphdef):
+    for j, root, path in shared_reaches(graphdef, more):
         here = entry_at(root, path, template[j])
         if here != entries[j] or (here is Carry) != (entries[j] is Carry):
             first = graphdef.paths[j]

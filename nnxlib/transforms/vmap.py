@@ -49,6 +49,9 @@ class _Layout(NamedTuple):
     leaf_of_path: dict  # path -> graph leaf position
     names: list  # per graph leaf: a readable location
     other_names: list  # per non-graph leaf
+    graphdef: Any = None  # of the joint plan (None without graph arguments)
+    template: list = []  # the plan's leaves (for filters to look at)
+    root_names: list = []  # per input graph root: a readable location
 
 
 class _Entry(NamedTuple):
@@ -153,13 +156,15 @@ def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any,
     leaf_of_path = {p: j for j, p in enumerate(graphdef.paths)}
     leaf_names = [root_names[p[0]] + _axes._suffix(p[1:]) for p in graphdef.paths]
     return _Layout(graph_axes, other_axes, root_specs, leaf_of_index, leaf_of_path,
-                   leaf_names, other_names)
+                   leaf_names, other_names, graphdef, template, root_names)
 
 
 def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
                out_roots: list, name: str = "vmap") -> tuple[list, list]:
     """The out axis and a readable location for each graph value sent out."""
     if info.fast:
+        if info.out_defs and layout.graphdef is not None:
+            _check_returned_inputs(info, layout, in_roots, out_roots, name)
         axes = [layout.graph_axes[j] for j in info.changed]
         names = [layout.names[j] for j in info.changed]
         position = len(axes)
@@ -189,6 +194,23 @@ def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
                 names.append(f"new state {format_path(path)}")
             position += 1
     return axes, names
+
+
+def _check_returned_inputs(info: _lift.OutInfo, layout: _Layout, in_roots: int,
+                           out_roots: list, name: str) -> None:
+    """State the function returns from its inputs goes out on the axis it came in on:
+    an out_axes entry that says otherwise is an error, not a silent choice."""
+    def axis_at(root: int, path: tuple, leaf: Any) -> Any:
+        if root < in_roots:
+            return _axes.resolve(layout.root_specs[root], path, leaf, f"{name} in_axes",
+                                 False)
+        return _axes.resolve(out_roots[root - in_roots], path, leaf, f"{name} out_axes",
+                             False)
+
+    names = list(layout.root_names) + [f"out{k}" for k in range(len(info.out_defs))]
+    _axes.check_shared_entries(layout.graphdef, layout.template, layout.graph_axes, axis_at,
+                               names, f"{name} out_axes", show=_axes._axis_repr,
+                               more=info.out_defs)
 
 
 _BATCHED_NONE = re.compile(r"out_axes\[1\]\[(\d+)\]\[(\d+)\]")
