@@ -305,7 +305,7 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         if isinstance(target, Variable):
             object.__setattr__(target, "_raw_value", value)
             if isinstance(new, Variable) and new is not target and new._metadata != target._metadata:
-                target.set_metadata(new._metadata)
+                target.set_metadata(**new._metadata)
         else:
             if not is_array(value):  # a numpy scalar (0-d array + 1) or a Python number:
                 # keep the position an array, or it would silently turn into a static

@@ -451,5 +451,5 @@ def _set(var: Variable, updates: dict, quiet: bool) -> None:
     if quiet:
         object.__setattr__(var, "_metadata", {**var._metadata, **updates})
     else:
-        var.set_metadata(updates)
+        var.set_metadata(**updates)
 

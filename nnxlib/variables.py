@@ -337,8 +337,9 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
         return default
 
     def set_metadata(self, *args: Any, **metadata: Any) -> None:
-        """Update metadata from a dict, a ``(name, value)`` pair and/or keywords (a
-        structural change).
+        """Set metadata (a structural change): ``set_metadata(dict)`` replaces all of it
+        (the mode options ``hijax``/``ref``/``eager_sharding`` stay and cannot change),
+        ``set_metadata(name, value)`` and ``set_metadata(**updates)`` update it.
 
         Example:
             >>> import nnxlib as nnx
@@ -347,21 +348,46 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
             >>> p.set_metadata("note", "tied")
             >>> p.out_sharding, p.note
             (('embed',), 'tied')
+            >>> p.set_metadata({"note": "untied"})
+            >>> p.get_metadata(exclude_required=True)
+            {'note': 'untied'}
         """
+        replace = len(args) == 1
         if len(args) == 2 and isinstance(args[0], str):
             args = ({args[0]: args[1]},)
         if len(args) > 1 or (args and not isinstance(args[0], dict)):
             raise TypeError(
-                "set_metadata takes one positional dict, or a name and a value, plus "
+                "set_metadata takes one positional dict, or a name and a value, or "
                 f"keywords; got positional {args!r}. Hint: set_metadata(name=value)."
             )
-        updates = {**(args[0] if args else {}), **metadata}
-        updates = _placement.canonical_metadata(updates, type(self).__name__)
+        if args and metadata:
+            raise TypeError(
+                f"set_metadata: got the positional {args[0]!r} and the keywords "
+                f"{sorted(metadata)} (Cannot mix positional and keyword arguments in "
+                "set_metadata): a dict replaces all metadata, keywords update it. Hint: "
+                "merge them into one dict, or make two calls."
+            )
+        updates = _placement.canonical_metadata(args[0] if args else metadata,
+                                                type(self).__name__)
         trace = self._nnx_trace
         if trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, "change the metadata")
-        note_hooks(updates)
-        object.__setattr__(self, "_metadata", {**self._metadata, **updates})
+        if replace:
+            for key in DEFAULT_METADATA:
+                if key in updates and updates[key] != getattr(self, key):
+                    raise ValueError(
+                        f"set_metadata on this {type(self).__name__}: Cannot change `{key}` "
+                        f"metadata, expected {getattr(self, key)!r}, got {updates[key]!r}. "
+                        "Hint: the mode is fixed when the variable is created; make a new "
+                        "one (e.g. with nnx.var_defaults) to change it."
+                    )
+            kept = {k: v for k, v in self._metadata.items() if k in DEFAULT_METADATA}
+            updates = {k: v for k, v in updates.items() if k not in DEFAULT_METADATA}
+            note_hooks(updates)
+            object.__setattr__(self, "_metadata", {**kept, **updates})
+        else:
+            note_hooks(updates)
+            object.__setattr__(self, "_metadata", {**self._metadata, **updates})
         _tracking.structure_changed(self)
 
     def __getattr__(self, name: str) -> Any:

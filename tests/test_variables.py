@@ -129,11 +129,22 @@ class TestMetadata:
         with pytest.raises(KeyError):
             p.get_metadata("missing")
 
-    def test_set_metadata_keywords_and_dict(self):
-        p = nnx.Param(0.0)
-        p.set_metadata(a=1)
-        p.set_metadata({"b": 2}, c=3)
+    def test_set_metadata_keywords_update_and_dict_replaces(self):
+        p = nnx.Param(0.0, a=1)
+        p.set_metadata(b=2)
+        p.set_metadata("c", 3)
         assert p.get_metadata(exclude_required=True) == {"a": 1, "b": 2, "c": 3}
+        p.set_metadata({"d": 4, "hijax": False})
+        assert p.get_metadata() == {"d": 4, "hijax": False, "ref": False,
+                                    "eager_sharding": True}
+
+    def test_set_metadata_cannot_mix_or_change_the_mode(self):
+        p = nnx.Param(0.0, a=1)
+        with pytest.raises(TypeError, match="Cannot mix positional and keyword"):
+            p.set_metadata({"b": 2}, c=3)
+        with pytest.raises(ValueError, match="Cannot change `eager_sharding` metadata"):
+            p.set_metadata({"eager_sharding": False})
+        assert p.get_metadata(exclude_required=True) == {"a": 1}
 
     def test_set_metadata_rejects_bad_positional(self):
         p = nnx.Param(0.0)
