@@ -2,10 +2,12 @@
 
 Conventions (nnxlib's, documented here because ``flax.nnx`` 0.12 has several modes):
 
-* **vjp**: a module primal is differentiated with respect to its ``Param`` variables,
-  like :func:`nnxlib.grad`; its cotangent is a ``State`` of those params (so for a scalar
-  function ``vjp_fn(1.0)[0]`` equals ``nnx.grad(f)(model)``). Array primals get array
-  cotangents, exactly as in ``jax.vjp``.
+* **vjp** (with graph updates, the default): a module primal is differentiated with
+  respect to its ``Param`` variables, like :func:`nnxlib.grad`; its cotangent is a
+  ``State`` of those params (so for a scalar function ``vjp_fn(1.0)[0]`` equals
+  ``nnx.grad(f)(model)``). Without graph updates it is ``jax.vjp``'s convention: a module
+  of the same type holding the cotangents of every floating leaf. Array primals get
+  array cotangents, exactly as in ``jax.vjp``.
 * **jvp**: the tangent of a module primal is a ``State`` (or a module of the same
   structure, whose state is used, or ``None``). Its paths pick the leaves that move:
   leaves without a tangent, and leaves that are not floating point (RNG keys and counts),
@@ -54,9 +56,10 @@ def vjp(f: Callable[..., Any] | None = None, *primals: Any, has_aux: bool = Fals
     """``jax.vjp`` for functions of modules: ``(out, vjp_fn)`` or ``(out, vjp_fn, aux)``.
 
     ``vjp_fn(cotangent)`` returns one cotangent per primal: a ``State`` of the ``Param``
-    cotangents for a module primal, an array (pytree) for an array primal (tree mode,
-    ``graph=False``: like ``jax.vjp`` of a pytree, a module of the same type holding the
-    cotangents of all its floating leaves, float0 zeros for integer ones). State the
+    cotangents for a module primal, an array (pytree) for an array primal (without graph
+    updates, ``graph_updates=False`` or ``graph=False``: like ``jax.vjp`` of a pytree, a
+    module of the same type holding the cotangents of all its floating leaves, float0
+    zeros for integer ones). State the
     function changes is written back to the caller's modules. Without primals returns a
     function that takes them (``nnx.vjp(f)(model, x)``); usable as a decorator.
 
@@ -88,11 +91,11 @@ def _vjp(f: Callable, primals: tuple, has_aux: bool, mode: Mode) -> tuple:
     ext = _lift.extract(primals, mode, "nnx.vjp", "primals")
     layout = _Layout(primals, ext)
     values = ext.values
-    if mode.graph:
+    if mode.updates:
         is_param = to_predicate(Param)
         diff = tuple(j for j, (path, leaf) in enumerate(zip(layout.paths, layout.template))
                      if is_param(path[1:], leaf))
-    else:  # tree mode: like jax.vjp of a pytree, every floating leaf
+    else:  # without graph updates: like jax.vjp of a pytree, every floating leaf
         diff = tuple(j for j, value in enumerate(values) if _is_inexact(value))
     pure = _pure_function(f, ext, diff, has_aux, "vjp", mode)
 
@@ -103,7 +106,7 @@ def _vjp(f: Callable, primals: tuple, has_aux: bool, mode: Mode) -> tuple:
     def vjp_fn(cotangent: Any) -> tuple:
         graph_cts, other_cts = pullback(cotangent)
         return _assemble(layout, dict(zip(diff, graph_cts)), other_cts,
-                         shaped=not mode.graph)
+                         shaped=not mode.updates)
 
     return (out, vjp_fn, aux) if has_aux else (out, vjp_fn)
 

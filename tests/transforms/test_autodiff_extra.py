@@ -55,6 +55,23 @@ def test_vjp_matches_jax_vjp_and_writes_state_back():
     np.testing.assert_allclose(model.mean[...], 0.1 * expected_y.mean(0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("graph", [True, False])
+def test_vjp_without_graph_updates_is_module_shaped_like_jax_vjp(graph):
+    model = Dense(3, 2, rngs=nnx.Rngs(0))
+    p = params(model)
+    y, vjp_fn = nnx.vjp(lambda m, x: m(x), model, X, graph=graph, graph_updates=False)
+    _, expected_vjp = jax.vjp(plain_apply, p, X)
+    ct = jnp.arange(4.0).reshape(2, 2)
+    m_ct, _ = vjp_fn(ct)
+    p_ct, _ = expected_vjp(ct)
+    # jax.vjp's convention: a Dense holding a cotangent for every floating leaf
+    assert type(m_ct) is Dense and m_ct is not model
+    np.testing.assert_allclose(m_ct.kernel[...], p_ct["kernel"], rtol=1e-5)
+    np.testing.assert_allclose(m_ct.bias[...], p_ct["bias"], rtol=1e-5)
+    np.testing.assert_array_equal(m_ct.mean[...], jnp.zeros(2))  # not an input of y
+    assert m_ct.count[...].dtype == jax.dtypes.float0
+
+
 def test_vjp_of_scalar_equals_grad():
     model = Dense(3, 2, rngs=nnx.Rngs(1))
     out, vjp_fn = nnx.vjp(lambda m: (m(X) ** 2).sum(), model)
