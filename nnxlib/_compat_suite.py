@@ -39,6 +39,10 @@ TYPE_DECIDES_DATA = (
     "(arrays, variables, nodes are data; nnx.data makes a scalar an array); flax keeps a "
     "per-attribute status that later assignments inherit")
 GRAPHDEF_NODES = GRAPH_INTERNALS + "; the behaviour itself is covered by nnxlib's tests"
+NO_SILENT_DROP = (
+    "deliberate: a function under graph_updates=False (or graph=False) that changes its "
+    "input's structure (m.z += 1 on a static int, swapping submodules) raises "
+    "GraphStructureError naming the path; flax drops the change silently")
 FLAX_ERROR_CLASS = (
     "catches flax.errors.TraceContextError, flax's own class: nnxlib raises "
     "nnxlib.errors.TraceContextError (same name, flax's message phrase), which cannot "
@@ -130,7 +134,25 @@ SUITE_FAILURES: dict[str, dict[str, str]] = {
     "tests/nnx/spmd_test.py": {},
     "tests/nnx/state_test.py": {},
     "tests/nnx/summary_test.py": {},
-    "tests/nnx/transforms_test.py": {},
+    "tests/nnx/transforms_test.py": {
+        "TestJIT::test_cache_args": (
+            "deliberate: nnx.cached_partial binds the objects themselves (flax binds "
+            "clones that share their Variables), so a later structural change of the "
+            "bound module is seen; nnxlib's structure cache makes the clone unneeded"),
+        "TestJIT::test_objects_in_pytree1": NO_SILENT_DROP,
+        "TestCustomVJP::test_jax_example_with_remat_functional*": NO_SILENT_DROP,
+        "TestCustomVJP::test_non_diff_args1": NO_SILENT_DROP,
+        "TestCustomVJP::test_non_diff_args2": NO_SILENT_DROP,
+        "TestCustomVJP::test_two_args_functional*": NO_SILENT_DROP,
+        "TestScan::test_carry_pytree_sow_functional*": (
+            "nnx.scan(graph_updates=False) returns the carried input objects themselves, "
+            "updated, where flax returns new objects sharing their Variables; returning "
+            "that carry from an outer nnx.jit(graph_updates=False) then raises the "
+            "'Duplicate' (returned input) error"),
+        "TestMakeJaxpr::test_make_jaxpr_graph_updates_error": (
+            "deliberate: nnx.make_jaxpr supports graph_updates=True (the jaxpr of the "
+            "lifted function, structural changes included); flax raises ValueError"),
+    },
     "tests/nnx/variable_test.py": {},
 }
 
