@@ -144,11 +144,6 @@ SUITE_FAILURES: dict[str, dict[str, str]] = {
         "TestCustomVJP::test_non_diff_args1": NO_SILENT_DROP,
         "TestCustomVJP::test_non_diff_args2": NO_SILENT_DROP,
         "TestCustomVJP::test_two_args_functional*": NO_SILENT_DROP,
-        "TestScan::test_carry_pytree_sow_functional*": (
-            "nnx.scan(graph_updates=False) returns the carried input objects themselves, "
-            "updated, where flax returns new objects sharing their Variables; returning "
-            "that carry from an outer nnx.jit(graph_updates=False) then raises the "
-            "'Duplicate' (returned input) error"),
         "TestMakeJaxpr::test_make_jaxpr_graph_updates_error": (
             "deliberate: nnx.make_jaxpr supports graph_updates=True (the jaxpr of the "
             "lifted function, structural changes included); flax raises ValueError"),

@@ -507,10 +507,11 @@ def test_context_based_transforms_follow_the_same_rules(name):
 
     mesh = jax.make_mesh((1,), ("d",))
 
-    def run(f, graph, updates):
+    def run(f, graph, updates, out_axes=None):
         model = Block(nnx.Rngs(0))
         if name == "pmap":
-            call = nnx.pmap(f, in_axes=(None, 0), graph=graph, graph_updates=updates)
+            call = nnx.pmap(f, in_axes=(None, 0), out_axes=out_axes, graph=graph,
+                            graph_updates=updates)
             return model, call(model, X[:1, None])
         call = nnx.shard_map(f, mesh=mesh, in_specs=(jax.P(), jax.P()), out_specs=jax.P(),
                              graph=graph, graph_updates=updates)
@@ -524,6 +525,9 @@ def test_context_based_transforms_follow_the_same_rules(name):
         run(give_back, True, False)
     model, out = run(give_back, True, True)
     assert out is model
+    if name == "pmap":  # returned on another axis than it came in on (as flax.nnx)
+        with pytest.raises(ValueError, match="Inconsistent aliasing detected"):
+            run(give_back, True, True, out_axes=0)
 
 
 def test_tree_mode_loops_update_the_caller_like_flax():

@@ -144,6 +144,9 @@ class OutInfo(NamedTuple):
     num_inputs: int  # number of input graph roots
     out_treedef: Any  # of fn's output, graph objects as leaves
     out_positions: tuple  # leaf positions of graph objects in fn's output
+    # with graph updates off only Variables are written back: an array attribute of an
+    # input object is pytree data, and a function's change to it is lost as in JAX
+    write_raw: bool = True
 
 
 class StaticBox:
@@ -195,7 +198,7 @@ def collect(rebuilt: Rebuilt, key: tuple, out: Any, mode: Mode = GRAPH,
     if unchanged:
         send = [values[i] for i in changed] + values[n:]
         info = OutInfo(True, changed, None, tuple(d for _, d in root_defs[num_inputs:]),
-                       num_inputs, out_treedef, out_positions)
+                       num_inputs, out_treedef, out_positions, mode.updates)
     else:
         joint = GraphDef(PytreeDef(tuple, root_defs), tuple(flat.paths), tuple(flat.avals))
         send = values
@@ -268,7 +271,7 @@ def apply_outputs(plan: Plan | None, info: OutInfo, values: list, others: list) 
                     target = template[i]
                     if isinstance(target, Variable):
                         _SET_RAW(target, value)
-                    else:
+                    elif info.write_raw:
                         _write_slot(plan, i, value)
         if info.out_defs:
             rest = iter(values[len(changed):])

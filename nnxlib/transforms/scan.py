@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnxlib._graphdef import build
 from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
 from nnxlib.graph_mode import resolve_mode
@@ -38,6 +39,7 @@ from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes
 from nnxlib.transforms.vmap import _signature
+from nnxlib.variables import Variable
 
 __all__ = ["scan"]
 
@@ -528,12 +530,15 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
             y = ys[source[1]]
             return y if source[2] == 0 else jnp.moveaxis(y, 0, source[2])
 
-        result = _lift.apply_outputs(ext.plan, info, [fetch(s) for s in graph_sources],
-                                     [fetch(s) for s in other_sources])
+        sent = [fetch(s) for s in graph_sources]
+        result = _lift.apply_outputs(ext.plan, info, sent, [fetch(s) for s in other_sources])
         if in_carry is None:
             return result
         carry_arg = args[0 if in_carry == "all" else in_carry]
         leaves = jax.tree_util.tree_leaves(carry_arg, is_leaf=is_node_or_variable)
+        if layout.carry_nodes and not mode.updates:
+            leaves = _fresh_carry(ext, args, leaves, layout.carry_nodes,
+                                  dict(zip(info.changed, sent)))
         new_others = iter(carry_other)
         nodes = set(layout.carry_nodes)
         final = jax.tree_util.tree_unflatten(
@@ -544,6 +549,22 @@ def scan(f: Callable | None = None, *, length: int | None = None, reverse: bool 
         return result[:out_carry] + (final,) + result[out_carry + 1:]
 
     return wrapper
+
+
+def _fresh_carry(ext: _lift.Extracted, args: tuple, carry_leaves: list, carry_nodes: tuple,
+                 final: dict) -> list:
+    """Without graph updates the carried objects come out as new objects (the inputs
+    keep their array attributes, as pytree data does in JAX) holding the input's
+    Variables, which already have their final values, and the carry's final arrays."""
+    plan = ext.plan
+    template = plan.template  # type: ignore[union-attr]
+    leaves = iter([t if isinstance(t, Variable) else final.get(j, ext.values[j])
+                   for j, t in enumerate(template)])
+    fresh = build(plan.graphdef.root, leaves, {})  # type: ignore[union-attr]
+    arg_leaves = jax.tree_util.tree_leaves(args, is_leaf=is_node_or_variable)
+    fresh_of = {id(arg_leaves[p]): node for p, node in zip(ext.node_positions, fresh)}
+    return [fresh_of.get(id(leaf), leaf) if i in carry_nodes else leaf
+            for i, leaf in enumerate(carry_leaves)]
 
 
 def _to_front(x: Any, axis: int) -> Any:
