@@ -136,6 +136,7 @@ from nnxlib.transforms.abstract import (  # noqa: E402
 
 # flax.nnx 0.12 names (nnx.graphlib, contexts, pytree markers, pure/flat views, ...).
 __version__ = "0.1.0"
+import sys as _sys  # noqa: E402
 from typing import TypeVar as _TypeVar  # noqa: E402
 
 from nnxlib import (  # noqa: E402  # noqa: E402
@@ -183,7 +184,7 @@ from nnxlib.variables import A  # noqa: E402  (flax.nnx's generic type variable,
 M = _TypeVar("M", bound=Module)
 from nnxlib import _module_paths  # noqa: E402
 
-_module_paths.install()
+_module_paths.install(_sys.modules[__name__])
 variables = _module_paths.variables  # the callable module: nnx.variables(model, nnx.Param)
 
 def __getattr__(name: str):

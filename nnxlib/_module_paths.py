@@ -29,7 +29,6 @@ import sys
 import types
 from typing import Any
 
-import nnxlib
 from nnxlib.nn import initializers
 from nnxlib.training import optimizer, train_state
 from nnxlib.transforms import (
@@ -139,13 +138,14 @@ class _CallableVariablesModule(types.ModuleType):
         return graph_flat.variables(node, *filters, graph=graph)
 
 
-def install() -> None:
-    """Install the aliases (idempotent).
+def install(nnxlib: types.ModuleType) -> None:
+    """Install the aliases on the package ``nnxlib`` (idempotent). The package passes
+    itself in, so this module does not import it back (no import cycle).
 
     Example:
         >>> import nnxlib
         >>> from nnxlib import _module_paths
-        >>> _module_paths.install()
+        >>> _module_paths.install(nnxlib)
         >>> import nnxlib.statelib
         >>> from nnxlib.statelib import restore_int_paths
         >>> nnxlib.statelib.State is nnxlib.State, restore_int_paths is nnxlib.restore_int_paths
