@@ -41,7 +41,7 @@ from jax.core import Tracer
 
 from nnxlib import _tracking
 
-__all__ = ["is_ref", "holds_refs", "to_refs", "read", "write", "read_leaf"]
+__all__ = ["is_ref", "holds_refs", "to_refs", "read", "write", "read_leaf", "graft", "RefAux"]
 
 Ref = jax.Ref
 
@@ -244,3 +244,27 @@ def graft(outer: Any, inner: Any) -> Any:
         return x
 
     return jax.tree_util.tree_map_with_path(pick, inner, is_leaf=is_ref)
+
+
+class RefAux:
+    """Pytree aux data of a ref-backed variable: its frozen metadata (all that equality
+    and hashing see) and a weak reference to the variable flattened.
+
+    Example:
+        >>> RefAux(("tag",), None) == RefAux(("tag",), object())
+        True
+    """
+
+    __slots__ = ("frozen", "origin")
+
+    def __init__(self, frozen: Any, origin: Any):
+        self.frozen, self.origin = frozen, origin
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is RefAux and other.frozen == self.frozen
+
+    def __hash__(self) -> int:
+        return hash(self.frozen)
+
+    def __repr__(self) -> str:
+        return f"RefAux({self.frozen!r})"

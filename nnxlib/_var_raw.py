@@ -34,7 +34,7 @@ from typing import Any
 from nnxlib import _refs, _tracking
 from nnxlib.errors import ImmutableVariableError, format_path
 
-__all__ = ["RawValueAccess", "is_ref_mode"]
+__all__ = ["RawValueAccess", "HijaxVariable", "is_ref_mode"]
 
 
 def is_ref_mode(metadata: dict) -> bool:
@@ -92,6 +92,23 @@ class RawValueAccess:
             (True, False)
         """
         return self._metadata.get("mutable", True) is not False  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_metadata(cls, value: Any, metadata: dict) -> Any:
+        """A variable of this type holding ``value`` with ``metadata`` as its whole
+        metadata (flax's constructor for rebuilt variables: no hooks run); ``ref`` or
+        ``hijax`` true makes it ref-backed.
+
+        Example:
+            >>> import nnxlib as nnx
+            >>> v = nnx.Param.from_metadata(1.0, {"tag": "a", "ref": True, "hijax": False})
+            >>> type(v).__name__, v.tag, v.ref, v.hijax
+            ('Param', 'a', True, False)
+        """
+        metadata = {k: v for k, v in metadata.items()
+                    if not (k in ("hijax", "ref") and not v)
+                    and not (k == "eager_sharding" and v is True)}
+        return _NEW_WITH_MODE[0](cls, value, metadata)
 
     # ----------------------------------------------------------- ref-backed storage
     def _read_mode(self, raw: Any) -> Any:
@@ -158,6 +175,34 @@ class RawValueAccess:
         except AttributeError:
             path = None
         return "an unknown path" if path is None else repr(format_path(path))
+
+
+_NEW_WITH_MODE: list = [None]  # variables.new_with_mode, set by nnxlib.variables
+
+
+class _HijaxMeta(type):
+    def __instancecheck__(cls, obj: Any) -> bool:
+        return isinstance(obj, RawValueAccess) and \
+            bool(obj._metadata.get("hijax"))  # type: ignore[attr-defined]
+
+
+class HijaxVariable(metaclass=_HijaxMeta):
+    """flax.nnx's class of ``hijax=True`` variables, as a check only: nnxlib keeps one
+    class per kind (``Param``, ...) and ``hijax=True`` is a mode of it (ref-backed, the
+    same as ``ref=True``), so ``isinstance(v, HijaxVariable)`` is ``v.hijax``.
+
+    Example:
+        >>> import nnxlib as nnx
+        >>> v = nnx.Param(1.0, hijax=True)
+        >>> isinstance(v, HijaxVariable), isinstance(nnx.Param(1.0), HijaxVariable)
+        (True, False)
+        >>> type(v).__name__
+        'Param'
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("HijaxVariable is a check, not a class to create. Hint: create "
+                        "the kind you want with hijax=True, e.g. nnx.Param(x, hijax=True).")
 
 
 def _same_structure(old: Any, new: Any) -> bool:

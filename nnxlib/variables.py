@@ -42,7 +42,7 @@ from nnxlib._var_metadata import (
     with_partitioning,
 )
 from nnxlib._var_operators import ArrayProtocol, install_operators
-from nnxlib._var_raw import RawValueAccess, is_ref_mode, origin_ref
+from nnxlib._var_raw import _NEW_WITH_MODE, HijaxVariable, RawValueAccess, is_ref_mode, origin_ref
 from nnxlib._var_sharding import ShardedVariable
 from nnxlib.display import render_variable
 
@@ -563,23 +563,22 @@ _SET_TRACE = Variable._nnx_trace.__set__  # type: ignore[attr-defined]
 _SET_ORIGIN = Variable._nnx_origin.__set__  # type: ignore[attr-defined]
 
 
-class RefAux:
-    """Pytree aux data of a ref-backed variable: its frozen metadata (all that equality
-    and hashing see) and a weak reference to the variable flattened."""
 
-    __slots__ = ("frozen", "origin")
 
-    def __init__(self, frozen: Any, origin: Any):
-        self.frozen, self.origin = frozen, origin
+def put_raw(var: Variable, value: Any) -> None:
+    """Store ``value`` as ``var``'s raw value: the slot of a plain variable, the refs of
+    a ref-backed one (written in place). What graph updates and transforms write with.
 
-    def __eq__(self, other: Any) -> bool:
-        return type(other) is RefAux and other.frozen == self.frozen
-
-    def __hash__(self) -> int:
-        return hash(self.frozen)
-
-    def __repr__(self) -> str:
-        return f"RefAux({self.frozen!r})"
+    Example:
+        >>> v = Param(1.0, ref=True)
+        >>> put_raw(v, 2.0)
+        >>> type(v.get_raw_value()).__name__, v[...].item()
+        ('Ref', 2.0)
+    """
+    if var._metadata and is_ref_mode(var._metadata):
+        var._put(value)
+    else:
+        _SET_VALUE(var, value)
 
 
 def new_with_mode(cls: type[V], value: Any, metadata: dict) -> V:
@@ -598,6 +597,11 @@ def new_with_mode(cls: type[V], value: Any, metadata: dict) -> V:
         value = _refs.to_refs(value)
         HOOKS_IN_USE[0] = True
     return _new_variable(cls, value, metadata)
+
+
+_NEW_WITH_MODE[0] = new_with_mode
+__all__ += ["HijaxVariable"]
+RefAux = _refs.RefAux
 
 
 def _stored(var: Variable) -> Any:

@@ -308,8 +308,12 @@ class BatchNorm(Module):
                 use_fast_variance=self.use_fast_variance, mask=mask,
             )
             m = self.momentum
-            self.mean[...] = m * self.mean[...] + (1 - m) * mean
-            self.var[...] = m * self.var[...] + (1 - m) * var
+            new_mean = m * self.mean[...] + (1 - m) * mean
+            new_var = m * self.var[...] + (1 - m) * var
+            if self.mean.ref or self.mean.hijax:  # a jax.Ref takes no differentiated value
+                new_mean, new_var = jax.lax.stop_gradient((new_mean, new_var))
+            self.mean[...] = new_mean
+            self.var[...] = new_var
         return _normalize(x, mean, var, scale, bias, reduction_axes, feature_axes,
                           self.dtype, self.epsilon)
 
