@@ -94,8 +94,8 @@ class RawValueAccess:
         return self._metadata.get("mutable", True) is not False  # type: ignore[attr-defined]
 
     @classmethod
-    def from_metadata(cls, value: Any, metadata: dict) -> Any:
-        """A variable of this type holding ``value`` with ``metadata`` as its whole
+    def from_metadata(cls, value: Any, attributes: dict) -> Any:
+        """A variable of this type holding ``value`` with ``attributes`` as its whole
         metadata (flax's constructor for rebuilt variables: no hooks run); ``ref`` or
         ``hijax`` true makes it ref-backed.
 
@@ -105,7 +105,7 @@ class RawValueAccess:
             >>> type(v).__name__, v.tag, v.ref, v.hijax
             ('Param', 'a', True, False)
         """
-        metadata = {k: v for k, v in metadata.items()
+        metadata = {k: v for k, v in attributes.items()
                     if not (k in ("hijax", "ref") and not v)
                     and not (k == "eager_sharding" and v is True)}
         return _NEW_WITH_MODE[0](cls, value, metadata)

@@ -179,8 +179,8 @@ def _in_mode(var: Variable, path: tuple, attrs: dict) -> Variable:
     metadata = var.get_metadata(exclude_required=True)
     flags = {k: bool(var.get_metadata(k, False)) for k in ("hijax", "ref")}
     flags.update({k: v for k, v in attrs.items() if k in flags})
-    if attrs.get("mutable") is False:
-        flags = {"hijax": False, "ref": False}
+    if attrs.get("mutable") is False:  # plain arrays, unless ref/hijax are asked too
+        flags = {k: attrs.get(k, False) for k in ("hijax", "ref")}
         metadata["mutable"] = False
     elif attrs.get("mutable") is True:
         metadata.pop("mutable", None)
