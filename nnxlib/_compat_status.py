@@ -183,7 +183,7 @@ DIFFERENT = {
     "variables": ("nnxlib.variables is also the variables module (a callable module): "
                   "nnx.variables(model, nnx.Param) and nnx.variables.Param both work"),
     "var_defaults": ("ref=True and hijax=True both make new variables ref-backed (values "
-                     "in jax.Ref s; docs/plain_jax.md): one mode, where flax.nnx has two "
+                     "in jax.Refs; docs/plain_jax.md): one mode, where flax.nnx has two "
                      "implementations"),
     "with_vars": ("as flax.nnx (changed variables are copies, unchanged ones shared); "
                   "hijax=True is the ref-backed mode, and a write into a mutable=False "
