@@ -207,8 +207,11 @@ class Variable(ShardedVariable, RawValueAccess, ArrayProtocol, Generic[A]):
             raise _escaped_error(self)
         if HOOKS_IN_USE[0]:  # value hooks or ref-backed variables exist somewhere
             metadata = self._metadata
-            if is_ref_mode(metadata):
-                value = self._read_mode(value)
+            if metadata and (metadata.get("ref") or metadata.get("hijax")):
+                value = _refs.read_leaf(value) if type(value) is _refs.Ref \
+                    else self._read_mode(value)
+                if "on_get_value" not in metadata:
+                    return value
             return run_value_hooks(self, metadata, "on_get_value", value)
         return value
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import DTypeLike
 
+from nnxlib._var_raw import is_ref_mode
 from nnxlib.errors import ShapeMismatchError
 from nnxlib.module import Module, first_from
 from nnxlib.nn import dtypes, initializers
@@ -310,7 +311,8 @@ class BatchNorm(Module):
             m = self.momentum
             new_mean = m * self.mean[...] + (1 - m) * mean
             new_var = m * self.var[...] + (1 - m) * var
-            if self.mean.ref or self.mean.hijax:  # a jax.Ref takes no differentiated value
+            if isinstance(new_mean, jax.core.Tracer) and is_ref_mode(self.mean._metadata):
+                # a jax.Ref takes no differentiated value
                 new_mean, new_var = jax.lax.stop_gradient((new_mean, new_var))
             self.mean[...] = new_mean
             self.var[...] = new_var
