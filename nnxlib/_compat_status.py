@@ -31,9 +31,9 @@ TYPING_ONLY = (
     "a typing Protocol that only annotates flax's own function signatures; nothing to "
     "call")
 HIJAX = (
-    "flax's hijax/array-ref variable implementation (JAX mutable arrays, custom "
-    "primitives); nnxlib has one variable implementation, which its cached fast path "
-    "relies on")
+    "flax's hijax variable machinery (custom JAX primitives, quasi-dynamic data); "
+    "nnxlib's ref=True/hijax=True mode keeps each variable's value in public jax.Ref "
+    "s instead (docs/plain_jax.md)")
 REPR = ("flax's internal repr machinery; nnxlib prints with its own repr and treescope "
         "renderers (nnx.display)")
 EXTRACT_INTERNALS = (
@@ -103,7 +103,7 @@ DELIBERATE_OMISSIONS = {
     "statelib.NestedStateRepr": REPR,
     # variablelib
     **{f"variablelib.{n}": HIJAX for n in (
-        "AbstractVariable", "GetVariable", "HijaxVariable", "HijaxVariableMeta",
+        "AbstractVariable", "GetVariable", "HijaxVariableMeta",
         "NewVariable", "SetVariable", "VARIABLE_CONTEXT", "VarDefaultsContext",
         "VariableContext", "VariableEffect", "VariableMeta", "VariableQDD",
         "VariableTypeCache", "get_variable_p", "is_array_ref", "new_variable_p",
@@ -182,9 +182,15 @@ DIFFERENT = {
         "leaves unmapped names in the spec"),
     "variables": ("nnxlib.variables is also the variables module (a callable module): "
                   "nnx.variables(model, nnx.Param) and nnx.variables.Param both work"),
-    "var_defaults": ("hijax/ref are recorded and read back as metadata; they do not "
-                     "change how a variable stores its value"),
-    "with_vars": "hijax/ref/mutable are recorded as metadata on the copy's variables",
+    "var_defaults": ("ref=True and hijax=True both make new variables ref-backed (values "
+                     "in jax.Refs; docs/plain_jax.md): one mode, where flax.nnx has two "
+                     "implementations"),
+    "with_vars": ("as flax.nnx (changed variables are copies, unchanged ones shared); "
+                  "hijax=True is the ref-backed mode, and a write into a mutable=False "
+                  "view raises ImmutableVariableError naming the path"),
+    "variablelib.HijaxVariable": ("a check, not a class: isinstance(v, HijaxVariable) is "
+                                  "v.hijax; variables keep their own kind (type(v) is "
+                                  "Param)"),
     "vars_as": "as with_vars",
     "view": ("calls set_view where a module defines it, as flax.nnx; on the other modules "
              "(nnxlib's layers have no set_view except MultiHeadAttention) a keyword naming "

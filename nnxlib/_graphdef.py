@@ -27,7 +27,7 @@ from typing import Any, Callable, Generic, Iterator, NamedTuple, TypeVar
 
 import jax
 
-from nnxlib import _tracking
+from nnxlib import _refs, _tracking
 from nnxlib._arrays import aval_of
 from nnxlib._frozen import Unhashable, freeze
 from nnxlib._node_types import (  # noqa: F401  (the graph layer's vocabulary, re-exported)
@@ -45,7 +45,14 @@ from nnxlib._node_types import (  # noqa: F401  (the graph layer's vocabulary, r
 )
 from nnxlib._tree_check import NOT_WALKED, first_shared, walk_defs
 from nnxlib.state import partition_indices
-from nnxlib.variables import Variable, _new_variable, freeze_metadata, thaw_metadata
+from nnxlib.variables import (
+    Variable,
+    _new_variable,
+    freeze_metadata,
+    new_with_mode,
+    put_raw,
+    thaw_metadata,
+)
 
 
 # --------------------------------------------------------------- graph definition
@@ -327,8 +334,7 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
         leaf = next(leaves)
         old = existing.get(d.index) if existing else None
         if old is not None:
-            object.__setattr__(old, "_raw_value",
-                               leaf._raw_value if isinstance(leaf, Variable) else leaf)
+            put_raw(old, leaf._raw_value if isinstance(leaf, Variable) else leaf)
             metadata = thaw_metadata(d.metadata)
             if metadata != old._metadata:
                 object.__setattr__(old, "_metadata", metadata)
@@ -337,8 +343,12 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
         elif isinstance(leaf, Variable):
             var = leaf
         else:
-            var = _new_variable(d.type, leaf, thaw_metadata(d.metadata),
-                                _tracking.current_trace())
+            metadata = thaw_metadata(d.metadata)
+            if metadata and _tracking.current_trace() == _tracking.EAGER and \
+                    _wants_refs(metadata, leaf):
+                var = new_with_mode(d.type, leaf, metadata)  # a ref variable made inside
+            else:
+                var = _new_variable(d.type, leaf, metadata, _tracking.current_trace())
         objects[d.index] = var
         return var
     if kind == "node":
@@ -365,6 +375,13 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
         return _pytree_builder(d.type)(keys, values)
     value = d.value
     return value.value if isinstance(value, Unhashable) else value
+
+
+def _wants_refs(metadata: dict, leaf: Any) -> bool:
+    """A ref variable built from a plain value (one made inside a transform, whose refs
+    could not leave it): it gets new refs."""
+    return bool(metadata.get("ref") or metadata.get("hijax")) and \
+        not isinstance(leaf, Variable) and not _refs.holds_refs(leaf)
 
 
 def _compile(d: Any) -> Callable[[Iterator, dict, Any], Any]:
@@ -468,7 +485,7 @@ class Plan:
 
     __slots__ = ("epoch", "graphdef", "_template", "_slots", "stamped", "_objects",
                  "partitions", "path_index", "roots", "_root_leaves", "_root_owners",
-                 "_root_indices", "writers", "__weakref__")
+                 "_root_indices", "writers", "_has_refs", "__weakref__")
 
     def __init__(self, graphdef: GraphDef, flat: _Flattener, roots: tuple):
         self.epoch = _tracking.EPOCH[0]
@@ -499,6 +516,18 @@ class Plan:
         self.partitions: dict = {}
         self.path_index: dict | None = None
         self.writers: tuple | None = None  # transforms' write-back cache (see _lift)
+        self._has_refs: bool | None = None
+
+    def has_refs(self) -> bool:
+        """True when some leaf is a ref-backed variable (``ref=True``/``hijax=True``);
+        decided once per plan (a mode change is a metadata change: a new plan)."""
+        found = self._has_refs
+        if found is None:
+            found = self._has_refs = any(
+                isinstance(v, Variable) and bool(v._metadata) and
+                bool(v._metadata.get("ref") or v._metadata.get("hijax"))
+                for v in self.template)
+        return found
 
     def _root(self, k: int) -> Any:
         root = self.roots[k]()

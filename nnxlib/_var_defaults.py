@@ -15,22 +15,52 @@ Example:
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping
 
 from nnxlib._flags import BoolSetting
 
 
-class VarDefaults(NamedTuple):
-    """The default ``hijax``/``ref`` options of new variables.
+class VarDefaults(Mapping):
+    """The default ``hijax``/``ref`` options of new variables: attributes, and a
+    read-only mapping with those two keys (as flax's).
 
     Example:
         >>> import nnxlib as nnx
-        >>> nnx.variablelib.VarDefaults(hijax=False, ref=True).ref
-        True
+        >>> d = nnx.variablelib.VarDefaults(hijax=False, ref=True)
+        >>> d.ref, d["hijax"], list(d), len(d)
+        (True, False, ['hijax', 'ref'], 2)
     """
 
-    hijax: bool
-    ref: bool
+    __slots__ = ("hijax", "ref")
+
+    def __init__(self, hijax: bool, ref: bool):
+        object.__setattr__(self, "hijax", hijax)
+        object.__setattr__(self, "ref", ref)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("VarDefaults is read-only. Hint: use nnx.var_defaults(...).")
+
+    def __getitem__(self, key: str) -> bool:
+        if key not in ("hijax", "ref"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("hijax", "ref"))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, VarDefaults):
+            return (self.hijax, self.ref) == (other.hijax, other.ref)
+        return Mapping.__eq__(self, other)
+
+    def __hash__(self) -> int:
+        return hash((self.hijax, self.ref))
+
+    def __repr__(self) -> str:
+        return f"VarDefaults(hijax={self.hijax}, ref={self.ref})"
 
 
 class default_hijax(BoolSetting):

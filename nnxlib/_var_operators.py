@@ -22,7 +22,9 @@ from __future__ import annotations
 import operator
 from typing import Any, Callable
 
-__all__ = ["install_operators"]
+import numpy as np
+
+__all__ = ["install_operators", "ArrayProtocol"]
 
 _BINARY = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul,
@@ -75,3 +77,86 @@ def install_operators(cls: type) -> None:
         setattr(cls, f"__{name}__", binary(op)[0])
     for name, op in _UNARY.items():
         setattr(cls, f"__{name}__", (lambda op: lambda self: op(self.value))(op))
+
+
+class ArrayProtocol:
+    """The array protocol of a box with ``.value``: ``shape``, ``dtype``, ``ndim``,
+    ``size``, ``__jax_array__``, ``__array__``, ``len``, ``iter``, ``bool``, ``float``,
+    ``int`` and ``operator.index`` all read the held value. A mixin of ``Variable``."""
+
+    __slots__ = ()
+    value: Any
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the held value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.Param(jnp.zeros((2, 3))).shape
+            (2, 3)
+        """
+        return np.shape(self.value)
+
+    @property
+    def dtype(self) -> Any:
+        """Dtype of the held value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.Param(jnp.zeros(2, jnp.bfloat16)).dtype
+            dtype(bfloat16)
+        """
+        dtype = getattr(self.value, "dtype", None)
+        return np.result_type(self.value) if dtype is None else dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions of the held value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.Param(jnp.zeros((2, 3))).ndim
+            2
+        """
+        return np.ndim(self.value)
+
+    @property
+    def size(self) -> int:
+        """Number of elements of the held value.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> import nnxlib as nnx
+            >>> nnx.Param(jnp.zeros((2, 3))).size
+            6
+        """
+        return int(np.size(self.value))
+
+    def __jax_array__(self) -> Any:
+        return self.value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.asarray(self.value, dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __iter__(self) -> Any:
+        return iter(self.value)
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    def __int__(self) -> int:
+        return int(self.value)
+
+    def __index__(self) -> int:
+        return operator.index(self.value)
+

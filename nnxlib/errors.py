@@ -27,6 +27,7 @@ __all__ = [
     "TraceContextError",
     "StateMismatchError",
     "ShapeMismatchError",
+    "ImmutableVariableError",
     "GraphStructureError",
     "SharedReferenceError",
     "InvalidFilterError",
@@ -128,6 +129,23 @@ class ShapeMismatchError(NNXError, ValueError):
         ... except nnx.errors.ShapeMismatchError:
         ...     print("raised")
         raised
+    """
+
+
+class ImmutableVariableError(NNXError, ValueError):
+    """A write into a variable of an immutable view (``nnx.with_vars(m, mutable=False)``,
+    flax's name). The message names the variable's path in the view.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import nnxlib as nnx
+        >>> model = nnx.Linear(1, 1, rngs=nnx.Rngs(0))
+        >>> frozen = nnx.with_vars(model, mutable=False)
+        >>> try:
+        ...     frozen.bias[...] = jnp.ones(1)
+        ... except nnx.errors.ImmutableVariableError as error:
+        ...     print(str(error).split(":")[0])
+        Cannot set the value of the Param at 'bias'
     """
 
 

@@ -78,7 +78,7 @@ from nnxlib.errors import GraphStructureError, StateMismatchError, format_path
 from nnxlib.filters import to_predicate
 from nnxlib.graph_mode import resolve_graph
 from nnxlib.state import State, filter_state, map_state, merge_state
-from nnxlib.variables import Variable
+from nnxlib.variables import Variable, put_raw
 
 __all__ = [
     "GraphDef",
@@ -303,7 +303,7 @@ def update(node: Any, state: Any, /, *states: Any) -> None:
         target = current[i]
         value = new._raw_value if isinstance(new, Variable) else new
         if isinstance(target, Variable):
-            object.__setattr__(target, "_raw_value", value)
+            put_raw(target, value)
             if isinstance(new, Variable) and new is not target and new._metadata != target._metadata:
                 target.set_metadata(**new._metadata)
         else:

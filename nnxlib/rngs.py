@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from nnxlib import _tracking
 from nnxlib import graph as graphlib
 from nnxlib._rng_sampling import RandomSamplers
+from nnxlib._var_raw import is_ref_mode
 from nnxlib.errors import InvalidArgumentError, MissingRngStreamAttributeError
 from nnxlib.filters import to_predicate
 from nnxlib.graph_mode import Mode, resolve_mode
@@ -106,7 +107,8 @@ class RngStream(RandomSamplers, Object):
 
     def __call__(self) -> jax.Array:
         count = self.count
-        if count._nnx_trace is not None and count._nnx_trace != _tracking.current_trace():
+        if count._nnx_trace is not None and count._nnx_trace != _tracking.current_trace() \
+                and not is_ref_mode(count._metadata):  # refs may be used from any trace
             # before the key is read: a stream leaked from a finished jax trace holds
             # tracers, and JAX's own error would not say what went wrong
             _tracking.check_trace(count, "set the value")

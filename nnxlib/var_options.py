@@ -1,9 +1,10 @@
 """Variable options with flax.nnx 0.12 names: ``var_defaults``, ``with_vars``.
 
-flax.nnx has several variable implementations (plain, ``ref`` backed by a JAX mutable
-array, ``hijax``) chosen by these options. nnxlib has one implementation (it is what
-makes its cached fast path possible), so the options are recorded as metadata and
-read back as flax reads them; they do not change how a variable stores its value.
+A variable stores its value plainly (the default) or, with ``ref=True`` (``hijax=True``
+is the same mode in nnxlib), in JAX mutable array references (``jax.Ref``), so that
+modules go straight into plain ``jax.jit``/``jax.grad``/``jax.lax.scan`` and are
+mutated in place (see docs/plain_jax.md). ``var_defaults`` picks the mode of new
+variables; ``with_vars`` makes views of a graph in another mode.
 
 Example:
     >>> import nnxlib as nnx
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
+from nnxlib import variables as _variables
 from nnxlib._var_defaults import VarDefaults, current_defaults, default_hijax, default_ref
 from nnxlib.filters import to_predicate
-from nnxlib.graph import clone, find_duplicates, iter_graph
+from nnxlib.graph import find_duplicates, merge, split
 from nnxlib.spmd import use_eager_sharding
+from nnxlib.state import State
 from nnxlib.variables import Variable
 
 __all__ = ["VarDefaults", "var_defaults", "with_vars", "vars_as"]
@@ -59,8 +62,8 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
                  eager_sharding: bool | None = None) -> Any:
     """Read (no arguments) or set the default variable options.
 
-    ``hijax``/``ref`` are recorded and read back as ``variable.hijax``/``variable.ref``
-    (see the module doc); ``eager_sharding`` turns placement at creation under a mesh
+    ``ref=True`` (or ``hijax=True``) makes new variables ref-backed (their values live
+    in ``jax.Ref`` s; see the module doc); ``eager_sharding`` turns placement at creation under a mesh
     on or off (:func:`nnxlib.spmd.use_eager_sharding`). With arguments it works three
     ways, as flax's: a bare call sets the defaults from here on, ``with`` sets them for
     a block, and a decorator sets them while the function runs.
@@ -80,6 +83,9 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
         ...     return nnx.Param(0.0)
         >>> make().ref, nnx.Param(0.0).ref
         (True, False)
+        >>> import jax
+        >>> isinstance(make().get_raw_value(), jax.Ref)
+        True
     """
     if hijax is None and ref is None and eager_sharding is None:
         return current_defaults()
@@ -92,36 +98,103 @@ def var_defaults(*, hijax: bool | None = None, ref: bool | None = None,
 def with_vars(node: A, /, *, hijax: bool | None = None, ref: bool | None = None,
               mutable: bool | None = None, only: Any = ...,
               allow_duplicates: bool = False) -> A:
-    """A copy of ``node`` whose variables (those matching ``only``) carry the given
-    ``hijax``/``ref``/``mutable`` options; ``node`` is unchanged.
+    """A view of ``node`` whose variables (those matching ``only``) are in the asked
+    mode; ``node`` itself is unchanged.
 
-    The copy's variables are new objects holding the same arrays. A shared variable
-    is an error unless ``allow_duplicates=True`` (it stays shared in the copy).
+    * ``ref=True`` (or ``hijax=True``, the same storage here): the variable's value
+      lives in ``jax.Ref`` s, so plain ``jax.jit``/``jax.lax.scan``/... mutate it in place;
+    * ``mutable=False``: a frozen copy holding the current values as plain arrays, for
+      ``jax.grad`` (a write raises :class:`~nnxlib.errors.ImmutableVariableError`
+      naming the path); ``mutable=True`` makes it ref-backed again;
+    * ``ref=False``/``hijax=False``: plain storage.
+
+    A variable already in the asked mode is shared by the view (the same object, so a
+    write through the view is a write into ``node``); one that changes mode is a copy.
+    The graph's modules and containers are new objects. A variable reachable at two
+    paths that would be copied raises ``ValueError`` (it would become two) unless
+    ``allow_duplicates=True``.
 
     Example:
+        >>> import jax
         >>> import nnxlib as nnx
         >>> model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
-        >>> copy = nnx.with_vars(model, ref=True)
-        >>> copy.kernel.ref, model.kernel.ref, copy.kernel is model.kernel
-        (True, False, False)
+        >>> view = nnx.with_vars(model, ref=True)
+        >>> view.kernel.ref, model.kernel.ref, isinstance(view.kernel.get_raw_value(), jax.Ref)
+        (True, False, True)
+        >>> frozen = nnx.with_vars(view, mutable=False)
+        >>> frozen.kernel.mutable, frozen.kernel.ref, nnx.with_vars(view, ref=True) is view
+        (False, False, False)
     """
-    options = {k: v for k, v in (("hijax", hijax), ("ref", ref), ("mutable", mutable))
-               if v is not None}
-    if not allow_duplicates:
-        duplicates = [paths for paths in find_duplicates(node)
-                      if isinstance(_at(node, paths[0]), Variable)]
-        if duplicates:
-            where = " and ".join(repr("/".join(map(str, p))) for p in duplicates[0])
-            raise ValueError(
-                f"with_vars: one variable is reachable at {where}. Hint: pass "
-                "allow_duplicates=True to keep it shared in the copy."
-            )
+    attrs = _mode_attrs(hijax, ref, mutable)
     predicate = to_predicate(only)
-    copy = clone(node, graph=True)
-    for path, value in iter_graph(copy, graph=True):
-        if isinstance(value, Variable) and options and predicate(path, value):
-            value.set_metadata(**options)
-    return copy
+
+    def changes(path: tuple, value: Any) -> bool:
+        return isinstance(value, Variable) and bool(attrs) and predicate(path, value) and \
+            any(_attr(value, k) != v for k, v in attrs.items())
+
+    if isinstance(node, Variable):
+        return _in_mode(node, (), attrs) if changes((), node) else node  # type: ignore[return-value]
+    if not allow_duplicates:
+        for paths in find_duplicates(node):
+            value = _at(node, paths[0])
+            if changes(tuple(paths[0]), value):
+                listed = "\n  ".join("/".join(map(str, p)) for p in paths)
+                raise ValueError(
+                    f"with_vars: Found duplicate at paths:\n  {listed}\none "
+                    f"{type(value).__name__} is reachable at each of them, and changing its "
+                    "mode would make it two copies. Hint: pass allow_duplicates=True (each "
+                    "path then gets the same copy), or filter it out with only=.")
+    graphdef_, state_ = split(node, graph=True)
+    paths, leaves = state_._flat()
+    done: dict = {}
+    new_leaves = []
+    for path, leaf in zip(paths, leaves):
+        if changes(path, leaf):
+            if id(leaf) not in done:
+                done[id(leaf)] = _in_mode(leaf, path, attrs)
+            leaf = done[id(leaf)]
+        new_leaves.append(leaf)
+    return merge(graphdef_, State._from_flat(paths, new_leaves))
+
+
+def _mode_attrs(hijax: bool | None, ref: bool | None, mutable: bool | None) -> dict:
+    attrs: dict = {}
+    if hijax is not None:
+        attrs["hijax"] = bool(hijax)
+    if ref is not None:
+        attrs["ref"] = bool(ref)
+    if mutable is not None:
+        attrs["mutable"] = bool(mutable)
+    return attrs
+
+
+def _attr(var: Variable, key: str) -> bool:
+    if key == "mutable":
+        return var.mutable
+    return bool(var.get_metadata(key, False))
+
+
+def _in_mode(var: Variable, path: tuple, attrs: dict) -> Variable:
+    """A copy of ``var`` in the mode ``attrs`` asks for (see :func:`with_vars`)."""
+    metadata = var.get_metadata(exclude_required=True)
+    flags = {k: bool(var.get_metadata(k, False)) for k in ("hijax", "ref")}
+    flags.update({k: v for k, v in attrs.items() if k in flags})
+    if attrs.get("mutable") is False:  # plain arrays, unless ref/hijax are asked too
+        flags = {k: attrs.get(k, False) for k in ("hijax", "ref")}
+        metadata["mutable"] = False
+    elif attrs.get("mutable") is True:
+        metadata.pop("mutable", None)
+        if not (flags["hijax"] or flags["ref"]):
+            flags["ref"] = True
+    elif flags["hijax"] or flags["ref"]:
+        metadata.pop("mutable", None)
+    metadata.update({k: True for k, v in flags.items() if v})
+    if var.get_metadata("eager_sharding", True) is False:
+        metadata["eager_sharding"] = False
+    new = _variables.new_with_mode(type(var), var.get_raw_value(), metadata)
+    if metadata.get("mutable") is False:
+        object.__setattr__(new, "_nnx_path", path)
+    return new
 
 
 def vars_as(node: A, /, *, hijax: bool | None = None, ref: bool | None = None,

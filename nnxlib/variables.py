@@ -24,13 +24,12 @@ its type and metadata.
 from __future__ import annotations
 
 import copy
-import operator
 from typing import Any, Generic, TypeVar
 
 import jax
 import numpy as np
 
-from nnxlib import _placement, _tracking
+from nnxlib import _placement, _refs, _tracking
 from nnxlib._arrays import same_aval, written_value
 from nnxlib._frozen import freeze_metadata, thaw_metadata
 from nnxlib._var_defaults import default_hijax, default_ref
@@ -42,8 +41,8 @@ from nnxlib._var_metadata import (
     with_metadata,
     with_partitioning,
 )
-from nnxlib._var_operators import install_operators
-from nnxlib._var_raw import RawValueAccess
+from nnxlib._var_operators import ArrayProtocol, install_operators
+from nnxlib._var_raw import _NEW_WITH_MODE, HijaxVariable, RawValueAccess, is_ref_mode, origin_ref
 from nnxlib._var_sharding import ShardedVariable
 from nnxlib.display import render_variable
 
@@ -114,7 +113,7 @@ def creation_options() -> dict[str, bool]:
     return options
 
 
-class Variable(ShardedVariable, RawValueAccess, Generic[A]):
+class Variable(ShardedVariable, RawValueAccess, ArrayProtocol, Generic[A]):
     """A mutable box holding one value (usually an array) and a dict of metadata.
 
     Read the value with ``v[...]``, ``v.value`` or ``v.get_value()``; replace it with
@@ -132,8 +131,10 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
 
     # _nnx_joint (left unset until used) caches the joint plan of a transform call
     # whose first argument is this variable; __weakref__ lets plans refer to it.
+    # _nnx_origin: the variable a JAX-rebuilt ref view came from; _nnx_path: where a
+    # variable of a with_vars view sits (for error messages). Both unset unless used.
     __slots__ = ("_raw_value", "_metadata", "_nnx_stamp", "_nnx_trace", "_nnx_joint",
-                 "__weakref__")
+                 "_nnx_origin", "_nnx_path", "__weakref__")
 
     def __init__(self, value: Any, **metadata: Any):
         if metadata:
@@ -141,6 +142,8 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
         if isinstance(value, Variable):
             metadata = {**value._metadata, **metadata}
             value = value._raw_value
+            if _refs.holds_refs(value):  # a new variable: its own copy of the value
+                value = _refs.read(value)
         elif isinstance(value, VariableMetadata):
             given = _placement.canonical_metadata(value.metadata, type(self).__name__)
             metadata = {**given, **metadata}
@@ -157,6 +160,9 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
         if SHARDING_KEY in metadata:
             # Under a mesh (jax.set_mesh or mesh= metadata) the value is born sharded.
             value = _placement.place_new(value, metadata, f"new {type(self).__name__}")
+        if is_ref_mode(metadata):  # ref=True / hijax=True: the value lives in jax.Refs
+            value = _refs.to_refs(value)
+            HOOKS_IN_USE[0] = True  # reads take the slow path, which reads refs
         object.__setattr__(self, "_raw_value", value)
         object.__setattr__(self, "_nnx_stamp", _tracking.EPOCH[0])
         object.__setattr__(self, "_nnx_trace", _tracking.current_trace())
@@ -199,8 +205,14 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
         value = self._raw_value
         if value is ESCAPED:
             raise _escaped_error(self)
-        if HOOKS_IN_USE[0]:
-            return run_value_hooks(self, self._metadata, "on_get_value", value)
+        if HOOKS_IN_USE[0]:  # value hooks or ref-backed variables exist somewhere
+            metadata = self._metadata
+            if metadata and (metadata.get("ref") or metadata.get("hijax")):
+                value = _refs.read_leaf(value) if type(value) is _refs.Ref \
+                    else self._read_mode(value)
+                if "on_get_value" not in metadata:
+                    return value
+            return run_value_hooks(self, metadata, "on_get_value", value)
         return value
 
     _nnx_custom_get = False  # True: an overridden get_value serves v[...] and v.value
@@ -257,6 +269,8 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
         self._store(new, "set the value")
 
     def _store(self, new: Any, what: str, check: bool = True) -> None:
+        if self._metadata and self._store_mode(new, what, check):
+            return  # a ref-backed variable wrote into its refs (an immutable one raised)
         trace = self._nnx_trace
         if check and trace is not None and trace != _tracking.current_trace():
             _tracking.check_trace(self, what)
@@ -289,6 +303,11 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
         value = self._raw_value
         if value is ESCAPED:
             raise _escaped_error(self)
+        if self._metadata and is_ref_mode(self._metadata):
+            value = _refs.read(value)
+        if isinstance(value, (list, dict)):  # a pytree value: set the item
+            self.set_value(new, index=key)
+            return
         self.set_value(written_value(value, key, _unbox(new), type(self).__name__))
 
     # --------------------------------------------------------------------- metadata
@@ -404,6 +423,8 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
         if name in DEFAULT_METADATA:
             return default_metadata(name)
         value = object.__getattribute__(self, "_raw_value")
+        if _refs.is_ref(value):
+            value = _refs.read_leaf(value)
         if not name.startswith("_") and hasattr(value, name):
             return getattr(value, name)
         raise AttributeError(
@@ -451,7 +472,7 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
         """
         new_value = self._raw_value if value is _MISSING else value
         metadata = _placement.canonical_metadata(metadata, type(self).__name__)
-        return _new_variable(type(self), new_value, {**self._metadata, **metadata})
+        return new_with_mode(type(self), new_value, {**self._metadata, **metadata})
 
     def copy(self: V, value: Any = _MISSING, **updates: Any) -> V:
         """Return a new variable of the same type: the same value (or ``value``) and a
@@ -464,105 +485,34 @@ class Variable(ShardedVariable, RawValueAccess, Generic[A]):
             >>> q is p, (p.value, p.tag), (q.value, q.tag)
             (False, (1.0, 'a'), (2.0, 'b'))
         """
-        updates.pop("_copy_ref", None)  # flax's array-ref flag: nnxlib has no refs
+        copy_ref = updates.pop("_copy_ref", True)  # False: a ref variable shares its refs
         new_value = self._raw_value if value is _MISSING else value
         updates = _placement.canonical_metadata(updates, type(self).__name__)
-        return _new_variable(type(self), new_value, {**self._metadata, **updates})
+        metadata = {**self._metadata, **updates}
+        if not copy_ref and _refs.holds_refs(new_value) and is_ref_mode(metadata):
+            return _new_variable(type(self), new_value, metadata)
+        return new_with_mode(type(self), new_value, metadata)
 
     def __copy__(self: V) -> V:
         return self.copy()
 
     def __deepcopy__(self: V, memo: dict) -> V:
-        new = _new_variable(
-            type(self),
-            copy.deepcopy(self._raw_value, memo),
-            copy.deepcopy(self._metadata, memo),
-        )
+        new = new_with_mode(type(self), copy.deepcopy(_refs.read(self._raw_value), memo),
+                             copy.deepcopy(self._metadata, memo))
         memo[id(self)] = new
         return new
 
     def __getstate__(self) -> dict:
-        return {"value": self._raw_value, "metadata": self._metadata}
+        return {"value": _refs.read(self._raw_value), "metadata": self._metadata}
 
     def __setstate__(self, state: dict) -> None:
-        object.__setattr__(self, "_raw_value", state["value"])
+        value = state["value"]
+        if is_ref_mode(state["metadata"]):
+            value = _refs.to_refs(value)
+        object.__setattr__(self, "_raw_value", value)
         object.__setattr__(self, "_metadata", state["metadata"])
         object.__setattr__(self, "_nnx_stamp", _tracking.EPOCH[0])  # new: in no plan
         object.__setattr__(self, "_nnx_trace", _tracking.current_trace())
-
-    # --------------------------------------------------------------- array protocol
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """Shape of the held value.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import nnxlib as nnx
-            >>> nnx.Param(jnp.zeros((2, 3))).shape
-            (2, 3)
-        """
-        return np.shape(self.value)
-
-    @property
-    def dtype(self) -> Any:
-        """Dtype of the held value.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import nnxlib as nnx
-            >>> nnx.Param(jnp.zeros(2, jnp.bfloat16)).dtype
-            dtype(bfloat16)
-        """
-        dtype = getattr(self.value, "dtype", None)
-        return np.result_type(self.value) if dtype is None else dtype
-
-    @property
-    def ndim(self) -> int:
-        """Number of dimensions of the held value.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import nnxlib as nnx
-            >>> nnx.Param(jnp.zeros((2, 3))).ndim
-            2
-        """
-        return np.ndim(self.value)
-
-    @property
-    def size(self) -> int:
-        """Number of elements of the held value.
-
-        Example:
-            >>> import jax.numpy as jnp
-            >>> import nnxlib as nnx
-            >>> nnx.Param(jnp.zeros((2, 3))).size
-            6
-        """
-        return int(np.size(self.value))
-
-    def __jax_array__(self) -> Any:
-        return self.value
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return np.asarray(self.value, dtype=dtype)
-
-    def __len__(self) -> int:
-        return len(self.value)
-
-    def __iter__(self) -> Any:
-        return iter(self.value)
-
-    def __bool__(self) -> bool:
-        return bool(self.value)
-
-    def __float__(self) -> float:
-        return float(self.value)
-
-    def __int__(self) -> int:
-        return int(self.value)
-
-    def __index__(self) -> int:
-        return operator.index(self.value)
 
     def __hash__(self) -> int:
         return object.__hash__(self)
@@ -639,6 +589,48 @@ _SET_VALUE = Variable._raw_value.__set__  # type: ignore[attr-defined]
 _SET_METADATA = Variable._metadata.__set__  # type: ignore[attr-defined]
 _SET_STAMP = Variable._nnx_stamp.__set__  # type: ignore[attr-defined]
 _SET_TRACE = Variable._nnx_trace.__set__  # type: ignore[attr-defined]
+_SET_ORIGIN = Variable._nnx_origin.__set__  # type: ignore[attr-defined]
+
+
+
+
+def put_raw(var: Variable, value: Any) -> None:
+    """Store ``value`` as ``var``'s raw value: the slot of a plain variable, the refs of
+    a ref-backed one (written in place). What graph updates and transforms write with.
+
+    Example:
+        >>> v = Param(1.0, ref=True)
+        >>> put_raw(v, 2.0)
+        >>> type(v.get_raw_value()).__name__, v[...].item()
+        ('Ref', 2.0)
+    """
+    if var._metadata and is_ref_mode(var._metadata):
+        var._put(value)
+    else:
+        _SET_VALUE(var, value)
+
+
+def new_with_mode(cls: type[V], value: Any, metadata: dict) -> V:
+    """A new variable holding its own copy of ``value`` in the storage ``metadata``
+    asks for: fresh refs for ``ref``/``hijax``, the plain value otherwise.
+
+    Example:
+        >>> import jax
+        >>> v = new_with_mode(Param, 1.0, {"ref": True})
+        >>> isinstance(v.get_raw_value(), jax.Ref), v[...].item()
+        (True, 1.0)
+    """
+    if _refs.holds_refs(value):
+        value = _refs.read(value)
+    if is_ref_mode(metadata):
+        value = _refs.to_refs(value)
+        HOOKS_IN_USE[0] = True
+    return _new_variable(cls, value, metadata)
+
+
+_NEW_WITH_MODE[0] = new_with_mode
+__all__ += ["HijaxVariable"]
+RefAux = _refs.RefAux
 
 
 def _stored(var: Variable) -> Any:
@@ -652,16 +644,25 @@ def _register_pytree(cls: type) -> None:
     # ``var.value`` (not the raw slot): an escaped variable raises its clear error here
     # instead of handing JAX a sentinel it cannot interpret.
     # The stored value, not a read (value hooks are for the user's reads, as in flax).
+    # A ref-backed variable's aux also carries a weak reference to the variable, so that
+    # the view JAX rebuilds inside a trace can hand a new leaf (a new dict key) back.
+    def aux(var):
+        frozen = freeze_metadata(var._metadata)
+        return RefAux(frozen, origin_ref(var)) if is_ref_mode(var._metadata) else frozen
+
     def flatten(var):
-        return (_stored(var),), freeze_metadata(var._metadata)
+        return (_stored(var),), aux(var)
 
     def flatten_with_keys(var):
-        return ((jax.tree_util.GetAttrKey("value"), _stored(var)),), freeze_metadata(
-            var._metadata
-        )
+        return ((jax.tree_util.GetAttrKey("value"), _stored(var)),), aux(var)
 
     def unflatten(frozen, children):
         # Trace None: a pytree-rebuilt variable is not tied to a trace (no check).
+        if type(frozen) is RefAux:
+            var = _new_variable(cls, children[0], thaw_metadata(frozen.frozen), None)
+            if _refs.holds_refs(children[0]):
+                _SET_ORIGIN(var, frozen.origin)
+            return var
         return _new_variable(cls, children[0], thaw_metadata(frozen), None)
 
     jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import DTypeLike
 
+from nnxlib._var_raw import is_ref_mode
 from nnxlib.errors import ShapeMismatchError
 from nnxlib.module import Module, first_from
 from nnxlib.nn import dtypes, initializers
@@ -308,8 +309,13 @@ class BatchNorm(Module):
                 use_fast_variance=self.use_fast_variance, mask=mask,
             )
             m = self.momentum
-            self.mean[...] = m * self.mean[...] + (1 - m) * mean
-            self.var[...] = m * self.var[...] + (1 - m) * var
+            new_mean = m * self.mean[...] + (1 - m) * mean
+            new_var = m * self.var[...] + (1 - m) * var
+            if isinstance(new_mean, jax.core.Tracer) and is_ref_mode(self.mean._metadata):
+                # a jax.Ref takes no differentiated value
+                new_mean, new_var = jax.lax.stop_gradient((new_mean, new_var))
+            self.mean[...] = new_mean
+            self.var[...] = new_var
         return _normalize(x, mean, var, scale, bias, reduction_axes, feature_axes,
                           self.dtype, self.epsilon)
 

@@ -14,19 +14,23 @@ from typing import Any
 
 import jax
 
+from nnxlib import _refs
 from nnxlib.errors import format_path
 from nnxlib.graph import Plan, is_graph_node
 from nnxlib.graph_mode import GRAPH, Mode
 from nnxlib.transforms import _lift
-from nnxlib.variables import Variable
+from nnxlib.variables import Variable, put_raw
 
 __all__ = ["collect_full", "full_values", "write_values", "describe_change", "detach",
            "raw"]
 
 
 def raw(value: Any) -> Any:
-    """The array held by a variable, or ``value`` itself."""
-    return value._raw_value if isinstance(value, Variable) else value
+    """The array held by a variable (a ref-backed one's value), or ``value`` itself."""
+    if not isinstance(value, Variable):
+        return value
+    value = value._raw_value
+    return _refs.read(value) if _refs.holds_refs(value) else value
 
 
 def collect_full(rebuilt: _lift.Rebuilt, key: tuple, out: Any, mode: Mode = GRAPH,
@@ -73,7 +77,7 @@ def write_values(plan: Plan | None, positions: Any, values: Any) -> None:
     for i, value in zip(positions, values):
         target = template[i]
         if isinstance(target, Variable):
-            _lift._SET_RAW(target, value)
+            put_raw(target, value)
         else:
             _lift._write_slot(plan, i, value)
 

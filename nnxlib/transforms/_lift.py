@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 from jax.core import Tracer
 
-from nnxlib import _tracking
+from nnxlib import _refs, _tracking
 from nnxlib._arrays import same_aval
 from nnxlib._graphdef import (
     GraphDef,
@@ -39,10 +39,11 @@ from nnxlib._graphdef import (
     is_node_or_variable,
     plan_for_many,
 )
+from nnxlib._var_raw import is_ref_mode
 from nnxlib.graph import _write_into_pytree
 from nnxlib.graph_mode import GRAPH, Mode
 from nnxlib.transforms._tree_mode import Trace, check_inputs, check_outputs, root_labels
-from nnxlib.variables import Variable, expire_variable
+from nnxlib.variables import Variable, expire_variable, put_raw
 
 __all__ = ["Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",
            "OutInfo", "ARGS_KWARGS"]
@@ -68,12 +69,13 @@ class Extracted(NamedTuple):
 
 
 def extract(tree: Any, mode: Mode = GRAPH, where: str = "",
-            names: tuple | None = None) -> Extracted:
+            names: tuple | None = None, refs: bool = False) -> Extracted:
     """Flatten ``tree``; split the graph objects in it with one joint, cached plan.
 
     In tree mode (``mode.graph`` False) the objects must form a tree; ``where`` and
     ``names`` (labels of ``tree``'s top-level items, e.g. ``("args", "kwargs")``) word
-    the error.
+    the error. Ref-backed variables give their values (arrays), or with ``refs=True``
+    their ``jax.Ref`` s themselves (``jax.jit`` takes refs and mutates them in place).
     """
     leaves, treedef = jax.tree_util.tree_flatten(tree, is_leaf=is_node_or_variable)
     positions = tuple([i for i, leaf in enumerate(leaves) if is_node_or_variable(leaf)])
@@ -83,6 +85,8 @@ def extract(tree: Any, mode: Mode = GRAPH, where: str = "",
     if not mode.graph:
         check_inputs(plan.graphdef, tree, positions, names, where)
     values = plan_values(plan)
+    if not refs and plan.has_refs():
+        values = [_refs.read(v) for v in values]
     if len(positions) == len(leaves):
         others = []
     else:
@@ -203,6 +207,8 @@ def collect(rebuilt: Rebuilt, key: tuple, out: Any, mode: Mode = GRAPH,
         joint = GraphDef(PytreeDef(tuple, root_defs), tuple(flat.paths), tuple(flat.avals))
         send = values
         info = OutInfo(False, (), joint, (), num_inputs, out_treedef, out_positions)
+    if any(map(_refs.holds_refs, send)):  # refs cannot leave a trace: their values do
+        send = [_refs.read(v) for v in send]
     chosen = set(out_positions)
     others = [x for i, x in enumerate(out_leaves) if i not in chosen]
     expire(rebuilt.objects.values())
@@ -270,7 +276,7 @@ def apply_outputs(plan: Plan | None, info: OutInfo, values: list, others: list) 
                 for i, value in zip(changed, values):
                     target = template[i]
                     if isinstance(target, Variable):
-                        _SET_RAW(target, value)
+                        put_raw(target, value)
                     elif info.write_raw:
                         _write_slot(plan, i, value)
         if info.out_defs:
@@ -325,8 +331,8 @@ def _write_targets(plan: Plan, info: OutInfo) -> list | None:
         return cached[1]
     template = plan.template
     targets = [template[i] for i in info.changed]
-    if not all(isinstance(t, Variable) for t in targets):
-        targets = None  # type: ignore[assignment]
+    if not all(isinstance(t, Variable) and not is_ref_mode(t._metadata) for t in targets):
+        targets = None  # type: ignore[assignment]  (raw arrays or ref-backed variables)
     if not plan.holds_root_leaf():  # a cached root would be a cycle back to the root
         plan.writers = (info, targets)
     return targets

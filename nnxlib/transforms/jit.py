@@ -115,7 +115,8 @@ class JitWrapped:
         statics: tuple = ()
         if self.static_argnums or self.static_argnames:
             args, kwargs, statics = self._pull_statics(args, kwargs)
-        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _lift.ARGS_KWARGS)
+        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _lift.ARGS_KWARGS,
+                             refs=True)
         key = (ext.key, statics)
         last_key, entry = self._last
         if key != last_key:
@@ -188,7 +189,8 @@ class JitWrapped:
         statics: tuple = ()
         if self.static_argnums or self.static_argnames:
             args, kwargs, statics = self._pull_statics(args, kwargs)
-        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _lift.ARGS_KWARGS)
+        ext = _lift.extract((args, kwargs), self.mode, "nnx.jit", _lift.ARGS_KWARGS,
+                             refs=True)
         key = (ext.key, statics)
         entry = self._entries.get(key)
         if entry is None:
