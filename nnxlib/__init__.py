@@ -151,7 +151,7 @@ from nnxlib import (  # noqa: E402  # noqa: E402
     traversals,
 )
 from nnxlib.extract import NodeStates, from_tree, prefix, to_tree  # noqa: E402
-from nnxlib.graph_contexts import (  # noqa: E402
+from nnxlib.graph.contexts import (  # noqa: E402
     MergeContext,
     SplitContext,
     UpdateContext,
@@ -160,9 +160,10 @@ from nnxlib.graph_contexts import (  # noqa: E402
     split_context,
     update_context,
 )
-from nnxlib.graph_flat import as_pure, flatten, pure, unflatten  # noqa: E402
-from nnxlib.graph_mode import set_graph_mode, set_graph_updates  # noqa: E402
-from nnxlib.graph_state import GraphState, PureState, merge, unpack  # noqa: E402,F811
+from nnxlib.graph.flat import as_pure, flatten, pure, unflatten  # noqa: E402
+from nnxlib.graph.graph_state import GraphState, PureState, merge, unpack  # noqa: E402,F811
+from nnxlib.graph.mode import set_graph_mode, set_graph_updates  # noqa: E402
+from nnxlib.graph.state_tools import restore_int_paths  # noqa: E402
 from nnxlib.module_tools import capture, view_info, with_attributes  # noqa: E402
 from nnxlib.nn.initializers import Initializer  # noqa: E402
 from nnxlib.pytreelib import (  # noqa: E402
@@ -175,7 +176,6 @@ from nnxlib.pytreelib import (  # noqa: E402
     register_data_type,
 )
 from nnxlib.rng_tools import with_rngs  # noqa: E402
-from nnxlib.state_tools import restore_int_paths  # noqa: E402
 from nnxlib.transforms.make_jaxpr import make_jaxpr  # noqa: E402
 from nnxlib.transforms.pmap import pmap  # noqa: E402
 from nnxlib.var_options import VarDefaults, var_defaults, vars_as, with_vars  # noqa: E402

@@ -9,7 +9,7 @@ run once at the end of ``nnxlib/__init__.py``:
   ``nnxlib.rngs``) and importable (``import nnxlib.rnglib``);
 * lets a module answer for names flax keeps there (``nnxlib.graph.SplitContext``)
   through the module's ``__getattr__``, so nothing is added to the module's globals
-  (an injected ``map`` would shadow the builtin inside ``graph.py``);
+  (an injected ``map`` would shadow the builtin inside ``nnxlib.graph``);
 * makes ``nnxlib.variables`` callable: ``nnx.variables(model, nnx.Param)`` is the
   graph function, while ``nnx.variables.Param`` and ``from nnxlib.variables import
   Param`` keep working.
@@ -54,9 +54,9 @@ def _mod(name: str) -> types.ModuleType:
 (compat, deprecations, display, extract, filters, graph, graph_flat, graphlib, helpers,
  module, module_tools, proxy_caller, pytreelib, rng_tools, rngs, state, state_tools,
  tracers, traversals, var_options, variables) = map(_mod, (
-    "compat", "deprecations", "display", "extract", "filters", "graph", "graph_flat",
+    "compat", "deprecations", "display", "extract", "filters", "graph", "graph.flat",
     "graphlib", "helpers", "module", "module_tools", "proxy_caller", "pytreelib",
-    "rng_tools", "rngs", "state", "state_tools", "tracers", "traversals", "var_options",
+    "rng_tools", "rngs", "state", "graph.state_tools", "tracers", "traversals", "var_options",
     "variables"))
 
 summary_module = importlib.import_module("nnxlib.training.tabulate")

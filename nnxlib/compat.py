@@ -22,7 +22,7 @@ from nnxlib.graph import iter_graph as _iter_graph
 from nnxlib.graph import recursive_map as _recursive_map
 from nnxlib.graph import split as _split
 from nnxlib.graph import state as _state
-from nnxlib.graph_flat import flatten as _flatten
+from nnxlib.graph.flat import flatten as _flatten
 from nnxlib.module import iter_children as _iter_children
 from nnxlib.module import iter_modules as _iter_modules
 from nnxlib.module import view as _view

@@ -34,10 +34,10 @@ from typing import Any, Iterable
 
 import jax
 
-from nnxlib import _tracking
-from nnxlib._pytree import register_node_pytree
 from nnxlib.graph import NodeImpl, register_graph_node_type
+from nnxlib.graph._pytree import register_node_pytree
 from nnxlib.state import State, key_order
+from nnxlib.variables import _tracking
 
 __all__ = ["List", "Dict", "TrackedState", "track"]
 

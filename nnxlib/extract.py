@@ -26,8 +26,8 @@ import jax
 from nnxlib.errors import format_path
 from nnxlib.filters import to_predicate
 from nnxlib.graph import GraphDef, check_mode, is_node_or_variable, iter_graph
-from nnxlib.graph_contexts import MergeContext, SplitContext
-from nnxlib.graph_mode import resolve_graph
+from nnxlib.graph.contexts import MergeContext, SplitContext
+from nnxlib.graph.mode import resolve_graph
 from nnxlib.state import State
 from nnxlib.transforms.axes import StateAxes, TreeState
 from nnxlib.variables import Variable

@@ -28,7 +28,7 @@ from nnxlib.graph import (
     update,
 )
 from nnxlib.graph import map_node as map  # noqa: A001  (flax.nnx's name)
-from nnxlib.graph_contexts import (
+from nnxlib.graph.contexts import (
     MergeContext,
     SplitContext,
     UpdateContext,
@@ -37,9 +37,9 @@ from nnxlib.graph_contexts import (
     split_context,
     update_context,
 )
-from nnxlib.graph_flat import as_pure, flatten, pure, unflatten, variables
-from nnxlib.graph_mode import set_graph_mode, set_graph_updates
-from nnxlib.graph_state import GraphState, PureState, merge, unpack
+from nnxlib.graph.flat import as_pure, flatten, pure, unflatten, variables
+from nnxlib.graph.graph_state import GraphState, PureState, merge, unpack
+from nnxlib.graph.mode import set_graph_mode, set_graph_updates
 from nnxlib.module import iter_module_children
 from nnxlib.state import FlatState, State, map_state
 from nnxlib.transforms.partial import cached_partial

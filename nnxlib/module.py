@@ -41,16 +41,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnxlib import _markers, _tracking
+from nnxlib import _markers
 from nnxlib import graph as graphlib
-from nnxlib._arrays import same_aval
-from nnxlib._pytree import holds_state, is_state_like, register_node_pytree
 from nnxlib.containers import List, track
 from nnxlib.display import render_object
 from nnxlib.filters import to_predicate
 from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
+from nnxlib.graph._pytree import holds_state, is_state_like, register_node_pytree
 from nnxlib.state import key_order
-from nnxlib.variables import Perturbation, Variable, variable_type_from_name
+from nnxlib.variables import Perturbation, Variable, _tracking, variable_type_from_name
+from nnxlib.variables._arrays import same_aval
 
 __all__ = ["Object", "Pytree", "Module", "Sequential", "view", "iter_module_children", "iter_modules",
            "iter_children", "first_from", "data", "static"]

@@ -26,9 +26,9 @@ from typing import Annotated, Any, TypeVar
 
 import jax
 
-from nnxlib import _markers, _node_types
+from nnxlib import _markers
 from nnxlib.errors import GraphStructureError
-from nnxlib.graph import is_array, is_node_or_variable
+from nnxlib.graph import _node_types, is_array, is_node_or_variable
 from nnxlib.module import Object, Pytree, _check_attribute_value, data, static
 
 __all__ = ["Object", "Pytree", "Data", "Static", "data", "static", "dataclass", "is_data",

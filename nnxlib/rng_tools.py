@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nnxlib.graph import iter_graph
-from nnxlib.graph_mode import Mode, resolve_graph
+from nnxlib.graph.mode import Mode, resolve_graph
 from nnxlib.rngs import (
     _MISSING,
     Maker,

@@ -25,15 +25,14 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 
-from nnxlib import _tracking
 from nnxlib import graph as graphlib
 from nnxlib._rng_sampling import RandomSamplers
-from nnxlib._var_raw import is_ref_mode
 from nnxlib.errors import InvalidArgumentError, MissingRngStreamAttributeError
 from nnxlib.filters import to_predicate
-from nnxlib.graph_mode import Mode, resolve_mode
+from nnxlib.graph.mode import Mode, resolve_mode
 from nnxlib.module import Object
-from nnxlib.variables import A, Variable
+from nnxlib.variables import A, Variable, _tracking
+from nnxlib.variables._raw import is_ref_mode
 
 __all__ = ["RngState", "RngKey", "RngCount", "RngStream", "Rngs", "split_rngs", "fork_rngs",
            "restore_rngs", "reseed", "SplitBackups"]

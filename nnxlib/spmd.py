@@ -38,17 +38,16 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from nnxlib import _placement
-from nnxlib._placement import (
+from nnxlib.errors import ShardingError, format_path
+from nnxlib.state import State, map_state
+from nnxlib.variables import SHARDING_KEY, Variable, _placement, with_metadata, with_partitioning
+from nnxlib.variables._placement import (
     get_logical_axis_rules,
     logical_axis_rules,
     logical_to_mesh_axes,
     use_eager_sharding,
     using_eager_sharding,
 )
-from nnxlib.errors import ShardingError, format_path
-from nnxlib.state import State, map_state
-from nnxlib.variables import SHARDING_KEY, Variable, with_metadata, with_partitioning
 
 __all__ = [
     "with_partitioning",

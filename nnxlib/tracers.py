@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnxlib._tracking import current_trace
+from nnxlib.variables._tracking import current_trace
 
 __all__ = ["TraceState", "current_jax_trace"]
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 from typing import Any, Callable, TypeVar
 
 from nnxlib import variables as _variables
-from nnxlib._var_defaults import VarDefaults, current_defaults, default_hijax, default_ref
 from nnxlib.filters import to_predicate
 from nnxlib.graph import find_duplicates, merge, split
 from nnxlib.spmd import use_eager_sharding
 from nnxlib.state import State
 from nnxlib.variables import Variable
+from nnxlib.variables._defaults import VarDefaults, current_defaults, default_hijax, default_ref
 
 __all__ = ["VarDefaults", "var_defaults", "with_vars", "vars_as"]
 

@@ -248,7 +248,7 @@ def test_module_paths_resolve():
     assert nnx.transforms.iteration.pmap is nnx.pmap
     assert nnx.transforms.autodiff.remat is nnx.remat
     assert nnx.graph.map is nnx.map
-    assert "map" not in vars(nnx.graph)  # graph.py's own map() is still the builtin
+    assert "map" not in vars(nnx.graph)  # nnxlib.graph's own map() is still the builtin
     assert nnx.__version__
     from nnxlib.variables import Param
 

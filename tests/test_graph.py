@@ -698,7 +698,7 @@ def test_graphdef_is_a_static_pytree_usable_with_plain_jax_jit():
 def test_merge_creates_objects_without_advancing_the_structure_epoch():
     # New objects are in no cached plan, so building them must not invalidate the
     # plans of other graphs (which would make their next split re-validate).
-    from nnxlib import _tracking
+    from nnxlib.variables import _tracking
 
     class Holder(nnx.Module):
         def __init__(self):

@@ -1,6 +1,6 @@
 """What the graph walker reads besides modules and containers: JAX pytrees it has no
 NodeImpl for, namedtuples, bare leaves as roots, and states held by modules
-(nnxlib._node_types, containers.TrackedState); compared with flax.nnx where it has the
+(nnxlib.graph._node_types, containers.TrackedState); compared with flax.nnx where it has the
 same behaviour."""
 
 import collections
@@ -16,7 +16,7 @@ from flax import nnx as flax_nnx
 from flax import struct
 
 import nnxlib as nnx
-from nnxlib._graphdef import plan_for
+from nnxlib.graph._graphdef import plan_for
 
 
 def flat_paths(state):

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import nnxlib as nnx
-from nnxlib import _graphdef
 from nnxlib.errors import ShapeMismatchError, StateMismatchError, TraceContextError
+from nnxlib.graph import _graphdef
 
 
 # ----------------------------------------------------------------- v[...] = x

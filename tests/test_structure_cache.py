@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 import nnxlib as nnx
-from nnxlib import _graphdef
+from nnxlib.graph import _graphdef
 
 
 class Leaf(nnx.Module):

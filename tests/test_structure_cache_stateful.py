@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 import nnxlib as nnx
-from nnxlib import _graphdef
+from nnxlib.graph import _graphdef
 
 NAMES = ("a", "b", "c")
 

@@ -28,12 +28,12 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import DTypeLike
 
-from nnxlib._var_raw import is_ref_mode
 from nnxlib.errors import ShapeMismatchError
 from nnxlib.module import Module, first_from
 from nnxlib.nn import dtypes, initializers
 from nnxlib.rngs import Rngs
 from nnxlib.variables import BatchStat, Param
+from nnxlib.variables._raw import is_ref_mode
 
 __all__ = ["BatchNorm", "GroupNorm", "InstanceNorm", "LayerNorm", "RMSNorm"]
 

@@ -36,8 +36,8 @@ import numpy as np
 from jax.extend.core import jaxpr_as_fun
 
 from nnxlib import graph as graphlib
-from nnxlib._graphdef import node_impl
 from nnxlib.containers import Dict, List
+from nnxlib.graph._graphdef import node_impl
 from nnxlib.module import Module, Object
 from nnxlib.rngs import RngState
 from nnxlib.state import key_order

@@ -11,7 +11,7 @@ Two kinds of mistakes are caught before anything is traced:
 
 Example:
     >>> import nnxlib as nnx
-    >>> from nnxlib.graph_mode import GRAPH
+    >>> from nnxlib.graph.mode import GRAPH
     >>> check_prefix((0, None), "in_axes", "nnx.vmap", GRAPH)   # fine
     >>> check_prefix(nnx.Param(0), "in_axes", "nnx.vmap", GRAPH)
     Traceback (most recent call last):
@@ -25,8 +25,8 @@ from typing import Any
 
 import jax
 
-from nnxlib._graphdef import is_graph_node, node_impl
-from nnxlib.graph_mode import Mode
+from nnxlib.graph._graphdef import is_graph_node, node_impl
+from nnxlib.graph.mode import Mode
 from nnxlib.state import State
 from nnxlib.transforms.axes import PrefixMapping, TreeState
 from nnxlib.variables import Variable
@@ -81,7 +81,7 @@ def check_prefix(prefix: Any, name: str, transform: str, mode: Mode) -> None:
 
     Example:
         >>> import nnxlib as nnx
-        >>> from nnxlib.graph_mode import Mode
+        >>> from nnxlib.graph.mode import Mode
         >>> check_prefix(nnx.StateAxes({...: 0}), "in_axes", "nnx.vmap", Mode(False, False))
         Traceback (most recent call last):
         ...
@@ -118,7 +118,7 @@ def prefix_argument(prefix: Any, name: str, transform: str, mode: Mode) -> Any:
 
     Example:
         >>> import nnxlib as nnx
-        >>> from nnxlib.graph_mode import Mode
+        >>> from nnxlib.graph.mode import Mode
         >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
         >>> prefix = nnx.prefix(model, {nnx.Param: 0}, graph=False)
         >>> tree_state = prefix_argument((prefix, None), "in_axes", "nnx.vmap",

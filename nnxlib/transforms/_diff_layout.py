@@ -15,7 +15,7 @@ import numpy as np
 from nnxlib import graph as graphlib
 from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
-from nnxlib.graph_mode import GRAPH, Mode
+from nnxlib.graph.mode import GRAPH, Mode
 from nnxlib.state import State, to_flat_state
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.variables import Variable

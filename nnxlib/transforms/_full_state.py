@@ -14,12 +14,11 @@ from typing import Any
 
 import jax
 
-from nnxlib import _refs
 from nnxlib.errors import format_path
 from nnxlib.graph import Plan, is_graph_node
-from nnxlib.graph_mode import GRAPH, Mode
+from nnxlib.graph.mode import GRAPH, Mode
 from nnxlib.transforms import _lift
-from nnxlib.variables import Variable, put_raw
+from nnxlib.variables import Variable, _refs, put_raw
 
 __all__ = ["collect_full", "full_values", "write_values", "describe_change", "detach",
            "raw"]

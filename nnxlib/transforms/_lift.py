@@ -27,9 +27,8 @@ from typing import Any, NamedTuple
 import jax
 from jax.core import Tracer
 
-from nnxlib import _refs, _tracking
-from nnxlib._arrays import same_aval
-from nnxlib._graphdef import (
+from nnxlib.graph import _write_into_pytree
+from nnxlib.graph._graphdef import (
     GraphDef,
     Plan,
     PytreeDef,
@@ -39,11 +38,11 @@ from nnxlib._graphdef import (
     is_node_or_variable,
     plan_for_many,
 )
-from nnxlib._var_raw import is_ref_mode
-from nnxlib.graph import _write_into_pytree
-from nnxlib.graph_mode import GRAPH, Mode
+from nnxlib.graph.mode import GRAPH, Mode
 from nnxlib.transforms._tree_mode import Trace, check_inputs, check_outputs, root_labels
-from nnxlib.variables import Variable, expire_variable, put_raw
+from nnxlib.variables import Variable, _refs, _tracking, expire_variable, put_raw
+from nnxlib.variables._arrays import same_aval
+from nnxlib.variables._raw import is_ref_mode
 
 __all__ = ["Extracted", "extract", "rebuild", "collect", "apply_outputs", "StaticBox",
            "OutInfo", "ARGS_KWARGS"]

@@ -28,10 +28,10 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 
-from nnxlib._tree_check import check_tree, compat_name, index_paths, variable_kind, walk_defs
 from nnxlib.errors import GraphStructureError, SharedReferenceError, format_path
 from nnxlib.graph import is_node_or_variable
-from nnxlib.graph_mode import Mode
+from nnxlib.graph._tree_check import check_tree, compat_name, index_paths, variable_kind, walk_defs
+from nnxlib.graph.mode import Mode
 
 __all__ = ["check_inputs", "check_outputs", "root_labels", "Trace", "raise_returned_input",
            "check_packed"]

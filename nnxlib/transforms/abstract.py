@@ -22,12 +22,11 @@ from typing import Any, Callable
 
 import jax
 
-from nnxlib import _placement
 from nnxlib import graph as graphlib
 from nnxlib.spmd import get_named_sharding, variable_spec
 from nnxlib.state import State, map_state
 from nnxlib.transforms.eval_shape import eval_shape
-from nnxlib.variables import Variable
+from nnxlib.variables import Variable, _placement
 
 __all__ = ["get_abstract_model", "as_abstract", "abstract_with_sharding"]
 

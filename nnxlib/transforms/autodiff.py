@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from nnxlib.errors import InvalidArgumentError, format_path
 from nnxlib.filters import to_predicate
 from nnxlib.graph import graphdef, is_node_or_variable, merge
-from nnxlib.graph_mode import Mode, resolve_mode
+from nnxlib.graph.mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms._arguments import check_function, check_prefix

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from jax.experimental import checkify as jax_checkify
 
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms import _lift
 from nnxlib.transforms._arguments import check_function
 

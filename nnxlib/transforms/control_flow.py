@@ -33,9 +33,9 @@ from typing import Any, Callable, Sequence
 
 import jax
 
-from nnxlib._tree_check import index_paths
 from nnxlib.errors import format_path
-from nnxlib.graph_mode import Mode, resolve_mode
+from nnxlib.graph._tree_check import index_paths
+from nnxlib.graph.mode import Mode, resolve_mode
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._tree_mode import root_labels
 

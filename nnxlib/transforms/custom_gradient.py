@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from nnxlib import graph as graphlib
 from nnxlib.filters import to_predicate
 from nnxlib.graph import is_node_or_variable
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms import _axes, _full_state, _lift
 from nnxlib.transforms._arguments import check_function, check_prefix
 from nnxlib.transforms._axes import iter_def_leaves

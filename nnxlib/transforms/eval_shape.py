@@ -30,7 +30,7 @@ import jax
 
 from nnxlib import graph as graphlib
 from nnxlib.graph import is_node_or_variable
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms import _full_state, _lift
 from nnxlib.transforms._arguments import check_function
 from nnxlib.transforms._tree_mode import check_inputs

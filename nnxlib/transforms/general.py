@@ -34,7 +34,7 @@ from typing import Any, Callable
 import jax
 
 from nnxlib.graph import is_node_or_variable, split, update
-from nnxlib.graph_contexts import MergeContext, SplitContext
+from nnxlib.graph.contexts import MergeContext, SplitContext
 
 __all__ = ["split_inputs", "merge_inputs"]
 

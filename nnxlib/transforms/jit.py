@@ -29,7 +29,7 @@ import jax
 
 from nnxlib.errors import InvalidArgumentError, NotSupportedError, format_path
 from nnxlib.graph import is_node_or_variable
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms import _lift, aot
 from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms._sharding import (
@@ -470,7 +470,7 @@ def jit(fun: Callable | None = None, *, in_shardings: Any = None, out_shardings:
 
     ``graph=False`` (tree mode) treats modules as pytrees: shared references raise, and
     only variable values flow back (as with ``graph_updates=False``); see
-    :mod:`nnxlib.graph_mode`.
+    :mod:`nnxlib.graph.mode`.
 
     Static arguments (``static_argnums``/``static_argnames``) must be hashable constants:
     one holding a module, variable or container raises ``InvalidArgumentError`` (its

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from nnxlib.graph import check_mode
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms.general import merge_inputs, pack
 
 __all__ = ["make_jaxpr"]

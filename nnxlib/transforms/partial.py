@@ -28,7 +28,7 @@ import functools
 from typing import Any, Callable
 
 from nnxlib.graph import check_mode
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms.jit import jit
 
 __all__ = ["cached_partial", "jit_partial", "CachedPartial"]

@@ -30,7 +30,7 @@ from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
 
 import jax
 
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms.vmap import mapped
 

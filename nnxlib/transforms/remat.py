@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import jax
 
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms import _lift
 from nnxlib.transforms._arguments import check_function
 

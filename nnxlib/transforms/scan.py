@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnxlib._graphdef import build
 from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph._graphdef import build
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.rngs import RngState
 from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms._arguments import check_function, prefix_argument

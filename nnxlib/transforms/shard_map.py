@@ -42,7 +42,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
-from nnxlib.graph_mode import Mode, resolve_mode
+from nnxlib.graph.mode import Mode, resolve_mode
 from nnxlib.state import State
 from nnxlib.transforms import _axes, _full_state, _lift
 from nnxlib.transforms._arguments import check_function, prefix_argument

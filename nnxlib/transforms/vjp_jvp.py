@@ -35,7 +35,7 @@ from typing import Any, Callable
 import jax
 
 from nnxlib.filters import to_predicate
-from nnxlib.graph_mode import Mode, resolve_mode
+from nnxlib.graph.mode import Mode, resolve_mode
 from nnxlib.transforms import _lift
 from nnxlib.transforms._diff_layout import (
     _MISSING,

@@ -31,7 +31,7 @@ import jax
 
 from nnxlib.errors import format_path
 from nnxlib.graph import is_node_or_variable
-from nnxlib.graph_mode import resolve_mode
+from nnxlib.graph.mode import resolve_mode
 from nnxlib.transforms import _axes, _lift
 from nnxlib.transforms._arguments import check_function, prefix_argument
 from nnxlib.transforms.axes import STATE_PREFIXES, Carry, StateAxes, TreeState

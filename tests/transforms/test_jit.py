@@ -762,7 +762,7 @@ def test_escaped_variable_raises_clear_error_in_every_array_use(use):
 
 
 def test_variable_as_first_argument_is_not_rewalked_on_each_call(monkeypatch):
-    from nnxlib import _graphdef
+    from nnxlib.graph import _graphdef
 
     walks = []
     real_walk = _graphdef._walk

@@ -8,7 +8,7 @@ given to ``nnx.register_data_type``) are state leaves (:func:`is_array`).
 
 Example:
     >>> import nnxlib as nnx
-    >>> from nnxlib._node_types import is_graph_node, node_impl
+    >>> from nnxlib.graph._node_types import is_graph_node, node_impl
     >>> is_graph_node(nnx.List([])), node_impl(tuple).pytree
     (True, True)
 """

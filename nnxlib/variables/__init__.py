@@ -6,6 +6,18 @@ only the parameters for differentiation. Metadata is a plain dict: sharding name
 mesh, logical-axis rules, or anything a user wants to attach; it travels through split,
 merge and every transform.
 
+The ``nnxlib.variables`` package (the variables layer) imports only errors and display;
+everything above imports it. This module defines ``Variable`` and its kinds; beside it:
+
+* ``_arrays``: abstract shapes and ``v[key] = x`` semantics;
+* ``_tracking``: structure stamps and trace checks shared by every mutable graph object
+  (the one mechanism that keeps the structure cache honest);
+* ``_metadata``, ``_sharding``, ``_placement``: metadata from initializers, value hooks,
+  ``v.sharding``, and sharding metadata to placed arrays;
+* ``_operators``: Python operators on variables; ``_raw``: ``get_raw_value``;
+  ``_defaults``: the ``hijax``/``ref`` defaults; ``_frozen``: hashable metadata keys;
+  ``_refs`` (where present): variables whose value lives in a ``jax.Ref``.
+
 Example:
     >>> import jax.numpy as jnp
     >>> import nnxlib as nnx
@@ -29,10 +41,11 @@ from typing import Any, Generic, TypeVar
 import jax
 import numpy as np
 
-from nnxlib import _placement, _refs, _tracking
-from nnxlib._arrays import same_aval, written_value
-from nnxlib._frozen import freeze_metadata, thaw_metadata
-from nnxlib._var_metadata import (
+from nnxlib.display import render_variable
+from nnxlib.variables import _placement, _refs, _tracking
+from nnxlib.variables._arrays import same_aval, written_value
+from nnxlib.variables._frozen import freeze_metadata, thaw_metadata
+from nnxlib.variables._metadata import (
     HOOKS_IN_USE,
     VariableMetadata,
     note_hooks,
@@ -40,16 +53,21 @@ from nnxlib._var_metadata import (
     with_metadata,
     with_partitioning,
 )
-from nnxlib._var_metadata_access import (  # noqa: F401  (DEFAULT_METADATA, creation_options: re-exported)
+from nnxlib.variables._metadata_access import (  # noqa: F401  (DEFAULT_METADATA, creation_options: re-exported)
     DEFAULT_METADATA,
     MetadataAccess,
     creation_options,
     default_metadata,
 )
-from nnxlib._var_operators import ArrayProtocol, install_operators
-from nnxlib._var_raw import _NEW_WITH_MODE, HijaxVariable, RawValueAccess, is_ref_mode, origin_ref
-from nnxlib._var_sharding import ShardedVariable
-from nnxlib.display import render_variable
+from nnxlib.variables._operators import ArrayProtocol, install_operators
+from nnxlib.variables._raw import (
+    _NEW_WITH_MODE,
+    HijaxVariable,
+    RawValueAccess,
+    is_ref_mode,
+    origin_ref,
+)
+from nnxlib.variables._sharding import ShardedVariable
 
 __all__ = [
     "Variable",

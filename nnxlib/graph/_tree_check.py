@@ -1,6 +1,6 @@
 """Tree mode's check: is a graph definition a tree (no object reachable twice)?
 
-A :class:`~nnxlib._graphdef.GraphDef` records a second path to an object as a ``ref``
+A :class:`~nnxlib.graph._graphdef.GraphDef` records a second path to an object as a ``ref``
 definition, so the check is a walk over definitions, done once per ``GraphDef`` and
 cached there (``GraphDef.shared_reference``).
 

@@ -2,7 +2,7 @@
 
 Kept apart from :mod:`nnxlib.variables` (whose ``Variable`` inherits
 :class:`ShardedVariable`). The annotation itself is the ``out_sharding`` metadata entry
-(see :mod:`nnxlib._placement`); ``sharding`` is what JAX says about the held value, as
+(see :mod:`nnxlib.variables._placement`); ``sharding`` is what JAX says about the held value, as
 in flax.nnx 0.12, and ``add_axis``/``remove_axis`` are what ``vmap``/``scan`` call after
 they changed that annotation for a mapped axis.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnxlib._var_metadata import hooks_of
+from nnxlib.variables._metadata import hooks_of
 
 __all__ = ["ShardedVariable"]
 

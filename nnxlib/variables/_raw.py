@@ -4,7 +4,7 @@ a subclass overrides, and the ref-backed and immutable modes (``ref=True``,
 ``mutable=False``). A mixin of :class:`nnxlib.Variable`.
 
 A variable created with ``ref=True`` (or ``hijax=True``, the same mode here) stores its
-value in JAX mutable array references (:mod:`nnxlib._refs`). Its raw value is then a
+value in JAX mutable array references (:mod:`nnxlib.variables._refs`). Its raw value is then a
 ``jax.Ref`` (or the value's pytree of refs); a read is the ref's current value and a
 write goes into the ref, so a plain ``jax.jit``/``jax.lax.scan``/... that receives the
 variable (as an argument or by closure) mutates the caller's buffer. A variable of an
@@ -31,8 +31,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from nnxlib import _refs, _tracking
 from nnxlib.errors import ImmutableVariableError, format_path
+from nnxlib.variables import _refs, _tracking
 
 __all__ = ["RawValueAccess", "HijaxVariable", "is_ref_mode"]
 

@@ -5,7 +5,7 @@ and the transforms.
 
 Example:
     >>> import nnxlib as nnx
-    >>> from nnxlib._graph_checks import _leaves_for
+    >>> from nnxlib.graph._checks import _leaves_for
     >>> graphdef, state = nnx.split(nnx.Linear(1, 2, rngs=nnx.Rngs(0)))
     >>> [leaf.shape for leaf in _leaves_for(graphdef, (state,), "merge")]
     [(2,), (1, 2)]
@@ -18,12 +18,17 @@ from typing import Any, Iterator
 
 import jax
 
-from nnxlib import _tracking
-from nnxlib._arrays import aval_of
-from nnxlib._graphdef import GraphDef, is_array, is_graph_node, is_node_or_variable, pytree_impl
 from nnxlib.errors import StateMismatchError, format_path
+from nnxlib.graph._graphdef import (
+    GraphDef,
+    is_array,
+    is_graph_node,
+    is_node_or_variable,
+    pytree_impl,
+)
 from nnxlib.state import FlatState, State
-from nnxlib.variables import Variable
+from nnxlib.variables import Variable, _tracking
+from nnxlib.variables._arrays import aval_of
 
 
 def _state_of(paths: tuple, leaves: list) -> Any:

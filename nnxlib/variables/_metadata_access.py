@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nnxlib import _placement, _tracking
-from nnxlib._var_defaults import default_hijax, default_ref
-from nnxlib._var_metadata import note_hooks
+from nnxlib.variables import _placement, _tracking
+from nnxlib.variables._defaults import default_hijax, default_ref
+from nnxlib.variables._metadata import note_hooks
 
 __all__ = ["DEFAULT_METADATA", "default_metadata", "creation_options", "MetadataAccess"]
 

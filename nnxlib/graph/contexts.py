@@ -27,8 +27,7 @@ import contextlib
 import threading
 from typing import Any, Hashable, Iterator
 
-from nnxlib import _graphdef
-from nnxlib.graph import GraphDef, _leaves_for, _state_of
+from nnxlib.graph import GraphDef, _graphdef, _leaves_for, _state_of
 from nnxlib.state import split_state
 
 __all__ = ["SplitContext", "MergeContext", "UpdateContext", "split_context",

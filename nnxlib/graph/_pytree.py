@@ -27,9 +27,8 @@ from typing import Any, Callable
 
 import jax
 
-from nnxlib import _tracking
 from nnxlib.graph import is_array, is_node_or_variable
-from nnxlib.variables import freeze_metadata, thaw_metadata
+from nnxlib.variables import _tracking, freeze_metadata, thaw_metadata
 
 __all__ = ["register_node_pytree"]
 

@@ -1,5 +1,5 @@
 """Graph structure: ``GraphDef`` and the cached walk (``Plan``), over the node types of
-:mod:`nnxlib._node_types`.
+:mod:`nnxlib.graph._node_types`.
 
 This is the machinery under :mod:`nnxlib.graph`. A graph is walked once by a
 :class:`_Flattener` into a tree of definitions (``NodeDef``, ``PytreeDef``,
@@ -7,11 +7,11 @@ This is the machinery under :mod:`nnxlib.graph`. A graph is walked once by a
 ``Static``) wrapped in an immutable :class:`GraphDef`, plus the list of leaves in order.
 :func:`build` (or the builder compiled once per ``GraphDef``) turns definitions and
 leaves back into objects. A :class:`Plan` caches one walk on its root object, valid while
-no object it covers has been structurally changed (see :mod:`nnxlib._tracking`).
+no object it covers has been structurally changed (see :mod:`nnxlib.variables._tracking`).
 
 Example:
     >>> import nnxlib as nnx
-    >>> from nnxlib._graphdef import plan_for
+    >>> from nnxlib.graph._graphdef import plan_for
     >>> model = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
     >>> plan_for(model) is plan_for(model)      # cached while the structure is unchanged
     True
@@ -27,10 +27,7 @@ from typing import Any, Callable, Generic, Iterator, NamedTuple, TypeVar
 
 import jax
 
-from nnxlib import _refs, _tracking
-from nnxlib._arrays import aval_of
-from nnxlib._frozen import Unhashable, freeze
-from nnxlib._node_types import (  # noqa: F401  (the graph layer's vocabulary, re-exported)
+from nnxlib.graph._node_types import (  # noqa: F401  (the graph layer's vocabulary, re-exported)
     JaxPytreeType,
     NodeImpl,
     _pytree_builder,
@@ -43,16 +40,20 @@ from nnxlib._node_types import (  # noqa: F401  (the graph layer's vocabulary, r
     pytree_impl,
     register_graph_node_type,
 )
-from nnxlib._tree_check import NOT_WALKED, first_shared, walk_defs
+from nnxlib.graph._tree_check import NOT_WALKED, first_shared, walk_defs
 from nnxlib.state import partition_indices
 from nnxlib.variables import (
     Variable,
     _new_variable,
+    _refs,
+    _tracking,
     freeze_metadata,
     new_with_mode,
     put_raw,
     thaw_metadata,
 )
+from nnxlib.variables._arrays import aval_of
+from nnxlib.variables._frozen import Unhashable, freeze
 
 
 # --------------------------------------------------------------- graph definition

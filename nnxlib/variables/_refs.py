@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
 
-from nnxlib import _tracking
+from nnxlib.variables import _tracking
 
 __all__ = ["is_ref", "holds_refs", "to_refs", "read", "write", "read_leaf", "write_leaf",
            "graft", "RefAux"]

@@ -13,7 +13,23 @@ so a variable or submodule reachable by two paths is one object again after a ro
 
 The walk result is cached on the root object as a *plan*: the ``GraphDef`` plus the
 ordered list of leaf owners. While the graph's structure is unchanged (see
-``nnxlib._tracking``) ``split`` reuses the plan and does O(number of leaves) list work.
+``nnxlib.variables._tracking``) ``split`` reuses the plan and does O(number of leaves) list work.
+
+The ``nnxlib.graph`` package (the graph layer) holds the walk and everything that
+reads it; it imports the layers below it (errors, variables, filters, state, spmd)
+and never a layer above. A call goes down this list, never back up:
+
+* this module: the public graph functions (``split``, ``merge``, ``update``, ``state``,
+  ``pop``, ``clone``, ``iter_graph``, ...);
+* ``_checks``: how a state given to ``merge``/``update`` meets a graph;
+* ``_graphdef``: ``GraphDef``, the walk and its cached ``Plan`` (the structure cache);
+* ``_tree_check``: tree mode's check that a definition is a tree (next to the walk);
+* ``_node_types``: which values are nodes and how they are flattened;
+* ``mode``: graph mode vs tree mode (``set_graph_mode``, ``set_graph_updates``).
+
+Built on the public functions: ``flat`` (``flatten``/``unflatten``, pure dicts),
+``graph_state`` (``GraphState``), ``contexts`` (split/merge contexts), ``state_tools``
+(``diff``, ``restore_int_paths``) and ``_pytree`` (modules as JAX pytrees).
 
 Example:
     >>> import jax.numpy as jnp
@@ -38,8 +54,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnxlib import _tracking
-from nnxlib._graph_checks import (  # noqa: F401  (used by graph_contexts and _lift)
+from nnxlib.errors import GraphStructureError, StateMismatchError, format_path
+from nnxlib.filters import to_predicate
+from nnxlib.graph._checks import (  # noqa: F401  (used by graph_contexts and _lift)
     _check_avals,
     _check_compatible,
     _check_writable,
@@ -51,7 +68,7 @@ from nnxlib._graph_checks import (  # noqa: F401  (used by graph_contexts and _l
     _static_slot,
     _write_into_pytree,
 )
-from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vocabulary)
+from nnxlib.graph._graphdef import (  # noqa: F401  (re-exported: the graph layer's vocabulary)
     ArrayLeaf,
     GraphDef,
     NodeDef,
@@ -73,12 +90,10 @@ from nnxlib._graphdef import (  # noqa: F401  (re-exported: the graph layer's vo
     register_graph_node_type,
     unflatten,
 )
-from nnxlib._tree_check import check_tree
-from nnxlib.errors import GraphStructureError, StateMismatchError, format_path
-from nnxlib.filters import to_predicate
-from nnxlib.graph_mode import resolve_graph
+from nnxlib.graph._tree_check import check_tree
+from nnxlib.graph.mode import resolve_graph
 from nnxlib.state import State, filter_state, map_state, merge_state
-from nnxlib.variables import Variable, put_raw
+from nnxlib.variables import Variable, _tracking, put_raw
 
 __all__ = [
     "GraphDef",
