@@ -102,22 +102,24 @@ class Object:
             return
         if self._nnx_trace != _tracking.current_trace():
             _tracking.check_trace(self, f"set attribute {name!r}")
-        marker = type(self)._nnx_markers.get(name)
+        markers = type(self)._nnx_markers
+        marker = markers.get(name) if markers else None
         if marker == _markers.DATA:
             value = data(value)
         elif marker is not None:
             _check_static(value, f"{type(self).__name__}.{name} (marked static)",
                           f"Found unexpected data on value of type {type(value)} in static "
                           f"attribute '{name}'")
-        value = track(value)
-        _check_attribute_value(self, name, value)
+        if type(value) not in _PLAIN_STATIC:  # those need no conversion and no check
+            value = track(value)
+            _check_attribute_value(self, name, value)
         d = self.__dict__
         old = d.get(name, _MISSING)
         d[name] = value
         # Re-assigning the same object (``self.count += 1`` on a Variable) or a new array
         # of the same shape and dtype in place of an array changes no structure.
-        if value is not old and not (is_array(value) and is_array(old)
-                                     and same_aval(value, old)):
+        if old is _MISSING or (value is not old and not (
+                is_array(value) and is_array(old) and same_aval(value, old))):
             _tracking.structure_changed(self)
 
     def __delattr__(self, name: str) -> None:
@@ -143,6 +145,14 @@ class Object:
 
 
 _MISSING = object()
+
+#: Exact types of the static values layers set most (sizes, flags, names, dtypes,
+#: functions). ``track`` returns them unchanged and ``_check_attribute_value`` accepts
+#: them (they hold no state), so ``__setattr__`` skips both for them.
+_PLAIN_STATIC = frozenset({
+    int, float, bool, str, bytes, complex, type(None), type, type(jnp.float32),
+    types.FunctionType, types.BuiltinFunctionType,
+})
 
 #: The attribute ``nnx.capture`` gives every module of the graph while it runs: a tuple
 #: of one variable per captured type, each holding a dict ``{name: value}``. Being
