@@ -34,6 +34,7 @@ import functools
 import inspect
 import itertools
 import math
+import operator
 import types
 from typing import Any, Callable, Iterator
 
@@ -44,7 +45,7 @@ import numpy as np
 from nnxlib import _markers, _tracking
 from nnxlib import graph as graphlib
 from nnxlib._arrays import same_aval
-from nnxlib._pytree import holds_state, is_state_like, register_node_pytree
+from nnxlib._pytree import PLAIN_STATIC, holds_state, is_state_like, register_node_pytree
 from nnxlib.containers import List, track
 from nnxlib.display import render_object
 from nnxlib.filters import to_predicate
@@ -110,7 +111,7 @@ class Object:
             _check_static(value, f"{type(self).__name__}.{name} (marked static)",
                           f"Found unexpected data on value of type {type(value)} in static "
                           f"attribute '{name}'")
-        if type(value) not in _PLAIN_STATIC:  # those need no conversion and no check
+        if type(value) not in PLAIN_STATIC:  # those need no conversion and no check
             value = track(value)
             _check_attribute_value(self, name, value)
         d = self.__dict__
@@ -145,14 +146,6 @@ class Object:
 
 
 _MISSING = object()
-
-#: Exact types of the static values layers set most (sizes, flags, names, dtypes,
-#: functions). ``track`` returns them unchanged and ``_check_attribute_value`` accepts
-#: them (they hold no state), so ``__setattr__`` skips both for them.
-_PLAIN_STATIC = frozenset({
-    int, float, bool, str, bytes, complex, type(None), type, type(jnp.float32),
-    types.FunctionType, types.BuiltinFunctionType,
-})
 
 #: The attribute ``nnx.capture`` gives every module of the graph while it runs: a tuple
 #: of one variable per captured type, each holding a dict ``{name: value}``. Being
@@ -209,7 +202,13 @@ def _hidden_in_attributes(value: Any) -> list:
 
 
 def _object_children(obj: Object) -> list:
-    return sorted(obj.__dict__.items(), key=lambda kv: key_order(kv[0]))
+    d = obj.__dict__
+    if all(type(k) is str for k in d):  # attribute names: key_order is string order
+        return sorted(d.items(), key=_FIRST)
+    return sorted(d.items(), key=lambda kv: key_order(kv[0]))
+
+
+_FIRST = operator.itemgetter(0)
 
 
 def _object_create_empty(cls: type, trace: Any) -> Object:
