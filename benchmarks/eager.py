@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     model_config = dict(vocab=args.vocab, dim=args.dim, heads=args.heads, layers=args.layers)
     label = t.impl_label(args.impl)
     t.print_environment(config, args.stat, args.impl)
+    print(f"{label}: {ours.__name__} from {ours.__file__}")
     print(f"transformer LM: {args.layers} blocks x {args.dim} wide, {args.heads} heads, "
           f"vocab {args.vocab}; forward on {args.batch} x {args.length} tokens, no jit")
 
