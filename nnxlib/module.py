@@ -34,6 +34,7 @@ import functools
 import inspect
 import itertools
 import math
+import operator
 import types
 from typing import Any, Callable, Iterator
 
@@ -47,7 +48,7 @@ from nnxlib.containers import List, track
 from nnxlib.display import render_object
 from nnxlib.filters import to_predicate
 from nnxlib.graph import NodeImpl, is_array, register_graph_node_type
-from nnxlib.graph._pytree import holds_state, is_state_like, register_node_pytree
+from nnxlib.graph._pytree import PLAIN_STATIC, holds_state, is_state_like, register_node_pytree
 from nnxlib.state import key_order
 from nnxlib.variables import Perturbation, Variable, _tracking, variable_type_from_name
 from nnxlib.variables._arrays import same_aval
@@ -102,22 +103,24 @@ class Object:
             return
         if self._nnx_trace != _tracking.current_trace():
             _tracking.check_trace(self, f"set attribute {name!r}")
-        marker = type(self)._nnx_markers.get(name)
+        markers = type(self)._nnx_markers
+        marker = markers.get(name) if markers else None
         if marker == _markers.DATA:
             value = data(value)
         elif marker is not None:
             _check_static(value, f"{type(self).__name__}.{name} (marked static)",
                           f"Found unexpected data on value of type {type(value)} in static "
                           f"attribute '{name}'")
-        value = track(value)
-        _check_attribute_value(self, name, value)
+        if type(value) not in PLAIN_STATIC:  # those need no conversion and no check
+            value = track(value)
+            _check_attribute_value(self, name, value)
         d = self.__dict__
         old = d.get(name, _MISSING)
         d[name] = value
         # Re-assigning the same object (``self.count += 1`` on a Variable) or a new array
         # of the same shape and dtype in place of an array changes no structure.
-        if value is not old and not (is_array(value) and is_array(old)
-                                     and same_aval(value, old)):
+        if old is _MISSING or (value is not old and not (
+                is_array(value) and is_array(old) and same_aval(value, old))):
             _tracking.structure_changed(self)
 
     def __delattr__(self, name: str) -> None:
@@ -199,7 +202,13 @@ def _hidden_in_attributes(value: Any) -> list:
 
 
 def _object_children(obj: Object) -> list:
-    return sorted(obj.__dict__.items(), key=lambda kv: key_order(kv[0]))
+    d = obj.__dict__
+    if all(type(k) is str for k in d):  # attribute names: key_order is string order
+        return sorted(d.items(), key=_FIRST)
+    return sorted(d.items(), key=lambda kv: key_order(kv[0]))
+
+
+_FIRST = operator.itemgetter(0)
 
 
 def _object_create_empty(cls: type, trace: Any) -> Object:

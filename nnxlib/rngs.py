@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
+from jax.core import Tracer
 
 from nnxlib import graph as graphlib
 from nnxlib._rng_sampling import RandomSamplers
@@ -86,6 +87,12 @@ def _as_key(seed: Any) -> jax.Array:
     )
 
 
+@jax.jit
+def _next_key(key: jax.Array, count: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A stream's next key and count, as one compiled call (eager streams)."""
+    return jax.random.fold_in(key, count), count + 1
+
+
 class RngStream(RandomSamplers, Object):
     """One named stream: ``stream()`` returns a fresh key each call.
 
@@ -111,8 +118,17 @@ class RngStream(RandomSamplers, Object):
             # before the key is read: a stream leaked from a finished jax trace holds
             # tracers, and JAX's own error would not say what went wrong
             _tracking.check_trace(count, "set the value")
-        key = jax.random.fold_in(self.key[...], count[...])
-        self.count[...] = self.count[...] + 1
+        key, n = self.key[...], count[...]
+        if (isinstance(key, jax.Array) and isinstance(n, jax.Array) and key.shape == ()
+                and not isinstance(key, Tracer) and not isinstance(n, Tracer)):
+            # Eager: one compiled call instead of two op-by-op dispatches (the fold_in
+            # and the increment); the same computation, so the same bits. Under a
+            # transform the values are tracers and take the plain path below, which
+            # adds exactly these two operations to the traced program.
+            key, count[...] = _next_key(key, n)
+            return key
+        key = jax.random.fold_in(key, n)
+        count[...] = n + 1
         return key
 
     def fork(self, *, split: int | tuple[int, ...] | None = None) -> "RngStream":

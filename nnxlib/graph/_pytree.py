@@ -23,14 +23,25 @@ Example:
 
 from __future__ import annotations
 
+import types
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from nnxlib.graph import is_array, is_node_or_variable
 from nnxlib.variables import _tracking, freeze_metadata, thaw_metadata
 
 __all__ = ["register_node_pytree"]
+
+
+#: Exact types of the static values modules hold most (sizes, flags, names, dtypes,
+#: functions). They are never containers and never graph nodes, so only
+#: ``nnx.register_data_type`` could make one of them state (``is_array`` says so).
+PLAIN_STATIC = frozenset({
+    int, float, bool, str, bytes, complex, type(None), type, type(jnp.float32),
+    types.FunctionType, types.BuiltinFunctionType,
+})
 
 
 def is_state_like(x: Any) -> bool:
@@ -63,21 +74,27 @@ def register_node_pytree(
     ``path_key`` makes the key-path entry of a child (attribute, index or dict key).
     """
 
-    def flatten_with_keys(node: Any) -> tuple:
+    def split_children(node: Any) -> tuple[list, tuple]:
+        """The ``(key, value)`` pairs that hold state, and the aux data."""
         pairs = children(node)
-        data, static = [], {}
-        for position, (key, value) in enumerate(pairs):
-            if holds_state(value):
-                data.append((position, key, value))
-            else:
+        data, positions, static = [], [], {}
+        for position, pair in enumerate(pairs):
+            value = pair[1]
+            if (type(value) in PLAIN_STATIC and not is_array(value)) or not holds_state(value):
                 static[position] = value  # int keys: freeze_metadata can sort them
-        aux = (tuple(key for key, _ in pairs), tuple(p for p, _, _ in data),
-               freeze_metadata(static))
-        return [(path_key(key), value) for _, key, value in data], aux
+            else:
+                data.append(pair)
+                positions.append(position)
+        aux = (tuple([key for key, _ in pairs]), tuple(positions), freeze_metadata(static))
+        return data, aux
+
+    def flatten_with_keys(node: Any) -> tuple:
+        data, aux = split_children(node)
+        return [(path_key(key), value) for key, value in data], aux
 
     def flatten(node: Any) -> tuple:
-        keyed, aux = flatten_with_keys(node)
-        return [value for _, value in keyed], aux
+        data, aux = split_children(node)
+        return [value for _, value in data], aux
 
     def unflatten(aux: tuple, values: Any) -> Any:
         keys, data_positions, frozen_static = aux

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
@@ -43,7 +44,9 @@ def canonicalize_dtype(*args: Any, dtype: DTypeLike | None = None,
         dtype(bfloat16)
     """
     if dtype is None:
-        present = [jnp.asarray(a) for a in args if a is not None]
+        # jnp.asarray returns a JAX array as it is: skip the call for those.
+        present = [a if isinstance(a, jax.Array) else jnp.asarray(a)
+                   for a in args if a is not None]
         dtype = jnp.result_type(*present)
         if inexact and not jnp.issubdtype(dtype, jnp.inexact):
             dtype = jnp.promote_types(jnp.float32, dtype)
@@ -71,4 +74,12 @@ def promote_dtype(args: T, /, *, dtype: DTypeLike | None = None, inexact: bool =
         (dtype('float16'), dtype('float16'), None)
     """
     target = canonicalize_dtype(*args, dtype=dtype, inexact=inexact)
-    return tuple(None if a is None else jnp.asarray(a, target) for a in args)  # type: ignore
+    return tuple(a if a is None or _is_array_of(a, target) else jnp.asarray(a, target)
+                 for a in args)  # type: ignore
+
+
+def _is_array_of(a: Any, dtype: Any) -> bool:
+    """True when ``jnp.asarray(a, dtype)`` would return ``a`` itself: a JAX array of
+    ``dtype`` that is not weakly typed (the cast would make a weak one strong)."""
+    return (isinstance(a, jax.Array) and getattr(a, "weak_type", True) is False
+            and a.dtype == dtype)

@@ -55,6 +55,8 @@ def freeze(value: Any) -> Any:
         >>> freeze("name")
         'name'
     """
+    if type(value) in _ATOMS:
+        return value
     if isinstance(value, (list, tuple)):
         return tuple(freeze(v) for v in value)
     if isinstance(value, dict):
@@ -64,6 +66,10 @@ def freeze(value: Any) -> Any:
     except TypeError:
         return Unhashable(value)
     return value
+
+
+# Exact types that are always hashable and compare by value: returned as they are.
+_ATOMS = frozenset({int, float, bool, str, bytes, complex, type(None)})
 
 
 def _item_key(item: tuple) -> str:
