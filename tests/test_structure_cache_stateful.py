@@ -173,7 +173,9 @@ class StructureCacheMachine(RuleBasedStateMachine):
         elif op == "clear":
             target.clear()
         elif target and op == "remove":
-            target.remove(target[-1])
+            # the first item: list.remove matches it by identity, before comparing any
+            # other item with == (which, for a Variable, is elementwise as for arrays)
+            target.remove(target[0])
 
     @rule(data=st.data())
     def mutate_dict(self, data):
