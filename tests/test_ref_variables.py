@@ -367,3 +367,18 @@ def test_copy_makes_new_refs_and_pickle_round_trip():
     assert isinstance(back.get_raw_value(), jax.Ref) and back.tag == "t"
     plain = v.copy(ref=False)
     assert not isinstance(plain.get_raw_value(), jax.Ref)
+
+
+def test_eager_writes_keep_the_ref_and_fall_back_for_other_shapes_and_dtypes():
+    v = nnx.BatchStat(jnp.zeros(3), ref=True)
+    ref = v.get_raw_value()
+    v[...] = jnp.arange(3.0)  # same shape and dtype: the same ref holds the new buffer
+    assert v.get_raw_value() is ref and ref[...].tolist() == [0.0, 1.0, 2.0]
+    v.value = jnp.ones(4)  # a new shape: a new ref
+    assert v.get_raw_value() is not ref and v.shape == (4,)
+    v.value = jnp.ones(4, jnp.int32)  # a new dtype as well
+    assert v.dtype == jnp.int32 and isinstance(v.get_raw_value(), jax.Ref)
+    frozen = nnx.with_vars(nnx.Dict(s=v), mutable=False)
+    with pytest.raises(ImmutableVariableError, match="s"):
+        frozen.s[...] = jnp.zeros(4, jnp.int32)
+    assert v[...].tolist() == [1, 1, 1, 1]

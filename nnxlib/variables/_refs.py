@@ -42,6 +42,7 @@ from jax.core import Tracer
 from nnxlib.variables import _tracking
 
 __all__ = ["is_ref", "holds_refs", "to_refs", "read", "write", "read_leaf", "write_leaf",
+           "write_in_place",
            "graft", "RefAux"]
 
 Ref = jax.Ref
@@ -142,20 +143,34 @@ def write_leaf(ref: Any, x: Any) -> None:
         >>> r[...].tolist()
         [1.0, 1.0]
     """
+    if not write_in_place(ref, x):
+        ref[...] = x
+
+
+def write_in_place(ref: Any, x: Any) -> bool:
+    """The eager fast path of :func:`write_leaf`: make the concrete array ``x`` (same
+    shape, dtype and sharding) the buffer of the concrete ``ref``; False (nothing done)
+    where that does not apply.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> r = jax.new_ref(jnp.zeros(2))
+        >>> write_in_place(r, jnp.ones(2)), write_in_place(r, jnp.ones(3))
+        (True, False)
+    """
     if type(ref) is Ref and isinstance(x, jax.Array) and not isinstance(x, Tracer) \
             and _tracking.current_trace() == _tracking.EAGER:
         try:
             impl = ref._refs
             old = impl._buf
         except AttributeError:  # another JAX version's layout: the public write
-            pass
-        else:
-            if old is x:
-                return
-            if old.shape == x.shape and old.dtype == x.dtype and old.sharding == x.sharding:
-                impl._buf = x
-                return
-    ref[...] = x
+            return False
+        if old is x:
+            return True
+        if old.shape == x.shape and old.dtype == x.dtype and old.sharding == x.sharding:
+            impl._buf = x
+            return True
+    return False
 
 
 def read(raw: Any) -> Any:
