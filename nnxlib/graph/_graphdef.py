@@ -54,6 +54,7 @@ from nnxlib.variables import (
 )
 from nnxlib.variables._arrays import aval_of
 from nnxlib.variables._frozen import Unhashable, freeze
+from nnxlib.variables._raw import is_ref_mode
 
 
 # --------------------------------------------------------------- graph definition
@@ -381,8 +382,8 @@ def build(d: Any, leaves: Iterator, objects: dict[int, Any],
 def _wants_refs(metadata: dict, leaf: Any) -> bool:
     """A ref variable built from a plain value (one made inside a transform, whose refs
     could not leave it): it gets new refs."""
-    return bool(metadata.get("ref") or metadata.get("hijax")) and \
-        not isinstance(leaf, Variable) and not _refs.holds_refs(leaf)
+    return is_ref_mode(metadata) and not isinstance(leaf, Variable) and \
+        not _refs.holds_refs(leaf)
 
 
 def _compile(d: Any) -> Callable[[Iterator, dict, Any], Any]:
@@ -525,9 +526,7 @@ class Plan:
         found = self._has_refs
         if found is None:
             found = self._has_refs = any(
-                isinstance(v, Variable) and bool(v._metadata) and
-                bool(v._metadata.get("ref") or v._metadata.get("hijax"))
-                for v in self.template)
+                isinstance(v, Variable) and is_ref_mode(v._metadata) for v in self.template)
         return found
 
     def _root(self, k: int) -> Any:

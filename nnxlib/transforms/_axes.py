@@ -186,20 +186,20 @@ def aliasing_error(where: str, kind: str, first: str, first_entry: str, here: st
 def check_shared_entries(graphdef: GraphDef, template: list, entries: list,
                          entry_at: Callable, root_names: list, where: str,
                          what: str = "axis", show: Callable = repr,
-                         more: tuple = ()) -> None:
+                         more: tuple = (), error: Callable = aliasing_error) -> None:
     """Raise if a path reaching shared state gets another entry than its first path.
 
     ``entries[j]`` is what leaf ``j`` got on its first path; ``entry_at(root, path,
-    leaf)`` resolves the entry on another path; ``more`` as in :func:`shared_reaches`.
+    leaf)`` resolves the entry on another path; ``more`` as in :func:`shared_reaches`;
+    ``error`` builds the exception (same arguments as :func:`aliasing_error`).
     """
     for j, root, path in shared_reaches(graphdef, more):
         here = entry_at(root, path, template[j])
         if here != entries[j] or (here is Carry) != (entries[j] is Carry):
             first = graphdef.paths[j]
-            raise aliasing_error(where, type(template[j]).__name__,
-                                 f"{root_names[first[0]]}{_suffix(first[1:])}",
-                                 show(entries[j]), f"{root_names[root]}{_suffix(path)}",
-                                 show(here), what)
+            raise error(where, type(template[j]).__name__,
+                        f"{root_names[first[0]]}{_suffix(first[1:])}", show(entries[j]),
+                        f"{root_names[root]}{_suffix(path)}", show(here), what)
 
 
 def _check_shared(graphdef: GraphDef, template: list, axes: list, root_specs: list,

@@ -81,22 +81,25 @@ def _check_shared_roles(layout: _Layout, ext: _lift.Extracted, diff: set, nondif
                         filters: dict) -> None:
     """A shared Variable must be differentiable on every path that reaches it, or on
     none: one object cannot get a cotangent and also be a nondiff argument."""
-    for j, root, path in _axes.shared_reaches(ext.plan.graphdef):  # type: ignore[union-attr]
+    def differentiable(root: int, path: tuple, leaf: Any) -> bool:
         a = layout.root_owner[root]
-        leaf = layout.template[j]
-        here = a not in nondiff and (a not in filters or filters[a](path, leaf))
-        if here != (j in diff):
-            first = layout.paths[j]
-            first_at = f"args[{layout.root_owner[first[0]]}]{_axes._suffix(first[1:])}"
-            here_at = f"args[{a}]{_axes._suffix(path)}"
-            kind = type(leaf).__name__
-            raise ValueError(
-                f"custom_vjp: the {kind} at {first_at} is also reached from {here_at}, "
-                f"once as a differentiable and once as a nondiff argument (Duplicate {kind} "
-                f"found at paths {first_at} and {here_at}).\nExpected: each Variable on "
-                "one side of nondiff_argnums. Actual: the same object on both.\nHint: "
-                "pass it once, or nnx.clone it for the nondiff side."
-            )
+        return a not in nondiff and (a not in filters or filters[a](path, leaf))
+
+    _axes.check_shared_entries(
+        ext.plan.graphdef, layout.template,  # type: ignore[union-attr]
+        [j in diff for j in range(len(layout.template))], differentiable,
+        [f"args[{a}]" for a in layout.root_owner], "custom_vjp", error=_both_sides_error)
+
+
+def _both_sides_error(where: str, kind: str, first: str, first_entry: str, here: str,
+                      entry: str, what: str) -> ValueError:
+    return ValueError(
+        f"{where}: the {kind} at {first} is also reached from {here}, once as a "
+        f"differentiable and once as a nondiff argument (Duplicate {kind} found at paths "
+        f"{first} and {here}).\nExpected: each Variable on one side of nondiff_argnums. "
+        "Actual: the same object on both.\nHint: pass it once, or nnx.clone it for the "
+        "nondiff side."
+    )
 
 
 class _VjpEntry:

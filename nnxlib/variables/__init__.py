@@ -193,7 +193,7 @@ class Variable(ShardedVariable, MetadataAccess, RawValueAccess, ArrayProtocol,
             raise _escaped_error(self)
         if HOOKS_IN_USE[0]:  # value hooks or ref-backed variables exist somewhere
             metadata = self._metadata
-            if metadata and (metadata.get("ref") or metadata.get("hijax")):
+            if is_ref_mode(metadata):
                 value = _refs.read_leaf(value) if type(value) is _refs.Ref \
                     else self._read_mode(value)
                 if "on_get_value" not in metadata:

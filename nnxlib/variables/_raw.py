@@ -126,19 +126,14 @@ class RawValueAccess:
                 "differentiated or read. Hint: write into the original (mutable) model, "
                 "or make a mutable view with nnx.with_vars(view, mutable=True).")
         old = self._raw_value  # type: ignore[attr-defined]
-        if type(old) is _refs.Ref and is_ref_mode(metadata):
-            # the common eager write (a training step's BatchNorm statistics): an array of
-            # the ref's shape becomes its buffer; anything else takes the general path
-            if check:
-                _tracking.check_value(self, new, what)
-            if not _refs.write_in_place(old, new):
-                self._put(new)
-            return True
         if not is_ref_mode(metadata) or not _refs.holds_refs(old):
             return False
         if check:
             _tracking.check_value(self, new, what)
-        self._put(new)
+        # the common eager write (a training step's BatchNorm statistics): an array of the
+        # ref's shape becomes its buffer; anything else takes the general path
+        if not _refs.write_in_place(old, new):
+            self._put(new)
         return True
 
     def _put(self, new: Any) -> None:
