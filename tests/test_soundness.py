@@ -224,6 +224,22 @@ def test_deleted_model_is_freed_without_the_cycle_collector():
         gc.enable()
 
 
+@pytest.mark.parametrize("transform", [
+    lambda f: nnx.vmap(f, in_axes=(None, 0)),
+    lambda f: nnx.scan(f, in_axes=(None, 0), out_axes=0),
+    lambda f: nnx.grad(lambda m, x: f(m, x).sum()),
+])
+def test_a_transform_kept_alive_does_not_keep_its_inputs_alive(transform):
+    # transforms cache per structure: the cache must hold definitions, not Variables
+    f = transform(lambda m, x: m(x))
+    model = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
+    f(model, jnp.ones((3, 2)))
+    refs = [weakref.ref(model), weakref.ref(model.kernel)]
+    del model
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+
+
 # -------------------------------------------------------------------- threads
 def test_threads_on_separate_models_match_single_threaded():
     def work(seed):

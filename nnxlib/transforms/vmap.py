@@ -50,7 +50,6 @@ class _Layout(NamedTuple):
     names: list  # per graph leaf: a readable location
     other_names: list  # per non-graph leaf
     graphdef: Any = None  # of the joint plan (None without graph arguments)
-    template: list = []  # the plan's leaves (for filters to look at)
     root_names: list = []  # per input graph root: a readable location
 
 
@@ -156,7 +155,7 @@ def _layout(ext: _lift.Extracted, args: tuple, kwargs: dict, in_axes: Any,
     leaf_of_path = {p: j for j, p in enumerate(graphdef.paths)}
     leaf_names = [root_names[p[0]] + _axes._suffix(p[1:]) for p in graphdef.paths]
     return _Layout(graph_axes, other_axes, root_specs, leaf_of_index, leaf_of_path,
-                   leaf_names, other_names, graphdef, template, root_names)
+                   leaf_names, other_names, graphdef, root_names)
 
 
 def _sent_axes(info: _lift.OutInfo, send: list, layout: _Layout, in_roots: int,
@@ -208,7 +207,9 @@ def _check_returned_inputs(info: _lift.OutInfo, layout: _Layout, in_roots: int,
                              False)
 
     names = list(layout.root_names) + [f"out{k}" for k in range(len(info.out_defs))]
-    _axes.check_shared_entries(layout.graphdef, layout.template, layout.graph_axes, axis_at,
+    # stand-ins built from the definitions: a cached layout holds no live Variable
+    template = [_axes.probe(d, None) for _, d in _axes.iter_def_leaves(layout.graphdef.root)]
+    _axes.check_shared_entries(layout.graphdef, template, layout.graph_axes, axis_at,
                                names, f"{name} out_axes", show=_axes._axis_repr,
                                more=info.out_defs)
 
