@@ -224,10 +224,17 @@ def test_deleted_model_is_freed_without_the_cycle_collector():
         gc.enable()
 
 
+def _custom_vjp_of(f):
+    g = nnx.custom_vjp(f)
+    g.defvjp(lambda m, x: (g(m, x), None), lambda res, ct: (None, None))
+    return g
+
+
 @pytest.mark.parametrize("transform", [
     lambda f: nnx.vmap(f, in_axes=(None, 0)),
     lambda f: nnx.scan(f, in_axes=(None, 0), out_axes=0),
     lambda f: nnx.grad(lambda m, x: f(m, x).sum()),
+    lambda f: _custom_vjp_of(f),
 ])
 def test_a_transform_kept_alive_does_not_keep_its_inputs_alive(transform):
     # transforms cache per structure: the cache must hold definitions, not Variables

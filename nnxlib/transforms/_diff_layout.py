@@ -17,7 +17,7 @@ from nnxlib.errors import format_path
 from nnxlib.graph import is_graph_node, is_node_or_variable
 from nnxlib.graph.mode import GRAPH, Mode
 from nnxlib.state import State, to_flat_state
-from nnxlib.transforms import _full_state, _lift
+from nnxlib.transforms import _axes, _full_state, _lift
 from nnxlib.variables import Variable
 
 _MISSING: Any = object()
@@ -28,7 +28,7 @@ class _Layout:
     """Where each leaf of an argument tuple lives (graph objects are roots)."""
 
     def __init__(self, args: tuple, ext: _lift.Extracted):
-        self.ext = ext
+        self.ext: _lift.Extracted | None = ext  # (read by _assemble, for vjp)
         node_positions = ext.node_positions
         self.root_at = {p: r for r, p in enumerate(node_positions)}
         owners: list = []
@@ -67,6 +67,14 @@ class _Layout:
             return self._wrap(js[0], values[js[0]])
         return State._from_flat(tuple(self.paths[j][1:] for j in js),
                                 [self._wrap(j, values[j]) for j in js])
+
+    def detach(self) -> None:
+        """Keep no live object (for a layout cached across calls, which must not keep a
+        deleted model alive): the leaves become stand-ins made from the definitions,
+        which carry what :meth:`_wrap` needs (the Variable type and metadata)."""
+        self.ext = None
+        self.template = [_axes.probe(d, None) for root in self.root_defs
+                         for _, d in _axes.iter_def_leaves(root)]
 
     def _wrap(self, j: int, value: Any) -> Any:
         leaf = self.template[j]

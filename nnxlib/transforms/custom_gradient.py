@@ -128,6 +128,7 @@ class _VjpEntry:
         self.dg, self.rg, self.do, self.ro = tuple(dg), tuple(rg), tuple(do), tuple(ro)
         if ext.plan is not None:
             _check_shared_roles(layout, ext, set(dg), nondiff, filters)
+        layout.detach()  # this entry is cached per structure
         self.dg_index = {j: k for k, j in enumerate(dg)}
         self.do_index = {o: k for k, o in enumerate(do)}
         self.core = self._make_core(owner, ext.key, len(ext.values), len(ext.others))
