@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
 
-from nnxlib import variables as _variables
 from nnxlib.filters import to_predicate
 from nnxlib.graph import find_duplicates, merge, split
 from nnxlib.spmd import use_eager_sharding
 from nnxlib.state import State
-from nnxlib.variables import Variable
+from nnxlib.variables import Variable, new_with_mode
 from nnxlib.variables._defaults import VarDefaults, current_defaults, default_hijax, default_ref
 
 __all__ = ["VarDefaults", "var_defaults", "with_vars", "vars_as"]
@@ -191,7 +190,7 @@ def _in_mode(var: Variable, path: tuple, attrs: dict) -> Variable:
     metadata.update({k: True for k, v in flags.items() if v})
     if var.get_metadata("eager_sharding", True) is False:
         metadata["eager_sharding"] = False
-    new = _variables.new_with_mode(type(var), var.get_raw_value(), metadata)
+    new = new_with_mode(type(var), var.get_raw_value(), metadata)
     if metadata.get("mutable") is False:
         object.__setattr__(new, "_nnx_path", path)
     return new
